@@ -1,0 +1,68 @@
+"""`t2v`: the front door. Each verb calls one step's function; `python -m components.<step>` calls the same one."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+DESCRIPTION = """\
+t2v-pipeline: train an Open-Sora-style text-to-video model (STDiT, three stages) on your own GPU cluster.
+
+The same steps run as a Kubeflow Pipelines DAG, locally, or through `dvc repro`; MLflow records every run.
+"""
+
+EPILOG = """\
+examples:
+  t2v demo                         train a tiny STDiT on generated clips and write sample videos
+  t2v model --preset XL/2          parameters and FLOPs of a model preset at a given video shape
+
+Run `t2v <verb> --help` for the options of each verb.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="t2v",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbs = parser.add_subparsers(title="verbs", metavar="<verb>", required=True)
+    from components import demo
+    from model import info as model_info
+
+    for module in (demo, model_info):
+        module.add_parser(verbs)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("t2v-pipeline")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    # bitsandbytes (imported by diffusers) warns at import about an optional CPU kernel package it does not need.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.run(args) or 0
+    except ValueError as err:
+        if args.verbose:
+            raise
+        print(f"t2v: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Rectified flow: the training objective and Euler sampling with classifier-free guidance.
+
+Convention (diffusers' FlowMatchEulerDiscreteScheduler): x_t = (1 - t) * x0 + t * noise, t in [0, 1], t = 1 is pure
+noise; the model predicts the velocity dx_t/dt = noise - x0 and sees the timestep as t * num_train_timesteps.
+
+Training timesteps are logit-normal and shifted towards noise for larger inputs (SD3 / Open-Sora 1.2):
+t' = r * t / (1 + (r - 1) * t), r = sqrt(pixels / base_pixels) * sqrt(latent_frames / base_frames).
+
+All randomness of a training sample (its noise, its timestep, whether its caption is dropped) can be drawn from
+(seed, step, global sample index) alone, so a result does not depend on how a batch is split across processes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    num_train_timesteps: int = 1000
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    resolution_shift: bool = True
+    base_pixels: int = 512 * 512  # image area at which the shift is 1
+    base_latent_frames: int = 1
+    spatial_compression: int = 8  # image pixels per latent pixel along each side (the VAE's factor)
+    caption_dropout: float = 0.1
+
+
+def timestep_shift_factor(cfg: FlowConfig, latent_shape: tuple[int, ...]) -> float:
+    """Shift r for latents shaped (..., T, H, W); 1.0 when the shift is off."""
+    if not cfg.resolution_shift:
+        return 1.0
+    T, H, W = latent_shape[-3:]
+    pixels = H * W * cfg.spatial_compression**2
+    return math.sqrt(pixels / cfg.base_pixels) * math.sqrt(T / cfg.base_latent_frames)
+
+
+def shift_timesteps(t: torch.Tensor, shift: float) -> torch.Tensor:
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def sample_seed(seed: int, step: int, index: int) -> int:
+    """A 63-bit seed that depends only on (seed, step, sample index)."""
+    return int(np.random.SeedSequence([seed, step, index]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class FlowDraw:
+    noise: torch.Tensor  # (B, C, T, H, W)
+    t: torch.Tensor  # (B,) in (0, 1), shifted
+    drop_caption: torch.Tensor  # (B,) bool
+
+
+def draw(
+    cfg: FlowConfig,
+    sample_shape: tuple[int, ...],
+    *,
+    seed: int,
+    step: int,
+    indices: list[int] | torch.Tensor,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> FlowDraw:
+    """Noise, timestep and caption dropout for each sample, each from its own (seed, step, index) generator."""
+    noise, logits, u = [], [], []
+    for index in [int(i) for i in indices]:
+        g = torch.Generator().manual_seed(sample_seed(seed, step, index))
+        noise.append(torch.randn(sample_shape, generator=g))
+        logits.append(torch.randn((), generator=g))
+        u.append(torch.rand((), generator=g))
+    t = torch.sigmoid(torch.stack(logits) * cfg.logit_std + cfg.logit_mean)
+    t = shift_timesteps(t, timestep_shift_factor(cfg, sample_shape))
+    return FlowDraw(
+        noise=torch.stack(noise).to(device=device, dtype=dtype),
+        t=t.to(device),
+        drop_caption=(torch.stack(u) < cfg.caption_dropout).to(device),
+    )
+
+
+def flow_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    t: torch.Tensor,
+    text: torch.Tensor,
+    text_mask: torch.Tensor | None = None,
+    drop_caption: torch.Tensor | None = None,
+    *,
+    num_train_timesteps: int = 1000,
+) -> torch.Tensor:
+    """Per-sample rectified-flow loss (B,): MSE between predicted and true velocity at timesteps `t` (B,)."""
+    t_ = t.to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))
+    x_t = (1 - t_) * x0 + t_ * noise
+    pred = model(x_t, t * num_train_timesteps, text, text_mask, drop_caption).sample
+    pred = pred[:, : x0.shape[1]]  # a learned-sigma model has 2C outputs; the velocity is the first half
+    return (pred.float() - (noise - x0).float()).pow(2).flatten(1).mean(1)
+
+
+def training_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    text: torch.Tensor,
+    text_mask: torch.Tensor | None,
+    cfg: FlowConfig,
+    *,
+    seed: int,
+    step: int,
+    indices: list[int] | torch.Tensor,
+) -> torch.Tensor:
+    """Mean training loss of a batch whose samples have global indices `indices` at optimizer step `step`."""
+    d = draw(cfg, tuple(x0.shape[1:]), seed=seed, step=step, indices=indices, dtype=x0.dtype, device=x0.device)
+    loss = flow_loss(
+        model, x0, d.noise, d.t, text, text_mask, d.drop_caption, num_train_timesteps=cfg.num_train_timesteps
+    )
+    return loss.mean()
+
+
+def make_scheduler(cfg: FlowConfig) -> FlowMatchEulerDiscreteScheduler:
+    # shift=1: the resolution-aware shift is applied to the sigmas we pass, per call.
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=cfg.num_train_timesteps, shift=1.0)
+
+
+@torch.no_grad()
+def sample(
+    model: torch.nn.Module,
+    shape: tuple[int, ...],
+    text: torch.Tensor,
+    text_mask: torch.Tensor | None = None,
+    *,
+    cfg: FlowConfig = FlowConfig(),
+    num_steps: int = 30,
+    guidance_scale: float = 7.0,
+    generator: torch.Generator | None = None,
+    scheduler: FlowMatchEulerDiscreteScheduler | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Generate latents of `shape` (B, C, T, H, W) from noise by Euler steps on the predicted velocity.
+
+    With guidance_scale > 1 every step evaluates the model with and without the caption (the null caption) and
+    extrapolates: v = v_uncond + s * (v_cond - v_uncond).
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps={num_steps} must be at least 1")
+    param = next(model.parameters())
+    scheduler = scheduler or make_scheduler(cfg)
+    sigmas = shift_timesteps(torch.linspace(1.0, 1.0 / num_steps, num_steps), timestep_shift_factor(cfg, shape))
+    scheduler.set_timesteps(sigmas=sigmas.tolist(), device=param.device)
+    x = torch.randn(shape, generator=generator).to(device=param.device, dtype=param.dtype)
+    B = shape[0]
+    guided = guidance_scale != 1.0
+    text = text.to(device=param.device, dtype=param.dtype)
+    if text_mask is not None:
+        text_mask = text_mask.to(param.device)
+    if guided:
+        text_in = torch.cat([text, text])
+        mask_in = None if text_mask is None else torch.cat([text_mask, text_mask])
+        drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(param.device)
+    for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
+        if guided:
+            v = model(torch.cat([x, x]), t.expand(2 * B), text_in, mask_in, drop).sample[:, : shape[1]]
+            v_cond, v_uncond = v.chunk(2)
+            v = v_uncond + guidance_scale * (v_cond - v_uncond)
+        else:
+            v = model(x, t.expand(B), text, text_mask).sample[:, : shape[1]]
+        x = scheduler.step(v, t, x).prev_sample
+    return x

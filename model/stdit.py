@@ -1,0 +1,384 @@
+"""STDiT: a diffusion transformer for video whose self-attention is split into a spatial and a temporal part.
+
+Each block is the PixArt-alpha block with a temporal self-attention inserted after the spatial one:
+
+    x = x + gate_msa  * SpatialAttn(modulate(norm1(x)))        within each frame,       cost T * S^2
+    x = x + gate_temp * TemporalAttn(modulate(norm_temp(x)))   across frames per patch, cost S * T^2
+    x = x + CrossAttn(x, text)                                 video tokens -> text tokens
+    x = x + gate_mlp  * MLP(modulate(norm2(x)))
+
+Timestep conditioning is adaLN-single: one global t-block makes 6*C modulation values; every block adds its own
+learned table. The temporal branch reuses the attention part of that conditioning plus its own 3*C table, so that
+its only new weights are its attention and that table. Its output projection starts at zero: a new STDiT is the
+image model applied frame by frame. With one frame the temporal branch is skipped entirely.
+
+`attention_mode="full"` gives the baseline: one joint spatio-temporal self-attention over all T*S tokens in place of
+the spatial/temporal pair, cost (T*S)^2, everything else identical.
+
+Parameter names of the shared parts match diffusers' `PixArtTransformer2DModel`, so a PixArt checkpoint loads
+into the spatial part unchanged (see `model.pixart_import`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import FeedForward
+from diffusers.models.attention_processor import Attention
+from diffusers.models.embeddings import (
+    PatchEmbed,
+    PixArtAlphaTextProjection,
+    get_1d_sincos_pos_embed_from_grid,
+)
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.normalization import AdaLayerNormSingle
+from einops import rearrange
+from torch import nn
+
+ATTENTION_MODES = ("spatial_temporal", "full")
+TEMPORAL_POSITIONS = ("rope", "sincos", "rope+sincos")
+
+# Architecture sizes. Everything else (channels, caption width, base size) is set by the caller.
+STDIT_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 16, "patch_size": 2},
+    "S/2": {"num_layers": 12, "num_attention_heads": 6, "attention_head_dim": 64, "patch_size": 2},
+    "B/2": {"num_layers": 12, "num_attention_heads": 12, "attention_head_dim": 64, "patch_size": 2},
+    "XL/2": {"num_layers": 28, "num_attention_heads": 16, "attention_head_dim": 72, "patch_size": 2},
+}
+
+
+def preset_config(name: str, **overrides) -> dict:
+    """The constructor arguments of preset `name`, with `overrides` applied."""
+    if name not in STDIT_PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(STDIT_PRESETS)}")
+    return {**STDIT_PRESETS[name], **overrides}
+
+
+def rope_cos_sin(positions: torch.Tensor, dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary-embedding tables for integer `positions` (N,): cos and sin of shape (N, dim), in float32."""
+    if dim % 2:
+        raise ValueError(f"rotary embedding needs an even head dimension, got attention_head_dim={dim}")
+    inv_freq = theta ** (-torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
+    angles = positions.float()[:, None] * inv_freq[None]  # (N, dim/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (N, dim)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate `x` (B, H, N, D) by position: the rotate-half convention."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+class SDPAttnProcessor:
+    """Attention through torch SDPA: QK-norm (when the module has one) first, then the rotary embedding."""
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        q = rearrange(attn.to_q(hidden_states), "b n (h d) -> b h n d", h=attn.heads)
+        k = rearrange(attn.to_k(context), "b n (h d) -> b h n d", h=attn.heads)
+        v = rearrange(attn.to_v(context), "b n (h d) -> b h n d", h=attn.heads)
+        if attn.norm_q is not None:
+            q, k = attn.norm_q(q), attn.norm_k(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)  # (B, H, N, D)
+        out = rearrange(out, "b h n d -> b n (h d)")
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def _self_attention(dim: int, heads: int, head_dim: int, qk_norm: bool, bias: bool, eps: float) -> Attention:
+    return Attention(
+        query_dim=dim,
+        heads=heads,
+        dim_head=head_dim,
+        bias=bias,
+        qk_norm="rms_norm" if qk_norm else None,
+        eps=eps,
+        processor=SDPAttnProcessor(),
+    )
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class STDiTBlock(nn.Module):
+    """PixArt block with a temporal self-attention after the spatial one (or one joint attention in "full" mode)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        head_dim: int,
+        *,
+        attention_mode: str,
+        qk_norm: bool,
+        mlp_ratio: float,
+        activation_fn: str,
+        attention_bias: bool,
+        norm_eps: float,
+        dropout: float,
+    ):
+        super().__init__()
+        self.attention_mode = attention_mode
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
+        self.attn1 = _self_attention(dim, num_heads, head_dim, qk_norm, attention_bias, norm_eps)
+        if attention_mode == "spatial_temporal":
+            self.norm_temp = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
+            self.attn_temp = _self_attention(dim, num_heads, head_dim, qk_norm, attention_bias, norm_eps)
+            self.scale_shift_table_temporal = nn.Parameter(torch.randn(3, dim) / dim**0.5)
+        self.attn2 = Attention(
+            query_dim=dim,
+            cross_attention_dim=dim,
+            heads=num_heads,
+            dim_head=head_dim,
+            bias=attention_bias,
+            processor=SDPAttnProcessor(),
+        )
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
+        self.ff = FeedForward(
+            dim, mult=mlp_ratio, dropout=dropout, activation_fn=activation_fn, inner_dim=int(dim * mlp_ratio)
+        )
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, T*S, C)
+        text: torch.Tensor,  # (B, L, C)
+        text_mask: torch.Tensor,  # (B, 1, 1, L) bool, True = attend
+        t6: torch.Tensor,  # (B, 6*C)
+        num_frames: int,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        temporal_pe: torch.Tensor | None,  # (T, C), or (T*S, C) in full mode
+    ) -> torch.Tensor:
+        B, T = x.shape[0], num_frames
+        mod = self.scale_shift_table[None] + t6.reshape(B, 6, -1)  # (B, 6, C)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=1)  # each (B, 1, C)
+
+        h = modulate(self.norm1(x), shift_msa, scale_msa)
+        if self.attention_mode == "full":
+            if temporal_pe is not None:
+                h = h + temporal_pe
+            h = self.attn1(h, rope=rope)  # (B, T*S, C), one attention over all frames
+        else:
+            h = rearrange(h, "b (t s) c -> (b t) s c", t=T)
+            h = self.attn1(h)  # (B*T, S, C), within each frame
+            h = rearrange(h, "(b t) s c -> b (t s) c", b=B)
+        x = x + gate_msa * h
+
+        if self.attention_mode == "spatial_temporal" and T > 1:
+            mod_t = self.scale_shift_table_temporal[None] + t6.reshape(B, 6, -1)[:, :3]  # (B, 3, C)
+            shift_t, scale_t, gate_t = mod_t.chunk(3, dim=1)
+            h = modulate(self.norm_temp(x), shift_t, scale_t)
+            h = rearrange(h, "b (t s) c -> (b s) t c", t=T)
+            if temporal_pe is not None:
+                h = h + temporal_pe  # the temporal signal stays inside this branch
+            h = self.attn_temp(h, rope=rope)  # (B*S, T, C), across frames at one position
+            h = rearrange(h, "(b s) t c -> b (t s) c", b=B)
+            x = x + gate_t * h
+
+        x = x + self.attn2(x, encoder_hidden_states=text, attention_mask=text_mask)
+        x = x + gate_mlp * self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x
+
+
+class STDiT(ModelMixin, ConfigMixin):
+    """Spatial-temporal DiT on (B, C, T, H, W) latents, conditioned on a timestep and text-encoder tokens.
+
+    `sample_size` is the latent side the 2D sin-cos position embedding is laid out for (diffusers' base size);
+    other sizes use the same embedding interpolated to that base. `caption_max_length` sizes the learned null
+    caption that replaces dropped captions (classifier-free guidance).
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ("STDiTBlock",)
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 4,
+        out_channels: int | None = None,
+        patch_size: int = 2,
+        num_layers: int = 28,
+        num_attention_heads: int = 16,
+        attention_head_dim: int = 72,
+        caption_channels: int = 4096,
+        caption_max_length: int = 300,
+        sample_size: int = 32,
+        interpolation_scale: float | None = None,
+        mlp_ratio: float = 4.0,
+        attention_mode: str = "spatial_temporal",
+        qk_norm: bool = False,
+        temporal_position: str = "rope",
+        rope_theta: float = 10000.0,
+        activation_fn: str = "gelu-approximate",
+        attention_bias: bool = True,
+        norm_eps: float = 1e-6,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if attention_mode not in ATTENTION_MODES:
+            raise ValueError(f"attention_mode={attention_mode!r} must be one of {ATTENTION_MODES}")
+        if temporal_position not in TEMPORAL_POSITIONS:
+            raise ValueError(f"temporal_position={temporal_position!r} must be one of {TEMPORAL_POSITIONS}")
+        if sample_size % patch_size:
+            raise ValueError(f"sample_size={sample_size} must be divisible by patch_size={patch_size}")
+        dim = num_attention_heads * attention_head_dim
+        self.out_channels = in_channels if out_channels is None else out_channels
+        self.gradient_checkpointing = False
+
+        self.pos_embed = PatchEmbed(
+            height=sample_size,
+            width=sample_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            embed_dim=dim,
+            interpolation_scale=interpolation_scale or max(sample_size // 64, 1),
+        )
+        self.adaln_single = AdaLayerNormSingle(dim, use_additional_conditions=False)
+        self.caption_projection = PixArtAlphaTextProjection(in_features=caption_channels, hidden_size=dim)
+        self.y_embedding = nn.Parameter(torch.randn(caption_max_length, caption_channels) / caption_channels**0.5)
+        self.transformer_blocks = nn.ModuleList(
+            STDiTBlock(
+                dim,
+                num_attention_heads,
+                attention_head_dim,
+                attention_mode=attention_mode,
+                qk_norm=qk_norm,
+                mlp_ratio=mlp_ratio,
+                activation_fn=activation_fn,
+                attention_bias=attention_bias,
+                norm_eps=norm_eps,
+                dropout=dropout,
+            )
+            for _ in range(num_layers)
+        )
+        self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
+        self.proj_out = nn.Linear(dim, patch_size * patch_size * self.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """DiT/PixArt initialisation; zero output projections so a fresh model predicts zero."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        w = self.pos_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.pos_embed.proj.bias)
+        emb = self.adaln_single.emb.timestep_embedder
+        for linear in (emb.linear_1, emb.linear_2, self.adaln_single.linear):
+            nn.init.normal_(linear.weight, std=0.02)
+        for linear in (self.caption_projection.linear_1, self.caption_projection.linear_2):
+            nn.init.normal_(linear.weight, std=0.02)
+        for block in self.transformer_blocks:
+            nn.init.zeros_(block.attn2.to_out[0].weight)
+            nn.init.zeros_(block.attn2.to_out[0].bias)
+        self.zero_temporal_output()
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def zero_temporal_output(self) -> None:
+        """Zero the temporal attention's output projection: the model becomes frame-wise (stage 2's start)."""
+        for block in self.transformer_blocks:
+            if block.attention_mode == "spatial_temporal":
+                nn.init.zeros_(block.attn_temp.to_out[0].weight)
+                nn.init.zeros_(block.attn_temp.to_out[0].bias)
+
+    def temporal_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) of every weight that exists only for the temporal branch."""
+        return [(n, p) for n, p in self.named_parameters() if is_temporal_parameter(n)]
+
+    def embed_caption(
+        self, text: torch.Tensor, text_mask: torch.Tensor | None, drop: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project text tokens (B, L, Ccap) to the model width; dropped captions become the learned null caption."""
+        B, L, _ = text.shape
+        if self.config.caption_max_length < L:
+            raise ValueError(
+                f"{L} text tokens exceed caption_max_length={self.config.caption_max_length}; "
+                "truncate the captions or build the model with a larger caption_max_length"
+            )
+        if text_mask is None:
+            text_mask = torch.ones(B, L, dtype=torch.bool, device=text.device)
+        text_mask = text_mask.bool()
+        if drop is not None:
+            drop = drop.to(device=text.device, dtype=torch.bool)
+            null = self.y_embedding[:L].to(text.dtype)[None].expand(B, -1, -1)
+            text = torch.where(drop[:, None, None], null, text)
+            text_mask = text_mask | drop[:, None]
+        return self.caption_projection(text), text_mask
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None = None,
+        caption_drop_mask: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
+        """Predict for latents (B, C, T, H, W) at `timestep` (B,) given text tokens (B, L, Ccap).
+
+        `encoder_attention_mask` (B, L) marks real text tokens; `caption_drop_mask` (B,) replaces whole captions by
+        the null caption (training dropout, and the unconditional half of classifier-free guidance).
+        """
+        B, _, T, H, W = hidden_states.shape
+        p = self.config.patch_size
+        if H % p or W % p:
+            raise ValueError(f"latent height and width ({H}x{W}) must be divisible by patch_size={p}")
+        h, w = H // p, W // p
+        if timestep.ndim == 0:
+            timestep = timestep.expand(B)
+
+        x = rearrange(hidden_states, "b c t h w -> (b t) c h w")
+        x = self.pos_embed(x)  # (B*T, S, C) with the 2D sin-cos embedding added
+        x = rearrange(x, "(b t) s c -> b (t s) c", b=B)
+        t6, t_emb = self.adaln_single(timestep, batch_size=B, hidden_dtype=x.dtype)  # (B, 6C), (B, C)
+        text, text_mask = self.embed_caption(encoder_hidden_states, encoder_attention_mask, caption_drop_mask)
+        text_mask = text_mask[:, None, None, :]  # (B, 1, 1, L), broadcast over heads and queries
+
+        rope, temporal_pe = self._temporal_position(T, h * w, x.device, x.dtype)
+        for block in self.transformer_blocks:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x = self._gradient_checkpointing_func(block, x, text, text_mask, t6, T, rope, temporal_pe)
+            else:
+                x = block(x, text, text_mask, t6, T, rope, temporal_pe)
+
+        shift, scale = (self.scale_shift_table[None] + t_emb[:, None]).chunk(2, dim=1)  # (B, 1, C) each
+        x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, T*S, p*p*Cout)
+        out = rearrange(x, "b (t h w) (p q c) -> b c t (h p) (w q)", t=T, h=h, w=w, p=p, q=p)
+        return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+    def _temporal_position(self, num_frames: int, tokens_per_frame: int, device, dtype):
+        """Rotary tables and/or a 1D sin-cos embedding of the frame index, for the attention that spans frames:
+        per frame for temporal attention, per token (its frame's) for full attention. None for images."""
+        if num_frames == 1:
+            return None, None
+        frames = torch.arange(num_frames, device=device)
+        if self.config.attention_mode == "full":
+            frames = frames.repeat_interleave(tokens_per_frame)
+        rope = pe = None
+        if "rope" in self.config.temporal_position:
+            rope = rope_cos_sin(frames, self.config.attention_head_dim, self.config.rope_theta)
+        if "sincos" in self.config.temporal_position:
+            dim = self.config.num_attention_heads * self.config.attention_head_dim
+            pe = get_1d_sincos_pos_embed_from_grid(dim, frames.float(), dtype=torch.float32).to(dtype)
+        return rope, pe
+
+
+def is_temporal_parameter(name: str) -> bool:
+    return ".attn_temp." in name or name.endswith("scale_shift_table_temporal")

@@ -1,0 +1,25 @@
+"""Benchmarks run in quick mode so they cannot rot; their figures are read from the JSON last line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(name: str, *args: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_attention_benchmark_quick():
+    result = run_benchmark("attention.py", "--quick")
+    assert [r["frames"] for r in result["rows"]] == [1, 4]
+    for row in result["rows"]:
+        assert row["stdit_s"] > 0 and row["full_s"] > 0 and row["latte_s"] > 0
+    assert result["rows"][0]["full_over_stdit_analytic"] == 1.0
+    xl2 = {(r["frames"], r["pixels"]): r for r in result["xl2_analytic"]}
+    assert 5 < xl2[(64, 512)]["full_over_stdit_analytic"] < 8  # Open-Sora measured 5x
