@@ -24,7 +24,8 @@ import torch
 from diffusers import LatteTransformer3DModel
 
 from model.flops import Arch, forward_flops
-from model.stdit import STDiT, preset_config
+from model.info import summarize
+from model.stdit import STDiT
 
 WIDTH_HEADS, HEAD_DIM, DEPTH = 6, 64, 4
 LATENT, PATCH, CHANNELS, TEXT_TOKENS, CAPTION_CHANNELS = 16, 2, 4, 120, 4096
@@ -103,27 +104,15 @@ def analytic(variant: str, frames: int, **shape) -> float:
 
 
 def xl2_ratio(frames: int, pixels: int) -> dict:
-    config = {
-        **preset_config("XL/2"),
-        "in_channels": 4,
-        "out_channels": 8,
-        "caption_channels": 4096,
-        "caption_max_length": 120,
-        "mlp_ratio": 4.0,
-        "qk_norm": False,
-        "attention_mode": "spatial_temporal",
-    }
-    latent = pixels // 8
-    st = forward_flops(Arch.from_config(config), batch=1, frames=frames, height=latent, width=latent)
-    full = forward_flops(Arch.from_config(config, "full"), batch=1, frames=frames, height=latent, width=latent)
-    tokens = frames * (latent // 2) ** 2
+    """Analytic training-step FLOPs of Open-Sora 1.0's STDiT-XL/2 and its full-attention twin (SD VAE, 8x)."""
+    row = summarize(["XL/2"], frames=frames, height=pixels, width=pixels)[0]
     return {
         "frames": frames,
         "pixels": pixels,
-        "tokens": tokens,
-        "stdit_tflops_per_step": st.train_step() / 1e12,
-        "full_tflops_per_step": full.train_step() / 1e12,
-        "full_over_stdit_analytic": full.train_step() / st.train_step(),
+        "tokens": frames * (pixels // 8 // 2) ** 2,
+        "stdit_tflops_per_step": row["stdit_tflops"],
+        "full_tflops_per_step": row["full_tflops"],
+        "full_over_stdit_analytic": row["full_over_stdit"],
     }
 
 

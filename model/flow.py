@@ -27,6 +27,7 @@ class FlowConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     resolution_shift: bool = True
+    shift: float | None = None  # a fixed shift in place of the resolution-aware one (SD3 uses 3.0)
     base_pixels: int = 512 * 512  # image area at which the shift is 1
     base_latent_frames: int = 1
     spatial_compression: int = 8  # image pixels per latent pixel along each side (the VAE's factor)
@@ -34,7 +35,9 @@ class FlowConfig:
 
 
 def timestep_shift_factor(cfg: FlowConfig, latent_shape: tuple[int, ...]) -> float:
-    """Shift r for latents shaped (..., T, H, W); 1.0 when the shift is off."""
+    """Shift r for latents shaped (..., T, H, W); `cfg.shift` when set; 1.0 when the shift is off."""
+    if cfg.shift is not None:
+        return cfg.shift
     if not cfg.resolution_shift:
         return 1.0
     T, H, W = latent_shape[-3:]

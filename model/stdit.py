@@ -10,7 +10,9 @@ Each block is the PixArt-alpha block with a temporal self-attention inserted aft
 Timestep conditioning is adaLN-single: one global t-block makes 6*C modulation values; every block adds its own
 learned table. The temporal branch reuses the attention part of that conditioning plus its own 3*C table, so that
 its only new weights are its attention and that table. Its output projection starts at zero: a new STDiT is the
-image model applied frame by frame. With one frame the temporal branch is skipped entirely.
+image model applied frame by frame. With one frame the temporal branch is skipped entirely. The frame index
+reaches the model only inside that branch (`temporal_position`: RoPE on queries and keys after QK-norm, a 1D
+sin-cos embedding added to the branch's input, or both), never through the tokens the spatial part sees.
 
 `attention_mode="full"` gives the baseline: one joint spatio-temporal self-attention over all T*S tokens in place of
 the spatial/temporal pair, cost (T*S)^2, everything else identical.

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -15,6 +17,7 @@ def run_benchmark(name: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_attention_benchmark_quick():
     result = run_benchmark("attention.py", "--quick")
     assert [r["frames"] for r in result["rows"]] == [1, 4]

@@ -19,6 +19,7 @@ def test_judge_is_not_fooled_by_noise():
     assert len(verdicts) > 1 and verdicts <= set(COLOURS)
 
 
+@pytest.mark.slow
 def test_demo_trains_samples_and_writes_its_outputs(tmp_path):
     out = tmp_path / "demo"
     metrics = run_demo(DemoConfig(output_dir=str(out), steps=40, sample_steps=4))

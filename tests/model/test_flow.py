@@ -39,6 +39,8 @@ def test_timesteps_are_logit_normal_and_shift_towards_noise_for_bigger_inputs():
     assert video.t.mean() > image.t.mean() + 0.2
     t = torch.tensor([0.0, 0.5, 1.0])
     assert torch.allclose(shift_timesteps(t, 3.0), torch.tensor([0.0, 0.75, 1.0]))
+    assert timestep_shift_factor(FlowConfig(shift=3.0), (4, 16, 64, 64)) == 3.0
+    assert timestep_shift_factor(FlowConfig(resolution_shift=False), (4, 16, 64, 64)) == 1.0
 
 
 def test_loss_is_zero_for_the_true_velocity():

@@ -159,3 +159,14 @@ def test_xl2_counts_match_open_sora_stdit():
     assert abs(total - 759.6e6) / 759.6e6 < 0.01
     assert abs(spatial - null_caption - 610.9e6) < 0.1e6
     assert abs(temporal_attention - 148.8e6) < 0.1e6
+
+
+@pytest.mark.gpu
+def test_bf16_training_step_on_cuda():
+    model = randomize(tiny_stdit(qk_norm=True), std=0.05).cuda().to(torch.bfloat16).train()
+    model.enable_gradient_checkpointing()
+    x, t, text = (a.cuda() for a in inputs(frames=4))
+    out = model(x.bfloat16(), t, text.bfloat16()).sample
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    out.float().square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
