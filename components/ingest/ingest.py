@@ -1,0 +1,392 @@
+"""Ingest: raw videos and images in, a filtered clip manifest with a held-out split out.
+
+    inputs -> discover -> per source (in parallel): size checks, content hash, one decode pass
+           -> clips with scores | quarantine row with the reason
+           -> near-duplicate and threshold filters -> split by source -> (optional) clip files
+           -> manifest.parquet, manifest.csv (Open-Sora columns), rejected_clips.parquet, quarantine.parquet,
+              summary.json
+
+Each source's result is written to `cache/` as soon as it is known, keyed by the file's content hash and the
+analysis settings, so a re-run skips finished work and an interrupted run loses nothing it already wrote.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import itertools
+import json
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from components.common.video import atomic_path
+from components.ingest.media import IMAGE_SUFFIXES, AnalysisConfig, Rejected, analyze
+from components.ingest.scores import hamming
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".gif")
+AUDIO_SUFFIXES = (".m4a", ".mp3", ".wav", ".aac", ".flac", ".ogg", ".opus")  # scanned so they are reported
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+OPEN_SORA_COLUMNS = ("path", "text", "num_frames", "height", "width", "aspect_ratio", "fps", "resolution")
+CLIP_MODES = ("rows", "copy", "reencode")
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Clip thresholds; None switches a filter off."""
+
+    min_motion: float | None = None
+    max_motion: float | None = None
+    min_sharpness: float | None = None
+    min_brightness: float | None = 0.02
+    max_brightness: float | None = 0.98
+    dedup_distance: int | None = 4  # phash Hamming distance at or below which a later clip is a near-duplicate
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    inputs: tuple[str, ...] = ()
+    out_dir: str = "data/ingest"
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    max_bytes: int = 20 * 2**30
+    val_fraction: float = 0.05
+    split_seed: int = 0
+    clip_mode: str = "rows"
+    workers: int = 1
+    progress: bool = True
+
+
+@dataclass
+class IngestResult:
+    out_dir: Path
+    clips: int
+    rejected_clips: int
+    sources: int
+    quarantined: dict[str, int]
+    ignored: int
+    summary: dict
+
+
+# ---------------------------------------------------------------------------------------------------- discovery
+
+
+def _is_remote(spec: str) -> bool:
+    return "://" in spec and not spec.startswith("file://")
+
+
+def discover(inputs: tuple[str, ...] | list[str]) -> tuple[list[str], list[str]]:
+    """(media sources, ignored files) from folders, globs, list files, single files and fsspec URLs."""
+    sources: list[str] = []
+    ignored: list[str] = []
+    media = VIDEO_SUFFIXES + IMAGE_SUFFIXES + AUDIO_SUFFIXES
+
+    def from_listing(paths):
+        for p in sorted(paths):
+            (sources if p.lower().endswith(media) else ignored).append(p)
+
+    for spec in inputs:
+        if _is_remote(spec):
+            fs, _, _ = fsspec.get_fs_token_paths(spec)
+            protocol = spec.split("://", 1)[0]
+            if any(ch in spec for ch in "*?["):
+                from_listing(f"{protocol}://{p}" for p in fs.glob(spec))
+            elif fs.isdir(spec):
+                from_listing(f"{protocol}://{p}" for p in fs.find(spec))
+            else:
+                sources.append(spec)
+        elif any(ch in spec for ch in "*?["):
+            from_listing(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p) or os.path.islink(p))
+        elif os.path.isdir(spec):
+            from_listing(
+                str(p) for p in Path(spec).rglob("*") if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")
+            )
+        elif spec.lower().endswith(LIST_SUFFIXES) and os.path.isfile(spec):
+            lines = [ln.strip() for ln in Path(spec).read_text().splitlines()]
+            base = Path(spec).parent
+            for ln in lines:
+                if ln and not ln.startswith("#"):
+                    sources.append(ln if _is_remote(ln) or os.path.isabs(ln) else str(base / ln))
+        else:
+            sources.append(spec)  # a single file: analyzed whatever its suffix, so a bad one is reported
+    return list(dict.fromkeys(sources)), ignored
+
+
+# --------------------------------------------------------------------------------------------- one source
+
+
+def _fingerprint(cfg: IngestConfig) -> str:
+    settings = json.dumps({"analysis": asdict(cfg.analysis), "max_bytes": cfg.max_bytes}, sort_keys=True)
+    return hashlib.sha256(settings.encode()).hexdigest()[:12]
+
+
+def _size(spec: str) -> int:
+    if _is_remote(spec):
+        fs, _, (path,) = fsspec.get_fs_token_paths(spec)
+        return int(fs.size(path))
+    return os.path.getsize(spec)
+
+
+def content_hash(spec: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with fsspec.open(spec, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _quarantine(spec: str, reason: str, detail: str, size: int | None = None, digest: str | None = None) -> dict:
+    return {"source": spec, "status": "quarantined", "reason": reason, "detail": detail, "bytes": size, "hash": digest}
+
+
+def process_source(spec: str, cfg: IngestConfig, cache_dir: str) -> dict:
+    """Analyze one source (or load its cached result); never raises for a bad file."""
+    try:
+        size = _size(spec)
+    except (OSError, ValueError) as err:
+        return _quarantine(spec, "unreadable", f"cannot be opened ({err}); check the path and permissions")
+    if size == 0:
+        return _quarantine(spec, "zero_bytes", "the file is empty (0 bytes); copy it again from its source", 0)
+    if size > cfg.max_bytes:
+        return _quarantine(
+            spec, "over_limit", f"{size} bytes exceeds max_bytes={cfg.max_bytes}; split it or raise max_bytes", size
+        )
+    digest = content_hash(spec)
+    cache = Path(cache_dir) / f"{digest}-{_fingerprint(cfg)}.json"
+    if cache.exists():
+        result = json.loads(cache.read_text())
+        return {**result, "source": spec, "cached": True}
+    try:
+        if _is_remote(spec):
+            with fsspec.open(spec, "rb") as f:
+                info = analyze(f, spec, cfg.analysis)
+        else:
+            info = analyze(spec, spec, cfg.analysis)
+        result = {"source": spec, "status": "ok", "bytes": size, "hash": digest, "info": asdict(info)}
+    except Rejected as rej:
+        result = _quarantine(spec, rej.reason, rej.detail, size, digest)
+    with atomic_path(cache) as tmp:
+        tmp.write_text(json.dumps(result))
+    return result
+
+
+# --------------------------------------------------------------------------------------------- filters, split
+
+
+def near_duplicates(hashes: list[int], max_distance: int) -> list[int | None]:
+    """For each hash, the index of an earlier kept hash within `max_distance` bits (None if it is kept).
+
+    Multi-index search: split the 64 bits into max_distance + 1 bands; two hashes within the distance agree
+    exactly on at least one band (pigeonhole), so only hashes sharing a band are compared."""
+    bands = max_distance + 1
+    edges = np.linspace(0, 64, bands + 1).astype(int)
+    tables: list[dict[int, list[int]]] = [{} for _ in range(bands)]
+    out: list[int | None] = []
+    for i, h in enumerate(hashes):
+        keys = [(h >> int(lo)) & ((1 << int(hi - lo)) - 1) for lo, hi in itertools.pairwise(edges)]
+        match = None
+        for b, key in enumerate(keys):
+            for j in tables[b].get(key, ()):
+                if hamming(h, hashes[j]) <= max_distance:
+                    match = j
+                    break
+            if match is not None:
+                break
+        out.append(match)
+        if match is None:
+            for b, key in enumerate(keys):
+                tables[b].setdefault(key, []).append(i)
+    return out
+
+
+def filter_reason(row: dict, f: FilterConfig) -> str | None:
+    checks = [
+        (f.min_motion, lambda v: row["motion"] < v, "motion {m:.3g} < min_motion {v}"),
+        (f.max_motion, lambda v: row["motion"] > v, "motion {m:.3g} > max_motion {v}"),
+        (f.min_sharpness, lambda v: row["sharpness"] < v, "sharpness {s:.3g} < min_sharpness {v}"),
+        (f.min_brightness, lambda v: row["brightness"] < v, "brightness {b:.3g} < min_brightness {v}"),
+        (f.max_brightness, lambda v: row["brightness"] > v, "brightness {b:.3g} > max_brightness {v}"),
+    ]
+    for value, failed, message in checks:
+        if value is not None and failed(value):
+            return message.format(m=row["motion"], s=row["sharpness"], b=row["brightness"], v=value)
+    return None
+
+
+def split_of(source_hash: str, seed: int, fraction: float) -> str:
+    """'val' for a deterministic `fraction` of sources (by content hash and seed), else 'train'."""
+    u = int(hashlib.sha256(f"{seed}:{source_hash}".encode()).hexdigest()[:15], 16) / 16**15
+    return "val" if u < fraction else "train"
+
+
+def assign_splits(source_hashes: list[str], seed: int, fraction: float) -> dict[str, str]:
+    """Per-source split; with two or more sources and fraction > 0, at least one source is held out."""
+    splits = {h: split_of(h, seed, fraction) for h in source_hashes}
+    if fraction > 0 and len(splits) >= 2 and "val" not in splits.values():
+        key = lambda h: hashlib.sha256(f"{seed}:{h}".encode()).hexdigest()  # noqa: E731
+        splits[min(splits, key=key)] = "val"
+    return splits
+
+
+# ------------------------------------------------------------------------------------------------ the step
+
+
+def _clip_rows(result: dict) -> list[dict]:
+    info = result["info"]
+    rows = []
+    for clip in info["clips"]:
+        n = clip["end_frame"] - clip["start_frame"]
+        rows.append(
+            {
+                "clip_id": f"{result['hash'][:16]}_{clip['start_frame']:06d}_{clip['end_frame']:06d}",
+                "path": result["source"],
+                "text": "",
+                "num_frames": n,
+                "height": info["height"],
+                "width": info["width"],
+                "aspect_ratio": info["height"] / info["width"],
+                "fps": info["fps"],
+                "resolution": info["height"] * info["width"],
+                "source": result["source"],
+                "source_hash": result["hash"],
+                "kind": info["kind"],
+                "codec": info["codec"],
+                "start_frame": clip["start_frame"],
+                "end_frame": clip["end_frame"],
+                "start_s": clip["start_s"],
+                "end_s": clip["end_s"],
+                "motion": clip["motion"],
+                "sharpness": clip["sharpness"],
+                "brightness": clip["brightness"],
+                "phash": clip["phash"],
+            }
+        )
+    return rows
+
+
+def ingest(cfg: IngestConfig) -> IngestResult:
+    """Run the ingest step; see the module docstring. Bad inputs are quarantined, never fatal."""
+    if not cfg.inputs:
+        raise ValueError("no inputs: give folders, globs, list files, files or URLs to ingest")
+    if cfg.clip_mode not in CLIP_MODES:
+        raise ValueError(f"clip_mode={cfg.clip_mode!r} must be one of {CLIP_MODES}")
+    if not 0 <= cfg.val_fraction < 1:
+        raise ValueError(f"val_fraction={cfg.val_fraction} must be in [0, 1)")
+    out = Path(cfg.out_dir)
+    cache_dir = out / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    sources, ignored = discover(cfg.inputs)
+    if not sources:
+        raise ValueError(f"no video or image files found in {list(cfg.inputs)}")
+
+    results: list[dict] = []
+    bar = tqdm(total=len(sources), desc="ingest", unit="file", disable=not cfg.progress)
+    if cfg.workers <= 1:
+        for spec in sources:
+            results.append(process_source(spec, cfg, str(cache_dir)))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(process_source, spec, cfg, str(cache_dir)) for spec in sources]
+            for future in as_completed(futures):
+                results.append(future.result())
+                bar.update()
+    bar.close()
+    order = {spec: i for i, spec in enumerate(sources)}
+    results.sort(key=lambda r: order[r["source"]])
+
+    ok = [r for r in results if r["status"] == "ok"]
+    quarantine = pd.DataFrame(
+        [{k: r.get(k) for k in ("source", "reason", "detail", "bytes", "hash")} for r in results if r not in ok],
+        columns=["source", "reason", "detail", "bytes", "hash"],
+    )
+    rows = [row for r in ok for row in _clip_rows(r)]
+    dropped = [
+        {"source": r["source"], "start_frame": d["start_frame"], "end_frame": d["end_frame"], "reason": d["reason"]}
+        for r in ok
+        for d in r["info"]["dropped"]
+    ]
+
+    kept, rejected = [], []
+    duplicates = (
+        near_duplicates([int(row["phash"], 16) for row in rows], cfg.filters.dedup_distance)
+        if cfg.filters.dedup_distance is not None and cfg.filters.dedup_distance >= 0
+        else [None] * len(rows)
+    )
+    for row, dup in zip(rows, duplicates, strict=True):
+        reason = filter_reason(row, cfg.filters)
+        if reason is None and dup is not None:
+            reason = f"near-duplicate of {rows[dup]['clip_id']}"
+        (rejected if reason else kept).append({**row, "reason": reason} if reason else row)
+    rejected += [{**d, "clip_id": None} for d in dropped]
+
+    splits = assign_splits(sorted({row["source_hash"] for row in kept}), cfg.split_seed, cfg.val_fraction)
+    manifest = pd.DataFrame(kept, columns=list(rows[0]) if rows else list(OPEN_SORA_COLUMNS))
+    manifest["split"] = [splits[h] for h in manifest["source_hash"]] if len(manifest) else []
+
+    if cfg.clip_mode != "rows" and len(manifest):
+        from components.ingest.clips import write_clips
+
+        manifest = write_clips(manifest, out / "clips", cfg.clip_mode, workers=cfg.workers, progress=cfg.progress)
+
+    manifest_path = out / "manifest.parquet"
+    with atomic_path(manifest_path) as tmp:
+        manifest.to_parquet(tmp, index=False)
+    with atomic_path(out / "manifest.csv") as tmp:
+        extra = [c for c in manifest.columns if c not in OPEN_SORA_COLUMNS]
+        manifest[[*OPEN_SORA_COLUMNS, *extra]].to_csv(tmp, index=False)
+    with atomic_path(out / "rejected_clips.parquet") as tmp:
+        pd.DataFrame(rejected).to_parquet(tmp, index=False)
+    with atomic_path(out / "quarantine.parquet") as tmp:
+        quarantine.to_parquet(tmp, index=False)
+
+    summary = {
+        "inputs": list(cfg.inputs),
+        "sources": len(sources),
+        "sources_ok": len(ok),
+        "sources_cached": sum(bool(r.get("cached")) for r in results),
+        "quarantined": dict(Counter(quarantine["reason"])) if len(quarantine) else {},
+        "ignored_files": len(ignored),
+        "clips": len(manifest),
+        "clips_train": int((manifest["split"] == "train").sum()) if len(manifest) else 0,
+        "clips_val": int((manifest["split"] == "val").sum()) if len(manifest) else 0,
+        "rejected_clips": dict(Counter(r["reason"].split(" ")[0] for r in rejected)),
+        "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
+        "config": asdict(cfg),
+    }
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+    return IngestResult(
+        out_dir=out,
+        clips=len(manifest),
+        rejected_clips=len(rejected),
+        sources=len(sources),
+        quarantined=summary["quarantined"],
+        ignored=len(ignored),
+        summary=summary,
+    )
+
+
+def with_overrides(cfg: IngestConfig, **values) -> IngestConfig:
+    """`cfg` with top-level, analysis.* or filters.* fields replaced by name."""
+    top, analysis, filters = {}, {}, {}
+    analysis_fields, filter_fields = set(asdict(cfg.analysis)), set(asdict(cfg.filters))
+    for key, value in values.items():
+        if key in analysis_fields:
+            analysis[key] = value
+        elif key in filter_fields:
+            filters[key] = value
+        else:
+            top[key] = value
+    return replace(cfg, analysis=replace(cfg.analysis, **analysis), filters=replace(cfg.filters, **filters), **top)

@@ -1,0 +1,296 @@
+"""One source file in, its clips (or the reason it is rejected) out, in a single decode pass.
+
+The decode pass feeds every frame to the scene detector (on a small BGR copy) and keeps small grayscale frames at
+a fixed interval (each with its successor, for optical flow) for the clip scores. Timing comes from the decoded
+frames' timestamps, not from the container header: where the two disagree, decoding wins.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import av
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from scenedetect.common import FrameTimecode
+from scenedetect.detectors import AdaptiveDetector, ContentDetector
+
+from components.ingest.scores import (
+    brightness_score,
+    motion_score,
+    phash,
+    sharpness_score,
+    to_analysis_gray,
+)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+DETECTOR_WIDTH = 256  # scene detection runs on frames scaled to this width
+
+
+class Rejected(Exception):
+    """A source that cannot be used; `reason` is a short code, the message says why and what to do."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    min_seconds: float = 2.0
+    max_seconds: float = 15.0
+    detector: str = "content"
+    scene_threshold: float = 27.0
+    min_scene_frames: int = 15
+    score_interval: float = 0.5
+    max_score_pairs: int = 4
+    max_pixels: int = 4096 * 2304
+    max_duration: float = 3 * 3600.0
+    min_decoded_share: float = 0.9  # below this share of the frames the header promises, a file is truncated
+    min_fps: float = 1.0  # slower timing means broken timestamps, not a real video
+
+
+@dataclass
+class Clip:
+    index: int
+    start_frame: int
+    end_frame: int  # exclusive
+    start_s: float
+    end_s: float
+    motion: float
+    sharpness: float
+    brightness: float
+    phash: str
+
+
+@dataclass
+class SourceInfo:
+    kind: str  # "video" or "image"
+    codec: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    duration: float
+    header_fps: float | None = None
+    header_frames: int | None = None
+    cuts: list[int] = field(default_factory=list)
+    clips: list[Clip] = field(default_factory=list)
+    dropped: list[dict] = field(default_factory=list)  # scenes too short to make a clip
+
+
+def analyze(src: str | BinaryIO, name: str, cfg: AnalysisConfig) -> SourceInfo:
+    """Analyze the image or video at `src` (a path or an open binary file); `name` decides image vs video."""
+    if name.lower().endswith(IMAGE_SUFFIXES):
+        return analyze_image(src, cfg)
+    return analyze_video(src, cfg)
+
+
+def analyze_image(src: str | BinaryIO, cfg: AnalysisConfig) -> SourceInfo:
+    try:
+        with Image.open(src) as image:
+            image.load()
+            rgb = np.asarray(image.convert("RGB"))
+            codec = (image.format or "image").lower()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise Rejected("unreadable", f"not a readable image ({err}); re-export it as PNG or JPEG") from err
+    h, w = rgb.shape[:2]
+    _check_pixels(w, h, cfg)
+    gray = to_analysis_gray(rgb)
+    clip = Clip(0, 0, 1, 0.0, 0.0, 0.0, sharpness_score(gray), brightness_score(gray), f"{phash(gray):016x}")
+    return SourceInfo("image", codec, w, h, 0.0, 1, 0.0, clips=[clip])
+
+
+def _check_pixels(w: int, h: int, cfg: AnalysisConfig) -> None:
+    if w * h > cfg.max_pixels:
+        raise Rejected(
+            "over_limit",
+            f"{w}x{h} = {w * h} pixels exceeds max_pixels={cfg.max_pixels}; downscale it or raise the limit",
+        )
+
+
+def _detector(cfg: AnalysisConfig):
+    if cfg.detector == "content":
+        return ContentDetector(threshold=cfg.scene_threshold, min_scene_len=cfg.min_scene_frames)
+    if cfg.detector == "adaptive":
+        return AdaptiveDetector(adaptive_threshold=cfg.scene_threshold, min_scene_len=cfg.min_scene_frames)
+    raise ValueError(f"detector={cfg.detector!r} must be 'content' or 'adaptive'")
+
+
+def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig) -> SourceInfo:
+    try:
+        container = av.open(src, "r")
+    except av.error.FFmpegError as err:
+        if not _looks_like_video(_head(src)):
+            raise Rejected(
+                "not_video", f"not a video or image file ({err.strerror}); remove it from the inputs"
+            ) from err
+        raise Rejected(
+            "truncated", f"a video container without a readable index ({err.strerror}); copy it again from its source"
+        ) from err
+    with container:
+        if not container.streams.video:
+            if container.streams.audio:
+                raise Rejected("audio_only", "has audio but no video stream; nothing to train on")
+            raise Rejected("not_video", "has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        w, h = stream.codec_context.width, stream.codec_context.height
+        if not w or not h:
+            raise Rejected("unreadable", "video stream has no frame size; the file is damaged")
+        _check_pixels(w, h, cfg)
+        header_fps = float(stream.average_rate) if stream.average_rate else None
+        header_frames = stream.frames or None
+        header_duration = float(container.duration / av.time_base) if container.duration else None
+        if header_duration and header_duration > cfg.max_duration:
+            raise Rejected(
+                "over_limit",
+                f"lasts {header_duration:.0f} s, over max_duration={cfg.max_duration:.0f} s; split it first",
+            )
+        codec = stream.codec_context.name
+
+        detector = _detector(cfg)
+        rate_for_detector = header_fps or 25.0
+        pts: list[float | None] = []
+        samples: dict[int, np.ndarray] = {}  # frame index -> small grayscale frame
+        stride = max(1, round((header_fps or 25.0) * cfg.score_interval))
+        cuts: list[int] = []
+        decode_error = None
+        detector_size = (DETECTOR_WIDTH, max(2, round(h * DETECTOR_WIDTH / w / 2) * 2))
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                pts.append(frame.time)
+                small = frame.reformat(width=detector_size[0], height=detector_size[1], format="bgr24").to_ndarray()
+                cuts += [c.frame_num for c in detector.process_frame(FrameTimecode(index, rate_for_detector), small)]
+                if index % stride in (0, 1):
+                    samples[index] = to_analysis_gray(frame.to_ndarray(format="gray"))
+                if frame.time is not None and frame.time > cfg.max_duration:
+                    raise Rejected(
+                        "over_limit",
+                        f"decodes past max_duration={cfg.max_duration:.0f} s (its header says "
+                        f"{header_duration or 0:.0f} s); split it first",
+                    )
+        except av.error.FFmpegError as err:
+            decode_error = str(err)
+        n = len(pts)
+        if n:
+            cuts += [c.frame_num for c in detector.post_process(FrameTimecode(n - 1, rate_for_detector))]
+
+    if n == 0:
+        raise Rejected("unreadable", f"no frame decodes ({decode_error or 'empty stream'}); the file is damaged")
+    fps = _decoded_fps(pts, header_fps)
+    if not fps or fps < cfg.min_fps:
+        raise Rejected(
+            "zero_fps",
+            f"its frames carry no usable timing (frame rate {fps or 0:.3g}, below min_fps={cfg.min_fps}: zero "
+            "durations or time scale); re-mux it with a valid frame rate",
+        )
+    fps = round(fps, 4)
+    if decode_error or (header_frames and n < cfg.min_decoded_share * header_frames):
+        raise Rejected(
+            "truncated",
+            f"decoding stopped after {n} of {header_frames or '?'} frames ({decode_error or 'premature end'}); "
+            "the file is incomplete: copy it again from its source",
+        )
+    times = _frame_times(pts, fps)
+    info = SourceInfo(
+        "video",
+        codec,
+        w,
+        h,
+        fps,
+        n,
+        n / fps,
+        header_fps=header_fps,
+        header_frames=header_frames,
+        cuts=sorted(set(cuts)),
+    )
+    for start, end in _scenes(info.cuts, n):
+        for a, b, usable in _split_scene(start, end, fps, cfg):
+            if usable:
+                info.clips.append(_score_clip(len(info.clips), a, b, times, fps, samples, cfg))
+            else:
+                info.dropped.append({"start_frame": a, "end_frame": b, "reason": f"shorter than {cfg.min_seconds} s"})
+    return info
+
+
+def _head(src: str | BinaryIO, size: int = 192) -> bytes:
+    if isinstance(src, str):
+        with open(src, "rb") as f:
+            return f.read(size)
+    src.seek(0)
+    head = src.read(size)
+    src.seek(0)
+    return head
+
+
+def _looks_like_video(head: bytes) -> bool:
+    """Container signatures: ISO-BMFF (mp4/mov), Matroska/WebM, AVI, MPEG-TS/PS, FLV, GIF."""
+    return (
+        head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
+        or head.startswith((b"\x1aE\xdf\xa3", b"RIFF", b"FLV", b"GIF8", b"\x00\x00\x01\xba"))
+        or (len(head) > 188 and head[0] == head[188] == 0x47)  # MPEG-TS sync bytes
+    )
+
+
+def _decoded_fps(pts: list[float | None], header_fps: float | None) -> float | None:
+    """Frame rate from the decoded timestamps (median step); the header's only when timestamps are missing."""
+    known = np.array([t for t in pts if t is not None], dtype=np.float64)
+    if len(known) >= 2:
+        steps = np.diff(known)
+        steps = steps[steps > 0]
+        if len(steps) == 0:
+            return None  # every frame at the same instant: zero durations
+        fps = 1.0 / float(np.median(steps))
+        return fps if math.isfinite(fps) and fps > 0 else None
+    if len(known) < 2 and len(pts) >= 2:
+        return None
+    return header_fps if header_fps and header_fps > 0 else None
+
+
+def _frame_times(pts: list[float | None], fps: float) -> np.ndarray:
+    first = next((t for t in pts if t is not None), 0.0)
+    return np.array([(t - first) if t is not None else i / fps for i, t in enumerate(pts)], dtype=np.float64)
+
+
+def _scenes(cuts: list[int], n: int) -> list[tuple[int, int]]:
+    bounds = [0, *[c for c in cuts if 0 < c < n], n]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _split_scene(start: int, end: int, fps: float, cfg: AnalysisConfig) -> list[tuple[int, int, bool]]:
+    """Consecutive (start, end, usable) pieces of at most max_seconds covering a scene; a piece shorter than
+    min_seconds (a short scene, or the rest of a long one) is not usable."""
+    min_frames = math.ceil(cfg.min_seconds * fps - 1e-6)
+    max_frames = max(1, math.floor(cfg.max_seconds * fps + 1e-6))
+    return [
+        (a, min(a + max_frames, end), min(a + max_frames, end) - a >= min_frames) for a in range(start, end, max_frames)
+    ]
+
+
+def _score_clip(
+    index: int, start: int, end: int, times: np.ndarray, fps: float, samples: dict[int, np.ndarray], cfg
+) -> Clip:
+    inside = sorted(i for i in samples if start <= i < end)
+    pairs_at = [i for i in inside if i + 1 in samples and i + 1 < end]
+    if len(pairs_at) > cfg.max_score_pairs:
+        pick = np.linspace(0, len(pairs_at) - 1, cfg.max_score_pairs).round().astype(int)
+        pairs_at = [pairs_at[k] for k in pick]
+    pairs = [(samples[i], samples[i + 1]) for i in pairs_at]
+    frames = [samples[i] for i in inside] or [samples[min(samples, key=lambda i: abs(i - start))]]
+    middle = frames[len(frames) // 2]
+    return Clip(
+        index=index,
+        start_frame=start,
+        end_frame=end,
+        start_s=float(times[start]),
+        end_s=float(times[end - 1] + 1.0 / fps),
+        motion=motion_score(pairs),
+        sharpness=float(np.mean([sharpness_score(f) for f in frames])),
+        brightness=float(np.mean([brightness_score(f) for f in frames])),
+        phash=f"{phash(middle):016x}",
+    )
