@@ -9,7 +9,7 @@ export MKL_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lint format bench lock clean
+.PHONY: install demo test lint format bench repro lock clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,11 @@ format: install
 
 bench: install
 	$(PY) benchmarks/attention.py
+	$(PY) benchmarks/ingest.py
+
+# The DVC pipeline (dvc.yaml), with the project's commands on PATH.
+repro: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 # Regenerate constraints.txt from the current environment (after a deliberate upgrade).
 lock: install
