@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import av
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scenedetect.common import FrameTimecode
@@ -27,7 +28,8 @@ from components.ingest.scores import (
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-DETECTOR_WIDTH = 256  # scene detection runs on frames scaled to this width
+DETECTOR_WIDTH = 256  # scene detection runs on frames scaled to at most this width
+ANALYSIS_SIDE = 320  # scores run on grayscale frames whose longer side is at most this
 
 
 class Rejected(Exception):
@@ -100,9 +102,40 @@ def analyze_image(src: str | BinaryIO, cfg: AnalysisConfig) -> SourceInfo:
         raise Rejected("unreadable", f"not a readable image ({err}); re-export it as PNG or JPEG") from err
     h, w = rgb.shape[:2]
     _check_pixels(w, h, cfg)
-    gray = to_analysis_gray(rgb)
+    gray = to_analysis_gray(rgb, ANALYSIS_SIDE)
     clip = Clip(0, 0, 1, 0.0, 0.0, 0.0, sharpness_score(gray), brightness_score(gray), f"{phash(gray):016x}")
     return SourceInfo("image", codec, w, h, 0.0, 1, 0.0, clips=[clip])
+
+
+def _fit(w: int, h: int, side: int) -> tuple[int, int]:
+    """(width, height) scaled so that the longer side is at most `side`, both even."""
+    scale = min(1.0, side / max(w, h))
+    return max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
+
+
+def _plane(frame: av.VideoFrame, i: int, w: int, h: int) -> np.ndarray:
+    return np.frombuffer(frame.planes[i], np.uint8).reshape(h, frame.planes[i].line_size)[:, :w]
+
+
+def _small_bgr(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+    """A small BGR copy for the scene detector. For 4:2:0 frames the planes are resized directly (4x faster
+    than a colour conversion at full size)."""
+    w, h = size
+    if frame.format.name not in ("yuv420p", "yuvj420p") or frame.width % 2 or frame.height % 2:
+        return frame.reformat(w, h, format="bgr24", interpolation="FAST_BILINEAR").to_ndarray()
+    fw, fh = frame.width, frame.height
+    y = cv2.resize(_plane(frame, 0, fw, fh), (w, h), interpolation=cv2.INTER_LINEAR)
+    u = cv2.resize(_plane(frame, 1, fw // 2, fh // 2), (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
+    v = cv2.resize(_plane(frame, 2, fw // 2, fh // 2), (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
+    i420 = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(h * 3 // 2, w)
+    return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
+
+
+def _small_gray(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+    """Small grayscale (luma) copy for the scores."""
+    if frame.format.name.startswith(("yuv", "yuvj", "gray")):
+        return cv2.resize(_plane(frame, 0, frame.width, frame.height), size, interpolation=cv2.INTER_AREA)
+    return frame.reformat(*size, format="gray", interpolation="AREA").to_ndarray()
 
 
 def _check_pixels(w: int, h: int, cfg: AnalysisConfig) -> None:
@@ -160,14 +193,15 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig) -> SourceInfo:
         stride = max(1, round((header_fps or 25.0) * cfg.score_interval))
         cuts: list[int] = []
         decode_error = None
-        detector_size = (DETECTOR_WIDTH, max(2, round(h * DETECTOR_WIDTH / w / 2) * 2))
+        detector_size = _fit(w, h, DETECTOR_WIDTH)
+        analysis_size = _fit(w, h, ANALYSIS_SIDE)
         try:
             for index, frame in enumerate(container.decode(stream)):
                 pts.append(frame.time)
-                small = frame.reformat(width=detector_size[0], height=detector_size[1], format="bgr24").to_ndarray()
+                small = _small_bgr(frame, detector_size)
                 cuts += [c.frame_num for c in detector.process_frame(FrameTimecode(index, rate_for_detector), small)]
                 if index % stride in (0, 1):
-                    samples[index] = to_analysis_gray(frame.to_ndarray(format="gray"))
+                    samples[index] = _small_gray(frame, analysis_size)
                 if frame.time is not None and frame.time > cfg.max_duration:
                     raise Rejected(
                         "over_limit",

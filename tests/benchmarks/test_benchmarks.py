@@ -26,3 +26,12 @@ def test_attention_benchmark_quick():
     assert result["rows"][0]["full_over_stdit_analytic"] == 1.0
     xl2 = {(r["frames"], r["pixels"]): r for r in result["xl2_analytic"]}
     assert 5 < xl2[(64, 512)]["full_over_stdit_analytic"] < 8  # Open-Sora measured 5x
+
+
+@pytest.mark.slow
+def test_ingest_benchmark_quick():
+    result = run_benchmark("ingest.py", "--quick")
+    assert result["clips"] == 9  # three videos of three scenes
+    for mode in ("rows", "copy", "reencode"):
+        assert 0 < result[f"{mode}_vs_decode_only"] <= 1.5
+    assert result["decode_only_clips_per_s_per_core"] > 0
