@@ -80,6 +80,7 @@ class SourceInfo:
     duration: float
     header_fps: float | None = None
     header_frames: int | None = None
+    header_duration: float | None = None
     cuts: list[int] = field(default_factory=list)
     clips: list[Clip] = field(default_factory=list)
     dropped: list[dict] = field(default_factory=list)  # scenes too short to make a clip
@@ -178,12 +179,8 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig) -> SourceInfo:
         _check_pixels(w, h, cfg)
         header_fps = float(stream.average_rate) if stream.average_rate else None
         header_frames = stream.frames or None
+        # the header's duration is only reported: a file is judged by what decodes (headers can be wrong)
         header_duration = float(container.duration / av.time_base) if container.duration else None
-        if header_duration and header_duration > cfg.max_duration:
-            raise Rejected(
-                "over_limit",
-                f"lasts {header_duration:.0f} s, over max_duration={cfg.max_duration:.0f} s; split it first",
-            )
         codec = stream.codec_context.name
 
         detector = _detector(cfg)
@@ -241,6 +238,7 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig) -> SourceInfo:
         n / fps,
         header_fps=header_fps,
         header_frames=header_frames,
+        header_duration=header_duration,
         cuts=sorted(set(cuts)),
     )
     for start, end in _scenes(info.cuts, n):
@@ -272,18 +270,27 @@ def _looks_like_video(head: bytes) -> bool:
 
 
 def _decoded_fps(pts: list[float | None], header_fps: float | None) -> float | None:
-    """Frame rate from the decoded timestamps (median step); the header's only when timestamps are missing."""
+    """Frame rate from the decoded timestamps; the header's only when timestamps are missing."""
     known = np.array([t for t in pts if t is not None], dtype=np.float64)
     if len(known) >= 2:
         steps = np.diff(known)
         steps = steps[steps > 0]
         if len(steps) == 0:
             return None  # every frame at the same instant: zero durations
-        fps = 1.0 / float(np.median(steps))
-        return fps if math.isfinite(fps) and fps > 0 else None
+        fps = len(steps) / float(steps.sum())  # mean rate over the span: right for VFR, robust to ms rounding
+        return _snap_fps(fps) if math.isfinite(fps) and fps > 0 else None
     if len(known) < 2 and len(pts) >= 2:
         return None
     return header_fps if header_fps and header_fps > 0 else None
+
+
+STANDARD_FPS = (24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 48.0, 50.0, 60000 / 1001, 60.0, 120.0)
+
+
+def _snap_fps(fps: float, tolerance: float = 2e-3) -> float:
+    """The standard rate within 0.2% of `fps` (timestamp rounding, e.g. Matroska's milliseconds), else `fps`."""
+    nearest = min(STANDARD_FPS, key=lambda r: abs(r - fps))
+    return nearest if abs(nearest - fps) <= tolerance * nearest else fps
 
 
 def _frame_times(pts: list[float | None], fps: float) -> np.ndarray:

@@ -79,3 +79,14 @@ def sparse(path: Path, size: int) -> Path:
     with open(path, "wb") as f:
         f.truncate(size)
     return path
+
+
+def wrong_duration(src_mkv: Path, dst: Path, factor: int = 10) -> Path:
+    """Copy a Matroska file whose Segment Info claims `factor` times its real duration (EBML Duration element)."""
+    data = bytearray(src_mkv.read_bytes())
+    i = data.find(b"\x44\x89\x88")  # Duration, an 8-byte float
+    assert i > 0, "no 8-byte Duration element"
+    (duration,) = struct.unpack(">d", data[i + 3 : i + 11])
+    data[i + 3 : i + 11] = struct.pack(">d", duration * factor)
+    dst.write_bytes(bytes(data))
+    return dst

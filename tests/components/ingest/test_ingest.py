@@ -230,3 +230,12 @@ def test_clip_files_by_stream_copy_or_reencode(library, tmp_path, mode):
         assert sorted(decoded.num_frames) == sorted(manifest.num_frames) == [50, 60, 72]
     else:  # from the keyframe at or before each start; never loses a frame of the clip
         assert all(n >= want for n, want in zip(sorted(decoded.num_frames), [50, 60, 72], strict=True))
+
+
+def test_decoding_wins_over_a_header_that_lies_about_duration(tmp_path):
+    real = mf.scenes_video(tmp_path / "real.mkv", [60])
+    lying = mf.wrong_duration(real, tmp_path / "lying.mkv", factor=10)
+    info = analyze(str(lying), lying.name, AnalysisConfig(max_duration=10.0))
+    assert info.header_duration == pytest.approx(25.0, rel=0.05)  # what the header says
+    assert info.duration == pytest.approx(2.5) and info.num_frames == 60 and info.fps == 24.0
+    assert [(c.start_frame, c.end_frame) for c in info.clips] == [(0, 60)]
