@@ -47,6 +47,8 @@ HELP = {
     "min_brightness": "drop darker clips (mean in [0, 1])",
     "max_brightness": "drop brighter clips",
     "dedup_distance": "drop a clip within this many phash bits of an earlier one (-1: off)",
+    "min_aesthetic": "drop clips scoring lower (needs --aesthetic-model/--aesthetic-head)",
+    "max_text_area": "drop clips with more of the frame covered by text (needs --ocr-model)",
 }
 
 
@@ -79,6 +81,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of sources held out (0.05)")
     p.add_argument("--split-seed", type=int, default=d.split_seed, help="seed of the split (default 0)")
     p.add_argument("--max-bytes", type=int, default=d.max_bytes, help="larger files are quarantined")
+    p.add_argument("--aesthetic-model", help="CLIP model folder for the aesthetic score (column aes; off by default)")
+    p.add_argument("--aesthetic-head", help="MLP head (torch state dict) on CLIP embeddings for the aesthetic score")
+    p.add_argument("--ocr-model", help="DB text detector (ONNX) for the text-area score (column ocr; off by default)")
     for group, defaults in (("analysis", AnalysisConfig()), ("filters", FilterConfig())):
         g = p.add_argument_group(group)
         for f in fields(defaults):

@@ -30,7 +30,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from components.common.video import atomic_path
-from components.ingest.media import IMAGE_SUFFIXES, AnalysisConfig, Rejected, analyze
+from components.ingest.media import ANALYSIS_VERSION, IMAGE_SUFFIXES, AnalysisConfig, Rejected, analyze
+from components.ingest.plugins import load_scorers
 from components.ingest.scores import hamming
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class FilterConfig:
     min_brightness: float | None = 0.02
     max_brightness: float | None = 0.98
     dedup_distance: int | None = 4  # phash Hamming distance at or below which a later clip is a near-duplicate
+    min_aesthetic: float | None = None  # needs the aesthetic scorer
+    max_text_area: float | None = None  # needs the text-area (OCR) scorer
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class IngestConfig:
     split_seed: int = 0
     clip_mode: str = "rows"
     workers: int = 1
+    aesthetic_model: str | None = None  # a transformers CLIP folder; with aesthetic_head, adds the "aes" column
+    aesthetic_head: str | None = None  # a torch state dict of the MLP on CLIP embeddings
+    ocr_model: str | None = None  # a DB text detector (ONNX); adds the "ocr" column (text area share)
     progress: bool = True
 
 
@@ -127,7 +133,11 @@ def discover(inputs: tuple[str, ...] | list[str]) -> tuple[list[str], list[str]]
 
 
 def _fingerprint(cfg: IngestConfig) -> str:
-    settings = json.dumps({"analysis": asdict(cfg.analysis), "max_bytes": cfg.max_bytes}, sort_keys=True)
+    plugins = [cfg.aesthetic_model, cfg.aesthetic_head, cfg.ocr_model]
+    settings = json.dumps(
+        {"version": ANALYSIS_VERSION, "analysis": asdict(cfg.analysis), "max_bytes": cfg.max_bytes, "plugins": plugins},
+        sort_keys=True,
+    )
     return hashlib.sha256(settings.encode()).hexdigest()[:12]
 
 
@@ -167,12 +177,13 @@ def process_source(spec: str, cfg: IngestConfig, cache_dir: str) -> dict:
     if cache.exists():
         result = json.loads(cache.read_text())
         return {**result, "source": spec, "cached": True}
+    scorers = load_scorers(cfg.aesthetic_model, cfg.aesthetic_head, cfg.ocr_model)
     try:
         if _is_remote(spec):
             with fsspec.open(spec, "rb") as f:
-                info = analyze(f, spec, cfg.analysis)
+                info = analyze(f, spec, cfg.analysis, scorers)
         else:
-            info = analyze(spec, spec, cfg.analysis)
+            info = analyze(spec, spec, cfg.analysis, scorers)
         result = {"source": spec, "status": "ok", "bytes": size, "hash": digest, "info": asdict(info)}
     except Rejected as rej:
         result = _quarantine(spec, rej.reason, rej.detail, size, digest)
@@ -217,10 +228,13 @@ def filter_reason(row: dict, f: FilterConfig) -> str | None:
         (f.min_sharpness, lambda v: row["sharpness"] < v, "sharpness {s:.3g} < min_sharpness {v}"),
         (f.min_brightness, lambda v: row["brightness"] < v, "brightness {b:.3g} < min_brightness {v}"),
         (f.max_brightness, lambda v: row["brightness"] > v, "brightness {b:.3g} > max_brightness {v}"),
+        (f.min_aesthetic, lambda v: row["aes"] < v, "aesthetic {a:.3g} < min_aesthetic {v}"),
+        (f.max_text_area, lambda v: row["ocr"] > v, "text area {o:.3g} > max_text_area {v}"),
     ]
     for value, failed, message in checks:
         if value is not None and failed(value):
-            return message.format(m=row["motion"], s=row["sharpness"], b=row["brightness"], v=value)
+            scores = {"m": row["motion"], "s": row["sharpness"], "b": row["brightness"]}
+            return message.format(**scores, a=row.get("aes", 0), o=row.get("ocr", 0), v=value)
     return None
 
 
@@ -270,6 +284,7 @@ def _clip_rows(result: dict) -> list[dict]:
                 "sharpness": clip["sharpness"],
                 "brightness": clip["brightness"],
                 "phash": clip["phash"],
+                **clip["extra"],
             }
         )
     return rows
@@ -283,6 +298,11 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         raise ValueError(f"clip_mode={cfg.clip_mode!r} must be one of {CLIP_MODES}")
     if not 0 <= cfg.val_fraction < 1:
         raise ValueError(f"val_fraction={cfg.val_fraction} must be in [0, 1)")
+    if cfg.filters.min_aesthetic is not None and not cfg.aesthetic_model:
+        raise ValueError("min_aesthetic filters on the aesthetic score: pass --aesthetic-model and --aesthetic-head")
+    if cfg.filters.max_text_area is not None and not cfg.ocr_model:
+        raise ValueError("max_text_area filters on the text-area score: pass --ocr-model (a DB text detector)")
+    load_scorers(cfg.aesthetic_model, cfg.aesthetic_head, cfg.ocr_model)  # bad paths fail now, before any work
     out = Path(cfg.out_dir)
     cache_dir = out / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -27,9 +27,12 @@ from components.ingest.scores import (
     to_analysis_gray,
 )
 
+# Part of every cache key: bump it when a change to the analysis changes its results, so caches recompute.
+ANALYSIS_VERSION = 2
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DETECTOR_WIDTH = 256  # scene detection runs on frames scaled to at most this width
 ANALYSIS_SIDE = 320  # scores run on grayscale frames whose longer side is at most this
+PLUGIN_SIDE = 640  # model-based scorers get RGB frames whose longer side is at most this
 
 
 class Rejected(Exception):
@@ -67,6 +70,7 @@ class Clip:
     sharpness: float
     brightness: float
     phash: str
+    extra: dict[str, float] = field(default_factory=dict)  # scores of optional model-based scorers
 
 
 @dataclass
@@ -86,14 +90,15 @@ class SourceInfo:
     dropped: list[dict] = field(default_factory=list)  # scenes too short to make a clip
 
 
-def analyze(src: str | BinaryIO, name: str, cfg: AnalysisConfig) -> SourceInfo:
-    """Analyze the image or video at `src` (a path or an open binary file); `name` decides image vs video."""
+def analyze(src: str | BinaryIO, name: str, cfg: AnalysisConfig, scorers: tuple = ()) -> SourceInfo:
+    """Analyze the image or video at `src` (a path or an open binary file); `name` decides image vs video.
+    `scorers` are optional model-based clip scorers (see `components.ingest.plugins`)."""
     if name.lower().endswith(IMAGE_SUFFIXES):
-        return analyze_image(src, cfg)
-    return analyze_video(src, cfg)
+        return analyze_image(src, cfg, scorers)
+    return analyze_video(src, cfg, scorers)
 
 
-def analyze_image(src: str | BinaryIO, cfg: AnalysisConfig) -> SourceInfo:
+def analyze_image(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ()) -> SourceInfo:
     try:
         with Image.open(src) as image:
             image.load()
@@ -105,6 +110,9 @@ def analyze_image(src: str | BinaryIO, cfg: AnalysisConfig) -> SourceInfo:
     _check_pixels(w, h, cfg)
     gray = to_analysis_gray(rgb, ANALYSIS_SIDE)
     clip = Clip(0, 0, 1, 0.0, 0.0, 0.0, sharpness_score(gray), brightness_score(gray), f"{phash(gray):016x}")
+    if scorers:
+        small = cv2.resize(rgb, _fit(w, h, PLUGIN_SIDE), interpolation=cv2.INTER_AREA)
+        clip.extra = {s.column: s([small]) for s in scorers}
     return SourceInfo("image", codec, w, h, 0.0, 1, 0.0, clips=[clip])
 
 
@@ -155,7 +163,7 @@ def _detector(cfg: AnalysisConfig):
     raise ValueError(f"detector={cfg.detector!r} must be 'content' or 'adaptive'")
 
 
-def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig) -> SourceInfo:
+def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ()) -> SourceInfo:
     try:
         container = av.open(src, "r")
     except av.error.FFmpegError as err:
@@ -192,6 +200,8 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig) -> SourceInfo:
         decode_error = None
         detector_size = _fit(w, h, DETECTOR_WIDTH)
         analysis_size = _fit(w, h, ANALYSIS_SIDE)
+        plugin_size = _fit(w, h, PLUGIN_SIDE)
+        rgb_samples: dict[int, np.ndarray] = {}
         try:
             for index, frame in enumerate(container.decode(stream)):
                 pts.append(frame.time)
@@ -199,6 +209,8 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig) -> SourceInfo:
                 cuts += [c.frame_num for c in detector.process_frame(FrameTimecode(index, rate_for_detector), small)]
                 if index % stride in (0, 1):
                     samples[index] = _small_gray(frame, analysis_size)
+                if scorers and index % stride == 0:
+                    rgb_samples[index] = frame.reformat(*plugin_size, format="rgb24").to_ndarray()
                 if frame.time is not None and frame.time > cfg.max_duration:
                     raise Rejected(
                         "over_limit",
@@ -244,7 +256,10 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig) -> SourceInfo:
     for start, end in _scenes(info.cuts, n):
         for a, b, usable in _split_scene(start, end, fps, cfg):
             if usable:
-                info.clips.append(_score_clip(len(info.clips), a, b, times, fps, samples, cfg))
+                clip = _score_clip(len(info.clips), a, b, times, fps, samples, cfg)
+                if scorers:
+                    clip.extra = _plugin_scores(scorers, rgb_samples, a, b)
+                info.clips.append(clip)
             else:
                 info.dropped.append({"start_frame": a, "end_frame": b, "reason": f"shorter than {cfg.min_seconds} s"})
     return info
@@ -311,6 +326,14 @@ def _split_scene(start: int, end: int, fps: float, cfg: AnalysisConfig) -> list[
     return [
         (a, min(a + max_frames, end), min(a + max_frames, end) - a >= min_frames) for a in range(start, end, max_frames)
     ]
+
+
+def _plugin_scores(scorers: tuple, rgb_samples: dict[int, np.ndarray], start: int, end: int) -> dict[str, float]:
+    """Each scorer on the first, middle and last RGB frames kept inside the clip (Open-Sora's choice)."""
+    inside = sorted(i for i in rgb_samples if start <= i < end) or [min(rgb_samples, key=lambda i: abs(i - start))]
+    picks = sorted({inside[0], inside[len(inside) // 2], inside[-1]})
+    frames = [rgb_samples[i] for i in picks]
+    return {s.column: s(frames) for s in scorers}
 
 
 def _score_clip(

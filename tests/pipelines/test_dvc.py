@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_dvc_repro_runs_synth_and_ingest(tmp_path):
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "components", tmp_path / "components", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["synth"].update(videos=6, images=2, cut_videos=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
