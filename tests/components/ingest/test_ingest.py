@@ -239,3 +239,13 @@ def test_decoding_wins_over_a_header_that_lies_about_duration(tmp_path):
     assert info.header_duration == pytest.approx(25.0, rel=0.05)  # what the header says
     assert info.duration == pytest.approx(2.5) and info.num_frames == 60 and info.fps == 24.0
     assert [(c.start_frame, c.end_frame) for c in info.clips] == [(0, 60)]
+
+
+def test_frames_and_durations_over_the_limits_are_quarantined(tmp_path):
+    big = mf.scenes_video(tmp_path / "big.mp4", [60], size=96)
+    long = mf.scenes_video(tmp_path / "long.mp4", [24 * 4])
+    cfg = config(tmp_path, tmp_path / "out", inputs=(str(big), str(long)), max_pixels=80 * 80, max_duration=3.0)
+    result = ingest(cfg)
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    assert result.quarantined == {"over_limit": 2}
+    assert any("max_pixels" in d for d in quarantine.detail) and any("max_duration" in d for d in quarantine.detail)
