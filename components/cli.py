@@ -16,6 +16,7 @@ EPILOG = """\
 examples:
   t2v data synth --out-dir data/toy          write the toy world (captioned mp4s and stills)
   t2v ingest data/toy --out-dir data/ingest  clips, scores, quarantine, split -> manifest.parquet
+  t2v caption --captioner metadata           captions from sidecar files (or a VLM: --model ID)
   t2v demo                         train a tiny STDiT on generated clips and write sample videos
   t2v model --preset XL/2          parameters and FLOPs of a model preset at a given video shape
 
@@ -34,11 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbs = parser.add_subparsers(title="verbs", metavar="<verb>", required=True)
     from components import demo
+    from components.caption import cli as caption_cli
     from components.ingest import cli as ingest_cli
     from components.ingest import synth
     from model import info as model_info
 
-    for module in (synth, ingest_cli, demo, model_info):
+    for module in (synth, ingest_cli, caption_cli, demo, model_info):
         module.add_parser(verbs)
     return parser
 

@@ -35,3 +35,12 @@ def test_ingest_benchmark_quick():
     for mode in ("rows", "copy", "reencode"):
         assert 0 < result[f"{mode}_vs_decode_only"] <= 1.5
     assert result["decode_only_clips_per_s_per_core"] > 0
+
+
+@pytest.mark.slow
+def test_caption_benchmark_quick():
+    result = run_benchmark("caption.py", "--quick")
+    assert [r["batch_size"] for r in result["rows"]] == [1, 4]
+    for row in result["rows"]:
+        assert row["clips"] == 8 and row["clips_per_s"] > 0
+        assert abs(row["decode_share"] + row["generate_share"] - 1) < 1e-9

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_dvc_repro_runs_synth_and_ingest(tmp_path):
+def test_dvc_repro_runs_synth_ingest_and_caption(tmp_path):
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "components", tmp_path / "components", ignore=shutil.ignore_patterns("__pycache__"))
@@ -31,8 +31,10 @@ def test_dvc_repro_runs_synth_and_ingest(tmp_path):
     run("repro")
     manifest = pd.read_parquet(tmp_path / "data" / "ingest" / "manifest.parquet")
     assert len(manifest) == 6 + 1 + 2  # one two-scene video
+    captioned = pd.read_parquet(tmp_path / "data" / "caption" / "manifest.parquet")
+    assert len(captioned) == len(manifest) and captioned.text.str.len().gt(0).all()
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"synth", "ingest"}
+    assert set(lock["stages"]) == {"synth", "ingest", "caption"}
     assert "No stages to execute" in run("status").stdout or "up to date" in run("status").stdout
     second = run("repro")
     assert "didn't change, skipping" in second.stdout
