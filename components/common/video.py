@@ -1,4 +1,4 @@
-"""Video files through PyAV: writing encoded mp4s and atomic file helpers shared by the steps."""
+"""Video files through PyAV: reading chosen frames, writing encoded mp4s; atomic file helpers shared by the steps."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import fsspec
 import numpy as np
+from PIL import Image
 
 
 @contextmanager
@@ -54,3 +56,28 @@ def write_video(
             raise ValueError(f"no frames to write to {path}")
         for packet in stream.encode():
             container.mux(packet)
+
+
+def read_frames(source: str, indices: list[int], fps: float, *, image: bool = False) -> list[np.ndarray]:
+    """RGB frames (H, W, 3) uint8 at sorted frame `indices` of a video (path or fsspec URL), seeking to the
+    first; the file's only frame when `image`. A frame's index is its timestamp times `fps` (decoded timing)."""
+    with fsspec.open(source, "rb") as f:
+        if image:
+            with Image.open(f) as img:
+                return [np.asarray(img.convert("RGB"))]
+        frames: list[np.ndarray] = []
+        with av.open(f) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            base = stream.start_time or 0
+            tb = float(stream.time_base)
+            container.seek(base + int(indices[0] / fps / tb), stream=stream, backward=True, any_frame=False)
+            for frame in container.decode(stream):
+                index = round((frame.time - base * tb) * fps)
+                while len(frames) < len(indices) and index >= indices[len(frames)]:
+                    frames.append(frame.to_ndarray(format="rgb24"))  # repeated if the video skips ahead
+                if len(frames) == len(indices):
+                    break
+    if len(frames) < len(indices):
+        raise ValueError(f"{source}: {len(frames)} of the {len(indices)} frames asked for exist (up to {indices[-1]})")
+    return frames
