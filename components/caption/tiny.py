@@ -9,30 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_WORDS = (
-    "a the an and of on in with to is are red green blue yellow circle square triangle shape moves rests "
-    "left right up down black white gray background video image scene camera slowly quickly bright dark "
-    "small large describe this detail objects setting style sentences"
-)
-VOCAB = _WORDS.split()
-SPECIAL = ["<unk>", "<pad>", "<s>", "</s>", "<image>", "<video>"]
-
-
-def _tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.train_from_iterator([" ".join(VOCAB)], trainers.WordLevelTrainer(special_tokens=SPECIAL))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
-    )
+from components.common.tiny import word_tokenizer
 
 
 def _configs(tokenizer, size: int = 32, patch: int = 8):
@@ -71,7 +48,7 @@ def build_tiny_llava_next(path: str | Path, seed: int = 0) -> Path:
         LlavaNextProcessor,
     )
 
-    tokenizer = _tokenizer()
+    tokenizer = word_tokenizer()
     vision, text = _configs(tokenizer)
     config = LlavaNextConfig(
         vision_config=vision,
@@ -108,7 +85,7 @@ def build_tiny_llava_next_video(path: str | Path, seed: int = 0) -> Path:
         LlavaNextVideoForConditionalGeneration,
     )
 
-    tokenizer = _tokenizer()
+    tokenizer = word_tokenizer()
     vision, text = _configs(tokenizer)
     config = LlavaNextVideoConfig(
         vision_config=vision,
