@@ -1,0 +1,1 @@
+"""The train step: the three STDiT stages on precomputed latents."""

@@ -1,0 +1,135 @@
+"""Training data from a precompute folder: a dataset of (latent, text) samples and a bucket batch sampler.
+
+Every batch holds samples of one bucket (same latent shape), as many as that bucket's batch size. The order is a
+pure function of (seed, epoch); the sampler's position is part of a checkpoint, so a resumed run sees exactly
+the batches the interrupted one would have. Batches are global: with several processes each takes its slice
+(rank::world_size) of every batch, so what is trained does not depend on how many processes share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import safe_open
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """Samples of one split of a precompute folder: dicts with latent (C, T, h, w), text (L, C_text), ids."""
+
+    def __init__(self, folder: str | Path, split: str | None = "train"):
+        self.folder = Path(folder)
+        index_path = self.folder / "index.parquet"
+        if not index_path.exists():
+            raise ValueError(f"{self.folder} is not a precompute folder (no index.parquet); run `t2v precompute`")
+        index = pd.read_parquet(index_path)
+        self.index = (index if split is None else index[index.split == split]).reset_index(drop=True)
+        self._handles: dict[str, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _shard(self, name: str):
+        if name not in self._handles:  # memory-mapped; opened lazily, once per worker
+            self._handles[name] = safe_open(self.folder / name, framework="pt")
+        return self._handles[name]
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.index.iloc[int(i)]
+        shard = self._shard(row.shard)
+        return {
+            "latent": shard.get_tensor(f"{row.clip_id}.latent").float(),
+            "text": shard.get_tensor(f"{row.clip_id}.text").float(),
+            "clip_id": row.clip_id,
+            "bucket": row.bucket,
+            "index": int(i),
+        }
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack latents (B, C, T, h, w); pad texts to the longest (B, L, C_text) with a mask (B, L)."""
+    shapes = {tuple(s["latent"].shape) for s in samples}
+    if len(shapes) != 1:
+        raise ValueError(f"a batch mixes latent shapes {sorted(shapes)}; batches must come from one bucket")
+    longest = max(1, max(s["text"].shape[0] for s in samples))
+    channels = samples[0]["text"].shape[1]
+    text = torch.zeros(len(samples), longest, channels)
+    mask = torch.zeros(len(samples), longest, dtype=torch.bool)
+    for k, s in enumerate(samples):
+        n = s["text"].shape[0]
+        text[k, :n], mask[k, :n] = s["text"], True
+        if n == 0:
+            mask[k, 0] = True  # an empty caption attends to one zero token instead of nothing
+    return {
+        "latent": torch.stack([s["latent"] for s in samples]),
+        "text": text,
+        "text_mask": mask,
+        "clip_id": [s["clip_id"] for s in samples],
+        "index": [s["index"] for s in samples],
+    }
+
+
+class BucketBatchSampler(torch.utils.data.Sampler):
+    """Global batches of dataset positions, one bucket per batch; deterministic and resumable."""
+
+    def __init__(
+        self,
+        index: pd.DataFrame,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        batch_sizes: dict[str, int] | None = None,
+    ):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} of world_size {world_size}")
+        self.buckets = {b: np.flatnonzero(index.bucket.to_numpy() == b) for b in sorted(set(index.bucket))}
+        sizes = batch_sizes or index.groupby("bucket").batch_size.first().to_dict()
+        self.batch_sizes = {b: int(sizes[b]) for b in self.buckets}
+        self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, drop_last
+        self.epoch, self.position = 0, 0  # position: batches of this epoch already yielded
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """Every global batch of `epoch`, in order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        batches = []
+        for bucket, members in self.buckets.items():
+            order = members[rng.permutation(len(members))]
+            size = self.batch_sizes[bucket]
+            for start in range(0, len(order), size):
+                batch = order[start : start + size].tolist()
+                if len(batch) == size or not self.drop_last:
+                    batches.append(batch)
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        while True:
+            batches = self.epoch_batches(self.epoch)
+            while self.position < len(batches):
+                batch = batches[self.position]
+                self.position += 1
+                yield batch[self.rank :: self.world_size]
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def __len__(self) -> int:
+        return len(self.epoch_batches(self.epoch))
+
+    def set_consumed(self, batches: int) -> None:
+        """Continue after `batches` global batches (counted by the training loop, which, unlike this sampler's
+        own position, is not ahead by the batches a DataLoader prefetched)."""
+        epoch = 0
+        while batches >= (n := len(self.epoch_batches(epoch))):
+            batches, epoch = batches - n, epoch + 1
+        self.epoch, self.position = epoch, batches
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(f"checkpoint sampler seed {state['seed']} differs from this run's seed {self.seed}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])

@@ -1,0 +1,70 @@
+import itertools
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from components.train.data import BucketBatchSampler, LatentDataset, collate
+
+
+def index(counts: dict[str, tuple[int, int]]) -> pd.DataFrame:
+    rows = []
+    for bucket, (n, batch) in counts.items():
+        rows += [{"clip_id": f"{bucket}-{i}", "bucket": bucket, "batch_size": batch} for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def test_each_batch_is_one_bucket_and_an_epoch_covers_every_sample_once():
+    idx = index({"a": (10, 4), "b": (7, 2)})
+    sampler = BucketBatchSampler(idx, seed=3)
+    batches = sampler.epoch_batches(0)
+    assert sorted(i for b in batches for i in b) == list(range(17))
+    for b in batches:
+        assert len(set(idx.bucket.iloc[b])) == 1
+    assert {len(b) for b in batches if idx.bucket.iloc[b[0]] == "a"} == {4, 2}
+    assert sampler.epoch_batches(0) == BucketBatchSampler(idx, seed=3).epoch_batches(0)
+    assert sampler.epoch_batches(1) != batches
+    assert all(len(b) == 4 or len(b) == 2 for b in BucketBatchSampler(idx, drop_last=True).epoch_batches(0))
+
+
+def test_resume_from_consumed_batches_continues_exactly():
+    idx = index({"a": (9, 2), "b": (5, 1)})
+    straight = list(itertools.islice(iter(BucketBatchSampler(idx, seed=1)), 30))
+    resumed = BucketBatchSampler(idx, seed=1)
+    resumed.set_consumed(11)  # crosses into the second epoch (10 batches per epoch)
+    assert list(itertools.islice(iter(resumed), 14)) == straight[11:25]
+    state = resumed.state_dict()
+    again = BucketBatchSampler(idx, seed=1)
+    again.load_state_dict(state)
+    assert list(itertools.islice(iter(again), 5)) == straight[25:30]
+    with pytest.raises(ValueError, match="seed"):
+        BucketBatchSampler(idx, seed=2).load_state_dict(state)
+
+
+def test_ranks_split_each_global_batch():
+    idx = index({"a": (12, 4)})
+    whole = list(itertools.islice(iter(BucketBatchSampler(idx, seed=0)), 3))
+    parts = [list(itertools.islice(iter(BucketBatchSampler(idx, seed=0, rank=r, world_size=2)), 3)) for r in (0, 1)]
+    for k in range(3):
+        assert sorted(parts[0][k] + parts[1][k]) == sorted(whole[k])
+
+
+def test_dataset_reads_shards_and_collate_pads_text(tmp_path):
+    save_file(
+        {"x.latent": torch.ones(4, 2, 3, 3), "x.text": torch.ones(3, 8), "y.latent": torch.zeros(4, 2, 3, 3),
+         "y.text": torch.zeros(0, 8)},
+        tmp_path / "shard-00000.safetensors",
+    )  # fmt: skip
+    pd.DataFrame(
+        [
+            {"clip_id": "x", "bucket": "b", "batch_size": 2, "split": "train", "shard": "shard-00000.safetensors"},
+            {"clip_id": "y", "bucket": "b", "batch_size": 2, "split": "train", "shard": "shard-00000.safetensors"},
+        ]
+    ).to_parquet(tmp_path / "index.parquet")
+    data = LatentDataset(tmp_path)
+    batch = collate([data[0], data[1]])
+    assert batch["latent"].shape == (2, 4, 2, 3, 3)
+    assert batch["text"].shape == (2, 3, 8) and batch["text_mask"].sum(1).tolist() == [3, 1]
+    with pytest.raises(ValueError, match="not a precompute folder"):
+        LatentDataset(tmp_path / "missing")
