@@ -39,9 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     from components.ingest import cli as ingest_cli
     from components.ingest import synth
     from components.precompute import cli as precompute_cli
+    from components.train import cli as train_cli
     from model import info as model_info
 
-    for module in (synth, ingest_cli, caption_cli, precompute_cli, demo, model_info):
+    for module in (synth, ingest_cli, caption_cli, precompute_cli, train_cli, demo, model_info):
         module.add_parser(verbs)
     return parser
 

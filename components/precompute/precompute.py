@@ -128,7 +128,8 @@ def precompute(cfg: PrecomputeConfig) -> PrecomputeResult:
     validate(cfg.bucket_config)
     if cfg.frame_interval < 1:
         raise ValueError(f"frame_interval={cfg.frame_interval} must be >= 1")
-    key = cache_key(cfg, _manifest_hash(manifest_path))
+    manifest_hash = _manifest_hash(manifest_path)
+    key = cache_key(cfg, manifest_hash)
     out = Path(cfg.out_root) / key
     if (out / "index.parquet").exists():
         index = pd.read_parquet(out / "index.parquet")
@@ -191,6 +192,7 @@ def precompute(cfg: PrecomputeConfig) -> PrecomputeResult:
         meta = {
             "key": key,
             "manifest": str(manifest_path),
+            "manifest_sha256": manifest_hash,
             "samples": len(index),
             "skipped": len(manifest) - len(index),
             "buckets": index.groupby("bucket").size().to_dict(),

@@ -1,0 +1,125 @@
+"""MLflow tracking that never holds training up.
+
+Every call is queued and sent by a background thread with short HTTP timeouts and no retries; if the tracking
+server is slow or gone, records wait in a bounded queue and are dropped with a warning when it is full, and
+`close` waits a bounded time. With no tracking URI everything is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)[:6000]
+    return out
+
+
+class Tracker:
+    def __init__(
+        self,
+        uri: str | None,
+        experiment: str,
+        run_name: str,
+        tags: dict[str, str] | None = None,
+        *,
+        timeout_s: float = 5.0,
+        max_queue: int = 10_000,
+    ):
+        self.enabled = uri is not None
+        self.run_id: str | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._dropped = 0
+        if not self.enabled:
+            return
+        # bounded client behaviour: a dead server costs at most timeout_s per call, in the background thread
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(1, timeout_s))))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+            self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags or {}).info.run_id
+        except Exception as err:  # tracking must not stop training
+            log.warning("MLflow at %s unavailable (%s); training continues without tracking", uri, err)
+            self.enabled = False
+            return
+        self._thread = threading.Thread(target=self._work, name="mlflow-tracker", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> None:
+        if not self.enabled:
+            return
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._dropped += 1
+            if self._dropped in (1, 100, 10_000):
+                log.warning("MLflow queue full: %d records dropped so far", self._dropped)
+
+    def _work(self) -> None:
+        from mlflow.entities import Metric, Param
+
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            kind, payload = item
+            try:
+                if kind == "metrics":
+                    step, values, timestamp = payload
+                    metrics = [Metric(k, float(v), timestamp, step) for k, v in values.items()]
+                    self.client.log_batch(self.run_id, metrics=metrics)
+                elif kind == "params":
+                    params = [Param(k, v) for k, v in payload.items()]
+                    for i in range(0, len(params), 100):
+                        self.client.log_batch(self.run_id, params=params[i : i + 100])
+                elif kind == "tags":
+                    for k, v in payload.items():
+                        self.client.set_tag(self.run_id, k, v)
+                elif kind == "artifact":
+                    path, artifact_path = payload
+                    self.client.log_artifact(self.run_id, path, artifact_path)
+                elif kind == "end":
+                    self.client.set_terminated(self.run_id, payload)
+            except Exception as err:
+                log.warning("MLflow %s not recorded: %s", kind, err)
+
+    def log_params(self, params: dict) -> None:
+        self._put(("params", flatten(params)))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._put(("tags", {k: str(v) for k, v in tags.items()}))
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import time
+
+        self._put(("metrics", (step, dict(metrics), int(time.time() * 1000))))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._put(("artifact", (str(path), artifact_path)))
+
+    def close(self, status: str = "FINISHED", timeout_s: float = 30.0) -> None:
+        """Send what is queued (waiting at most `timeout_s`), then end the run."""
+        if not self.enabled:
+            return
+        self._put(("end", status))
+        self._put(None)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning("MLflow did not take the last records within %.0f s; they are dropped", timeout_s)
+        self.enabled = False

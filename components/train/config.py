@@ -1,0 +1,113 @@
+"""Training configuration: frozen dataclasses with production defaults; a stage's YAML overrides only what differs."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from model.flow import FlowConfig
+
+PLUGINS = ("auto", "ddp", "zero2")
+STAGE_FRAMES = {1: "images", 2: "videos", 3: "all"}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    init: str = "scratch"  # "scratch", "pixart:<id or folder>", or an STDiT export folder (the previous stage)
+    preset: str = "XL/2"
+    overrides: dict = field(default_factory=dict)  # STDiT constructor arguments (channels come from the data)
+    gradient_checkpointing: bool = True
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 1000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stage: int = 1
+    data: str = "data/precompute"  # a precompute folder (with index.parquet)
+    out_dir: str = "outputs/train/stage1"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    frames: str = "auto"  # which samples: images, videos, all; auto: by stage (1 images, 2 videos, 3 all)
+    subset: dict = field(default_factory=dict)  # minimum scores, e.g. {"aes": 5.0} for the high-quality stage
+    max_steps: int = 10_000
+    seed: int = 0
+    plugin: str = "auto"  # zero2 (LowLevelZero, bf16) on GPU, ddp on CPU
+    num_workers: int = 2
+    log_every: int = 10
+    val_every: int = 500
+    val_timesteps: int = 10
+    val_max_samples: int = 256
+    ckpt_every: int = 500
+    keep_last: int = 3
+    resume: str = "auto"  # auto: the latest complete checkpoint in out_dir; none; or a checkpoint folder
+    tracking_uri: str | None = None  # MLflow; None: no tracking
+    experiment: str = "t2v-pipeline"
+    progress: bool = True
+
+
+def _build(cls, values: dict, where: str):
+    if not dataclasses.is_dataclass(cls):
+        return values
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _build(hint, value, f"{where}.{name}")
+        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _parse_value(text: str):
+    return yaml.safe_load(text)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """TrainConfig from a YAML file (only what differs from the defaults) and `key.sub=value` overrides."""
+    values: dict = {}
+    if path is not None:
+        if not Path(path).exists():
+            raise ValueError(f"config {path} not found; see configs/ for the stage configs")
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected key=value, e.g. optim.lr=1e-4")
+        key, text = item.split("=", 1)
+        node = values
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = _parse_value(text)
+    cfg = _build(TrainConfig, values, str(path or "config"))
+    if cfg.plugin not in PLUGINS:
+        raise ValueError(f"plugin={cfg.plugin!r} must be one of {PLUGINS}")
+    if cfg.stage not in STAGE_FRAMES:
+        raise ValueError(f"stage={cfg.stage} must be 1, 2 or 3")
+    if cfg.frames not in ("auto", "images", "videos", "all"):
+        raise ValueError(f"frames={cfg.frames!r} must be auto, images, videos or all")
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

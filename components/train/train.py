@@ -1,0 +1,423 @@
+"""Train one stage of STDiT on precomputed latents with the ColossalAI Booster.
+
+train(cfg):
+  1. processes: colossalai.launch_from_torch (torchrun's environment, or one local process)
+  2. data: the stage's samples (1: images, 2: videos, 3: all above the score thresholds), bucket batches
+  3. model: from scratch, from PixArt, or the previous stage's export; EMA copy
+  4. boost: ddp (CPU, or GPU fp32) or zero2 (LowLevelZero, bf16, GPU) with AdamW and linear warmup
+  5. resume: the latest complete checkpoint in out_dir (a retried or pre-empted job continues by itself)
+  6. loop: rectified-flow loss with per-sample draws from (seed, step, sample index); clip; step; EMA;
+     metrics, validation loss per bucket, checkpoints
+  7. export: the EMA model with save_pretrained, for the next stage and for evaluation
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from components.common.tracking import Tracker
+from components.train import checkpoint
+from components.train.config import STAGE_FRAMES, TrainConfig, to_dict
+from components.train.data import BucketBatchSampler, LatentDataset, collate
+from model.flow import flow_loss, training_loss
+from model.stdit import STDiT, preset_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    export_dir: Path
+    steps: int
+    resumed_from: int
+    losses: list[float]
+    val_loss: dict[str, float]
+    probe_loss: tuple[float, float]  # on one fixed batch, before and after this run's steps
+    run_id: str | None
+
+
+# ------------------------------------------------------------------------------------------------- processes
+
+
+def launch(seed: int) -> tuple[int, int, str]:
+    """Initialise the process group through ColossalAI; (rank, world size, device)."""
+    import colossalai
+
+    if "RANK" not in os.environ:  # one local process: give it torchrun's environment
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(
+            RANK="0",
+            WORLD_SIZE="1",
+            LOCAL_RANK="0",
+            LOCAL_WORLD_SIZE="1",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
+    cuda = torch.cuda.is_available()
+    colossalai.launch_from_torch(backend="nccl" if cuda else "gloo", seed=seed, verbose=False)
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"
+    if cuda:
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def make_plugin(name: str, grad_clip: float):
+    from colossalai.booster.plugin import LowLevelZeroPlugin, TorchDDPPlugin
+
+    if name == "auto":
+        name = "zero2" if torch.cuda.is_available() else "ddp"
+    if name == "zero2":
+        if not torch.cuda.is_available():
+            raise ValueError("plugin zero2 (LowLevelZero) needs CUDA; use plugin=ddp on CPU")
+        return LowLevelZeroPlugin(stage=2, precision="bf16", max_norm=grad_clip), name
+    # images leave the temporal branch unused, and batches without dropped captions the null caption
+    return TorchDDPPlugin(find_unused_parameters=True), name
+
+
+# ------------------------------------------------------------------------------------------------------ data
+
+
+def select(index, cfg: TrainConfig):
+    """The stage's samples: by frame count, and (stage 3) by minimum scores."""
+    frames = STAGE_FRAMES[cfg.stage] if cfg.frames == "auto" else cfg.frames
+    keep = np.ones(len(index), bool)
+    if frames == "images":
+        keep &= index.num_frames.to_numpy() == 1
+    elif frames == "videos":
+        keep &= index.num_frames.to_numpy() > 1
+    for column, minimum in cfg.subset.items():
+        if column not in index.columns:
+            raise ValueError(
+                f"subset threshold on {column!r}, which the precomputed index lacks: {list(index.columns)}"
+            )
+        keep &= index[column].to_numpy() >= minimum
+    return keep
+
+
+def datasets(cfg: TrainConfig):
+    train = LatentDataset(cfg.data, split="train")
+    train.index = train.index[select(train.index, cfg)].reset_index(drop=True)
+    val = LatentDataset(cfg.data, split="val")
+    val.index = val.index[select(val.index, cfg)].reset_index(drop=True)
+    if len(train) == 0:
+        raise ValueError(
+            f"no training samples in {cfg.data} for stage {cfg.stage} (frames={cfg.frames}, subset={cfg.subset})"
+        )
+    return train, val
+
+
+# ----------------------------------------------------------------------------------------------------- model
+
+
+def build_model(cfg: TrainConfig, meta: dict, latent_side: int) -> STDiT:
+    init = cfg.model.init
+    if init.startswith("pixart:"):
+        from model.pixart_import import stdit_from_pixart
+
+        model = stdit_from_pixart(init.split(":", 1)[1], **cfg.model.overrides)
+    elif init != "scratch":
+        if not (Path(init) / "config.json").exists():
+            raise ValueError(f"model.init={init!r}: not 'scratch', 'pixart:<id>' or an STDiT export folder")
+        model = STDiT.from_pretrained(init)
+    else:
+        config = preset_config(
+            cfg.model.preset,
+            in_channels=meta["latent_channels"],
+            caption_channels=meta["encoders"]["text_channels"],
+            caption_max_length=meta["encoders"]["max_text_tokens"],
+            sample_size=latent_side,
+        )
+        model = STDiT(**{**config, **cfg.model.overrides})
+    if model.config.in_channels != meta["latent_channels"]:
+        raise ValueError(
+            f"model takes {model.config.in_channels} latent channels, the data has {meta['latent_channels']}; "
+            "precompute with the VAE the model was trained on"
+        )
+    if cfg.stage == 2 and _export_stage(init) == 1:
+        model.zero_temporal_output()  # video training starts as the image model applied frame by frame
+    if cfg.model.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    return model
+
+
+def _export_stage(init: str) -> int | None:
+    state = Path(init) / "train_state.json"
+    return json.loads(state.read_text()).get("stage") if state.exists() else None
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """A hash of the weights (names, shapes, bytes), to link each stage's start to the previous export."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.mul_(decay).add_(p.detach().float(), alpha=1 - decay)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+
+@torch.no_grad()
+def validation_loss(model: STDiT, val: LatentDataset, cfg: TrainConfig, device: str) -> dict[str, float]:
+    """Rectified-flow loss at `val_timesteps` fixed timesteps with fixed noise, averaged per bucket and overall."""
+    if len(val) == 0:
+        return {}
+    model.eval()
+    ts = (torch.arange(cfg.val_timesteps) + 0.5) / cfg.val_timesteps
+    per_bucket: dict[str, list[float]] = {}
+    for i in range(min(len(val), cfg.val_max_samples)):
+        sample = val[i]
+        batch = collate([sample])
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)
+        x0 = batch["latent"].to(device)
+        noise = torch.randn(x0.shape, generator=g).to(device)
+        text, mask = batch["text"].to(device), batch["text_mask"].to(device)
+        losses = [
+            flow_loss(
+                model, x0, noise, t.view(1).to(device), text, mask, num_train_timesteps=cfg.flow.num_train_timesteps
+            )
+            for t in ts
+        ]
+        per_bucket.setdefault(sample["bucket"], []).append(float(torch.cat(losses).mean()))
+    model.train()
+    out = {f"val_loss/{b}": float(np.mean(v)) for b, v in per_bucket.items()}
+    out["val_loss"] = float(np.mean([x for v in per_bucket.values() for x in v]))
+    return out
+
+
+@torch.no_grad()
+def probe_loss(model: STDiT, batch: dict, cfg: TrainConfig, device: str) -> float:
+    """Loss on a fixed batch at fixed timesteps and noise: comparable across steps, runs and stages."""
+    was_training = model.training
+    model.eval()
+    x0 = batch["latent"].to(device)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    text, mask = batch["text"].to(device), batch["text_mask"].to(device)
+    n = cfg.flow.num_train_timesteps
+    losses = [
+        flow_loss(model, x0, noise, torch.full((x0.shape[0],), t, device=device), text, mask, num_train_timesteps=n)
+        for t in (0.25, 0.5, 0.75)
+    ]
+    model.train(was_training)
+    return float(torch.cat(losses).mean())
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(root: Path, step: int, consumed: int, booster, model, optimizer, scheduler, ema, rank: int):
+    tmp = checkpoint.begin(root, step) if rank == 0 else root / f".tmp-step-{step:08d}"
+    torch.distributed.barrier()
+    booster.save_model(model, str(tmp / "model.pt"))
+    booster.save_optimizer(optimizer, str(tmp / "optimizer.pt"))
+    if rank == 0:
+        booster.save_lr_scheduler(scheduler, str(tmp / "scheduler.pt"))
+        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        torch.save(rng, tmp / "rng.pt")
+    torch.distributed.barrier()
+    if rank == 0:
+        checkpoint.commit(root, tmp, step, {"step": step, "consumed_batches": consumed})
+    torch.distributed.barrier()
+
+
+def load_checkpoint(path: Path, booster, model, optimizer, scheduler, ema) -> dict:
+    booster.load_model(model, str(path / "model.pt"))
+    booster.load_optimizer(optimizer, str(path / "optimizer.pt"))
+    booster.load_lr_scheduler(scheduler, str(path / "scheduler.pt"))
+    ema.load_state_dict(load_file(path / "ema.safetensors"))
+    rng = torch.load(path / "rng.pt", weights_only=False)
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    return json.loads((path / "state.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------------------ train
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train one stage; see the module docstring."""
+    from colossalai.booster import Booster
+
+    out = Path(cfg.out_dir)
+    ckpt_root = out / "checkpoints"
+    meta_path = Path(cfg.data) / "meta.json"
+    if not meta_path.exists():
+        raise ValueError(f"{cfg.data} is not a precompute folder (no meta.json); run `t2v precompute` first")
+    meta = json.loads(meta_path.read_text())
+
+    # 1. processes
+    rank, world, device = launch(cfg.seed)
+    try:
+        # 2. data
+        train_set, val_set = datasets(cfg)
+        sampler = BucketBatchSampler(train_set.index, seed=cfg.seed, rank=rank, world_size=world)
+        loader = torch.utils.data.DataLoader(
+            train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers
+        )
+        latent_side = int(max(max(s[-2:]) for s in train_set.index.latent_shape))
+
+        # 3. model and EMA
+        model = build_model(cfg, meta, latent_side).to(device).train()
+        init_sha = weights_sha256(model)
+        ema = STDiT.from_config(model.config).to(device).eval().requires_grad_(False)
+        ema.load_state_dict(model.state_dict())
+        ema.float()
+
+        # 4. boost
+        opt = cfg.optim
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay
+        )
+        warmup = max(1, opt.warmup_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        plugin, plugin_name = make_plugin(cfg.plugin, opt.grad_clip)
+        booster = Booster(plugin=plugin)
+        model, optimizer, _, _, scheduler = booster.boost(model, optimizer, lr_scheduler=scheduler)
+        inner: STDiT = model.unwrap()
+
+        # 5. resume
+        start, consumed = 0, 0
+        source = (
+            None
+            if cfg.resume == "none"
+            else (checkpoint.latest(ckpt_root) if cfg.resume == "auto" else Path(cfg.resume))
+        )
+        if source is not None:
+            state = load_checkpoint(source, booster, model, optimizer, scheduler, ema)
+            start, consumed = state["step"], state["consumed_batches"]
+            sampler.set_consumed(consumed)
+            log.info("resumed from %s at step %d", source, start)
+
+        tracker = Tracker(
+            cfg.tracking_uri if rank == 0 else None,
+            cfg.experiment,
+            f"stage{cfg.stage}",
+            tags={
+                "stage": str(cfg.stage),
+                "manifest_sha256": meta.get("manifest_sha256", ""),
+                "precompute_key": meta.get("key", ""),
+                **_git_tags(),
+            },
+        )
+        tracker.log_params({**to_dict(cfg), "data.meta": meta.get("encoders", {}), "plugin.resolved": plugin_name})
+
+        # 6. loop
+        probe_batch = collate([train_set[i] for i in sampler.epoch_batches(0)[0]])
+        probe_start = probe_loss(inner, probe_batch, cfg, device)
+        losses: list[float] = []
+        val: dict[str, float] = {}
+        batches = iter(loader)
+        bar = tqdm(range(start, cfg.max_steps), desc=f"stage {cfg.stage}", disable=not cfg.progress or rank != 0)
+        tick = time.perf_counter()
+        for step in bar:
+            batch = next(batches)
+            consumed += 1
+            x0 = batch["latent"].to(device)
+            loss = training_loss(
+                model,
+                x0,
+                batch["text"].to(device),
+                batch["text_mask"].to(device),
+                cfg.flow,
+                seed=cfg.seed,
+                step=step,
+                indices=batch["index"],
+            )
+            booster.backward(loss, optimizer)
+            grad_norm = _clip(model, opt.grad_clip, plugin_name)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            update_ema(ema, inner, opt.ema_decay)
+            losses.append(float(loss.detach()))
+            if not math.isfinite(losses[-1]):
+                log.warning("non-finite loss at step %d", step)
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
+                elapsed, tick = time.perf_counter() - tick, time.perf_counter()
+                samples = x0.shape[0] * world * min(cfg.log_every, step + 1 - start)
+                tracker.log_metrics(
+                    {
+                        "loss": float(np.mean(losses[-cfg.log_every :])),
+                        "lr": scheduler.get_last_lr()[0],
+                        "grad_norm": grad_norm,
+                        "samples_per_s": samples / max(elapsed, 1e-9),
+                    },
+                    step + 1,
+                )
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if cfg.val_every and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.max_steps) and rank == 0:
+                val = validation_loss(inner, val_set, cfg, device)
+                if val:
+                    tracker.log_metrics(val, step + 1)
+            if cfg.ckpt_every and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.max_steps):
+                save_checkpoint(ckpt_root, step + 1, consumed, booster, model, optimizer, scheduler, ema, rank)
+                if rank == 0:
+                    checkpoint.prune(ckpt_root, cfg.keep_last)
+
+        # 7. export
+        probe_end = probe_loss(inner, probe_batch, cfg, device)
+        tracker.log_metrics({"probe_loss": probe_end}, cfg.max_steps)
+        export = out / "export"
+        if rank == 0:
+            ema.save_pretrained(export)
+            state = {
+                "stage": cfg.stage,
+                "steps": int(cfg.max_steps),
+                "init": cfg.model.init,
+                "init_sha256": init_sha,
+                "export_sha256": weights_sha256(ema),
+            }
+            (export / "train_state.json").write_text(json.dumps(state, indent=2))
+            tracker.log_artifact(export / "config.json", "export")
+        torch.distributed.barrier()
+        tracker.close()
+        return TrainResult(out, export, cfg.max_steps, start, losses, val, (probe_start, probe_end), tracker.run_id)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _clip(model, max_norm: float, plugin_name: str) -> float:
+    if plugin_name == "zero2":  # LowLevelZero clips inside its step (max_norm)
+        return float("nan")
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf"))
+    return float(norm)
+
+
+def _git_tags() -> dict[str, str]:
+    import subprocess
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        return {"git_commit": commit}
+    except (OSError, subprocess.SubprocessError):
+        return {}

@@ -1,0 +1,168 @@
+"""The three stages on the toy world, with the ColossalAI Booster (ddp, one CPU process)."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from components.caption.caption import CaptionConfig, caption
+from components.ingest.ingest import IngestConfig, ingest, with_overrides
+from components.ingest.synth import SynthConfig, synth
+from components.precompute.precompute import PrecomputeConfig, precompute
+from components.precompute.tiny import build_tiny_t5
+from components.train import checkpoint
+from components.train.config import load_config
+from components.train.data import LatentDataset, collate
+from components.train.train import train
+from model.stdit import STDiT
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    toy = synth(SynthConfig(out_dir=str(root / "toy"), videos=8, images=6, cut_videos=1, size=32, seconds=2.0))
+    cfg = IngestConfig(inputs=(str(toy),), out_dir=str(root / "ingest"), progress=False, val_fraction=0.2)
+    ingest(with_overrides(cfg, dedup_distance=None))
+    caption(CaptionConfig(manifest=str(root / "ingest" / "manifest.parquet"), out_dir=str(root / "caption"),
+                          captioner="metadata", progress=False))  # fmt: skip
+    result = precompute(
+        PrecomputeConfig(
+            manifest=str(root / "caption" / "manifest.parquet"),
+            out_root=str(root / "precompute"),
+            vae="none:4",
+            text_encoder=str(build_tiny_t5(root / "t5")),
+            bucket_config={"32": {1: (1.0, 4), 8: (1.0, 2)}},
+            frame_interval=4,
+            progress=False,
+        )
+    )
+    return result.out_dir
+
+
+def stage_config(data, out, stage, *overrides):
+    return load_config(
+        ROOT / "configs" / "toy" / "train.yaml",
+        [f"data={data}", f"out_dir={out}", f"stage={stage}", "progress=false", *overrides],
+    )
+
+
+@pytest.fixture(scope="module")
+def chain(data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("chain")
+    one = train(stage_config(data, root / "s1", 1, "max_steps=60"))
+    two = train(stage_config(data, root / "s2", 2, "max_steps=80", f"model.init={one.export_dir}"))
+    three = train(
+        stage_config(data, root / "s3", 3, "max_steps=60", f"model.init={two.export_dir}", "subset={motion: 0.0}")
+    )
+    return one, two, three
+
+
+def state(result):
+    return json.loads((result.export_dir / "train_state.json").read_text())
+
+
+def test_each_stage_starts_from_the_previous_export(chain):
+    one, two, three = chain
+    assert state(two)["init_sha256"] == state(one)["export_sha256"]
+    assert state(three)["init_sha256"] == state(two)["export_sha256"]
+    assert state(one)["init"] == "scratch" and state(three)["stage"] == 3
+
+
+def test_loss_drops_within_each_stage_on_a_fixed_batch(chain):
+    for result in chain:
+        start, end = result.probe_loss
+        assert end < start, result.out_dir
+
+
+def test_stage_two_at_step_zero_is_stage_one_frame_by_frame(chain, data):
+    one, _, _ = chain
+    model = STDiT.from_pretrained(one.export_dir).eval()
+    videos = LatentDataset(data, split=None)
+    videos.index = videos.index[videos.index.num_frames > 1].reset_index(drop=True)
+    batch = collate([videos[0], videos[1]])
+    t = torch.tensor([300.0, 800.0])
+    with torch.no_grad():
+        whole = model(batch["latent"], t, batch["text"], batch["text_mask"]).sample
+        for f in range(batch["latent"].shape[2]):
+            frame = model(batch["latent"][:, :, f : f + 1], t, batch["text"], batch["text_mask"]).sample
+            assert (whole[:, :, f : f + 1] - frame).abs().max() < 1e-5
+
+
+def test_stage_one_trains_images_only_and_leaves_temporal_weights_untouched(chain):
+    one, _, _ = chain
+    model = STDiT.from_pretrained(one.export_dir)
+    for block in model.transformer_blocks:
+        assert block.attn_temp.to_out[0].weight.abs().sum() == 0
+
+
+def _weights(path: Path) -> dict:
+    return torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+
+
+def test_resume_continues_exactly(data, tmp_path):
+    straight = train(stage_config(data, tmp_path / "a", 2, "max_steps=24", "ckpt_every=8"))
+    train(stage_config(data, tmp_path / "b", 2, "max_steps=16", "ckpt_every=8"))
+    resumed = train(stage_config(data, tmp_path / "b", 2, "max_steps=24", "ckpt_every=8"))
+    assert resumed.resumed_from == 16
+    a, b = (_weights(checkpoint.step_dir(r.out_dir / "checkpoints", 24)) for r in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert state(straight)["export_sha256"] == state(resumed)["export_sha256"]
+
+
+def test_a_half_written_checkpoint_is_never_taken(tmp_path):
+    root = tmp_path / "checkpoints"
+    good = checkpoint.commit(root, checkpoint.begin(root, 8), 8, {"step": 8, "consumed_batches": 8})
+    checkpoint.begin(root, 16)  # killed while writing: a .tmp folder
+    (root / "step-00000024").mkdir()  # or a folder without its COMPLETE marker
+    assert checkpoint.latest(root) == good
+    checkpoint.prune(root, keep_last=3)
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000008", "step-00000024"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_is_bit_identical(data, tmp_path):
+    straight = train(stage_config(data, tmp_path / "a", 1, "max_steps=40", "ckpt_every=5", "val_every=0"))
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "components.train", "--config", str(ROOT / "configs" / "toy" / "train.yaml"),
+            "--data", str(data), "--out-dir", str(out), "--no-progress",
+            "--set", "max_steps=40", "--set", "ckpt_every=5", "--set", "val_every=0"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and not checkpoint.step_dir(out / "checkpoints", 15).exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = checkpoint.latest(out / "checkpoints")
+    assert done is not None and int(done.name.split("-")[1]) < 40, "killed before the end"
+    resumed = train(stage_config(data, out, 1, "max_steps=40", "ckpt_every=5", "val_every=0"))
+    assert resumed.resumed_from >= 15
+    a, b = (_weights(checkpoint.step_dir(r.out_dir / "checkpoints", 40)) for r in (straight, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mlflow_run_holds_params_metrics_and_tags(data, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = train(stage_config(data, tmp_path / "run", 1, "max_steps=12", "val_every=6", f"tracking_uri={uri}"))
+    run = MlflowClient(uri).get_run(result.run_id)
+    assert run.data.params["optim.lr"] == "0.001" and run.data.params["stage"] == "1"
+    assert {"loss", "lr", "grad_norm", "samples_per_s", "val_loss", "probe_loss"} <= set(run.data.metrics)
+    assert run.data.tags["stage"] == "1" and len(run.data.tags["manifest_sha256"]) == 64
+    assert run.info.status == "FINISHED"
+
+
+def test_bad_configs_name_the_key(data, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown keys \['lr'\]"):
+        load_config(None, ["lr=1e-4"])
+    with pytest.raises(ValueError, match="plugin"):
+        load_config(None, ["plugin=fsdp"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs CUDA"):
+            train(stage_config(data, tmp_path, 1, "plugin=zero2"))
