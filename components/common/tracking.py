@@ -37,8 +37,10 @@ class Tracker:
         *,
         timeout_s: float = 5.0,
         max_queue: int = 10_000,
+        retry_after_s: float = 30.0,
     ):
         self.enabled = uri is not None
+        self.retry_after_s = retry_after_s
         self.run_id: str | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._dropped = 0
@@ -72,13 +74,19 @@ class Tracker:
                 log.warning("MLflow queue full: %d records dropped so far", self._dropped)
 
     def _work(self) -> None:
+        import time
+
         from mlflow.entities import Metric, Param
 
+        down_until = 0.0
         while True:
             item = self._queue.get()
             if item is None:
                 return
             kind, payload = item
+            if time.monotonic() < down_until and kind != "end":
+                self._dropped += 1  # the server failed recently: drop instead of waiting on it again
+                continue
             try:
                 if kind == "metrics":
                     step, values, timestamp = payload
@@ -97,7 +105,8 @@ class Tracker:
                 elif kind == "end":
                     self.client.set_terminated(self.run_id, payload)
             except Exception as err:
-                log.warning("MLflow %s not recorded: %s", kind, err)
+                down_until = time.monotonic() + self.retry_after_s
+                log.warning("MLflow %s not recorded (%s); dropping records for %.0f s", kind, err, self.retry_after_s)
 
     def log_params(self, params: dict) -> None:
         self._put(("params", flatten(params)))
@@ -113,7 +122,11 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._put(("artifact", (str(path), artifact_path)))
 
-    def close(self, status: str = "FINISHED", timeout_s: float = 30.0) -> None:
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    def close(self, status: str = "FINISHED", timeout_s: float = 15.0) -> None:
         """Send what is queued (waiting at most `timeout_s`), then end the run."""
         if not self.enabled:
             return

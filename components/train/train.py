@@ -48,6 +48,7 @@ class TrainResult:
     val_loss: dict[str, float]
     probe_loss: tuple[float, float]  # on one fixed batch, before and after this run's steps
     run_id: str | None
+    step_times: list[float]  # seconds per training step, tracking and checkpoints included
 
 
 # ------------------------------------------------------------------------------------------------- processes
@@ -337,7 +338,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         batches = iter(loader)
         bar = tqdm(range(start, cfg.max_steps), desc=f"stage {cfg.stage}", disable=not cfg.progress or rank != 0)
         tick = time.perf_counter()
+        step_times: list[float] = []
+        window_samples = window_tokens = window_flops = 0
         for step in bar:
+            step_start = time.perf_counter()
             batch = next(batches)
             consumed += 1
             x0 = batch["latent"].to(device)
@@ -360,18 +364,24 @@ def train(cfg: TrainConfig) -> TrainResult:
             losses.append(float(loss.detach()))
             if not math.isfinite(losses[-1]):
                 log.warning("non-finite loss at step %d", step)
+            step_times.append(time.perf_counter() - step_start)
+            window_samples += x0.shape[0] * world
+            window_tokens += tokens_of(x0, inner) * world
+            window_flops += train_flops(inner, x0, batch["text"].shape[1], cfg) * world
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
                 elapsed, tick = time.perf_counter() - tick, time.perf_counter()
-                samples = x0.shape[0] * world * min(cfg.log_every, step + 1 - start)
-                tracker.log_metrics(
-                    {
-                        "loss": float(np.mean(losses[-cfg.log_every :])),
-                        "lr": scheduler.get_last_lr()[0],
-                        "grad_norm": grad_norm,
-                        "samples_per_s": samples / max(elapsed, 1e-9),
-                    },
-                    step + 1,
-                )
+                metrics = {
+                    "loss": float(np.mean(losses[-cfg.log_every :])),
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": grad_norm,
+                    "samples_per_s": window_samples / max(elapsed, 1e-9),
+                    "tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                    "peak_memory_gb": peak_memory_gb(device),
+                }
+                if device.startswith("cuda") and (peak := peak_tflops(device)):
+                    metrics["mfu"] = window_flops / max(elapsed, 1e-9) / (peak * 1e12 * world)
+                tracker.log_metrics(metrics, step + 1)
+                window_samples = window_tokens = window_flops = 0
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if cfg.val_every and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.max_steps) and rank == 0:
                 val = validation_loss(inner, val_set, cfg, device)
@@ -399,9 +409,43 @@ def train(cfg: TrainConfig) -> TrainResult:
             tracker.log_artifact(export / "config.json", "export")
         torch.distributed.barrier()
         tracker.close()
-        return TrainResult(out, export, cfg.max_steps, start, losses, val, (probe_start, probe_end), tracker.run_id)
+        return TrainResult(
+            out, export, cfg.max_steps, start, losses, val, (probe_start, probe_end), tracker.run_id, step_times
+        )
     finally:
         torch.distributed.destroy_process_group()
+
+
+def tokens_of(x0: torch.Tensor, model: STDiT) -> int:
+    """Video tokens the transformer processes for a batch of latents (B, C, T, H, W)."""
+    p = model.config.patch_size
+    b, _, t, h, w = x0.shape
+    return b * t * (h // p) * (w // p)
+
+
+def train_flops(model: STDiT, x0: torch.Tensor, text_tokens: int, cfg: TrainConfig) -> float:
+    from model.flops import Arch, forward_flops
+
+    b, _, t, h, w = x0.shape
+    f = forward_flops(Arch.from_config(model.config), batch=b, frames=t, height=h, width=w, text_tokens=text_tokens)
+    return f.train_step(gradient_checkpointing=cfg.model.gradient_checkpointing)
+
+
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
+
+
+def peak_tflops(device: str) -> float | None:
+    """Dense bf16 peak of the GPU by name (for MFU), None when unknown."""
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def peak_memory_gb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kilobytes on Linux
 
 
 def _clip(model, max_norm: float, plugin_name: str) -> float:

@@ -1,6 +1,7 @@
 """The three stages on the toy world, with the ColossalAI Booster (ddp, one CPU process)."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -153,7 +154,8 @@ def test_mlflow_run_holds_params_metrics_and_tags(data, tmp_path):
     result = train(stage_config(data, tmp_path / "run", 1, "max_steps=12", "val_every=6", f"tracking_uri={uri}"))
     run = MlflowClient(uri).get_run(result.run_id)
     assert run.data.params["optim.lr"] == "0.001" and run.data.params["stage"] == "1"
-    assert {"loss", "lr", "grad_norm", "samples_per_s", "val_loss", "probe_loss"} <= set(run.data.metrics)
+    expected = {"loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "peak_memory_gb", "val_loss", "probe_loss"}
+    assert expected <= set(run.data.metrics)
     assert run.data.tags["stage"] == "1" and len(run.data.tags["manifest_sha256"]) == 64
     assert run.info.status == "FINISHED"
 
@@ -166,3 +168,57 @@ def test_bad_configs_name_the_key(data, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs CUDA"):
             train(stage_config(data, tmp_path, 1, "plugin=zero2"))
+
+
+@pytest.mark.slow
+def test_training_outlives_a_dead_tracking_server(data, tmp_path):
+    import socket
+    import threading
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    db = tmp_path / "mlflow.db"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--default-artifact-root", str(tmp_path / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                assert time.time() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        out = tmp_path / "run"
+
+        def kill_when_training_is_under_way():
+            while not checkpoint.step_dir(out / "checkpoints", 10).exists():
+                time.sleep(0.01)
+            os.killpg(server.pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_when_training_is_under_way, daemon=True)
+        killer.start()
+        started = time.time()
+        settings = [
+            "max_steps=40",
+            "ckpt_every=10",
+            "log_every=1",
+            "val_every=10",
+            f"tracking_uri=http://127.0.0.1:{port}",
+        ]
+        result = train(stage_config(data, out, 1, *settings))
+        killer.join(5)
+        assert server.poll() is not None, "the server was killed mid-run"
+        assert result.steps == 40 and (result.export_dir / "config.json").exists()
+        assert max(result.step_times) < 5.0  # no step waited on the dead server
+        assert time.time() - started < 120
+        logged = MlflowClient(f"sqlite:///{db}").get_metric_history(result.run_id, "loss")
+        assert 0 < len(logged) < 40  # what was sent before the kill is kept
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
