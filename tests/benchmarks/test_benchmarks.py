@@ -44,3 +44,11 @@ def test_caption_benchmark_quick():
     for row in result["rows"]:
         assert row["clips"] == 8 and row["clips_per_s"] > 0
         assert abs(row["decode_share"] + row["generate_share"] - 1) < 1e-9
+
+
+@pytest.mark.slow
+def test_train_benchmark_quick():
+    result = run_benchmark("train.py", "--quick")
+    assert result["online_over_cached"] > 1  # encoding costs something
+    assert 80 < result["vae_params_m"] < 90  # the SD VAE's architecture (83.7M)
+    assert result["stdit_tokens_per_s_cached"] > result["stdit_tokens_per_s_online"] > 0
