@@ -22,7 +22,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
+# The toy world through every step that exists (DVC: synth, ingest, caption, precompute, three training
+# stages), then a standalone generation check with sample videos.
 demo: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 	$(VENV)/bin/t2v demo
 
 test: install

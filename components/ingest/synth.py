@@ -166,6 +166,26 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=d.seconds, help=f"video length (default {d.seconds})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"(default {d.seed})")
     p.set_defaults(run=_run)
+    t = sub.add_parser(
+        "tiny-models",
+        help="write tiny random encoders and captioner (T5, SD-VAE layout, LLaVA-NeXT) for the toy world",
+        description="Tiny random models saved as real model folders (t5/, vae/, llava-next/) that load through "
+        "the production from_pretrained paths: the toy world's text encoder, VAE and captioner.",
+    )
+    t.add_argument("--out-dir", default="data/models", help="(default data/models)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(run=_run_tiny)
+
+
+def _run_tiny(args: argparse.Namespace) -> int:
+    from components.caption.tiny import build_tiny_llava_next
+    from components.precompute.tiny import build_tiny_t5, build_tiny_vae
+
+    out = Path(args.out_dir)
+    for name, build in (("t5", build_tiny_t5), ("vae", build_tiny_vae), ("llava-next", build_tiny_llava_next)):
+        build(out / name, seed=args.seed)
+    print(f"tiny models in {out}: t5/, vae/, llava-next/")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

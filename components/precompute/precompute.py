@@ -7,7 +7,8 @@
 
 <key> hashes what the result depends on (the manifest's content, the encoders, the buckets, the frame sampling,
 the seed): a second run with the same inputs reuses the folder; any change makes a new one. The folder appears
-only when complete (built beside it, then renamed).
+only when complete (built beside it, then renamed); `<out_root>/LATEST` names the last one written or reused, so
+training can be pointed at the root.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def precompute(cfg: PrecomputeConfig) -> PrecomputeResult:
     key = cache_key(cfg, manifest_hash)
     out = Path(cfg.out_root) / key
     if (out / "index.parquet").exists():
+        (Path(cfg.out_root) / "LATEST").write_text(key + "\n")
         index = pd.read_parquet(out / "index.parquet")
         meta = json.loads((out / "meta.json").read_text())
         return PrecomputeResult(out, key, True, len(index), meta["skipped"], index)
@@ -208,4 +210,15 @@ def precompute(cfg: PrecomputeConfig) -> PrecomputeResult:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    (Path(cfg.out_root) / "LATEST").write_text(key + "\n")
     return PrecomputeResult(out, key, False, len(index), meta["skipped"], index)
+
+
+def resolve(folder: str | Path) -> Path:
+    """A precompute folder, given itself or its root (through LATEST)."""
+    folder = Path(folder)
+    if (folder / "index.parquet").exists():
+        return folder
+    if (folder / "LATEST").exists():
+        return folder / (folder / "LATEST").read_text().strip()
+    raise ValueError(f"{folder} is not a precompute folder or root (no index.parquet, no LATEST); run `t2v precompute`")

@@ -13,6 +13,7 @@ train(cfg):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from components.common.tracking import Tracker
+from components.precompute.precompute import resolve
 from components.train import checkpoint
 from components.train.config import STAGE_FRAMES, TrainConfig, to_dict
 from components.train.data import BucketBatchSampler, LatentDataset, collate
@@ -269,10 +271,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     out = Path(cfg.out_dir)
     ckpt_root = out / "checkpoints"
-    meta_path = Path(cfg.data) / "meta.json"
-    if not meta_path.exists():
-        raise ValueError(f"{cfg.data} is not a precompute folder (no meta.json); run `t2v precompute` first")
-    meta = json.loads(meta_path.read_text())
+    cfg = dataclasses.replace(cfg, data=str(resolve(cfg.data)))
+    meta = json.loads((Path(cfg.data) / "meta.json").read_text())
 
     # 1. processes
     rank, world, device = launch(cfg.seed)

@@ -1,5 +1,6 @@
 """`dvc repro` runs the stages of dvc.yaml with the project's CLIs, from a fresh copy of the repository files."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,12 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_dvc_repro_runs_synth_ingest_and_caption(tmp_path):
+def test_dvc_repro_runs_every_stage(tmp_path):
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(ROOT / "components", tmp_path / "components", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("components", "model", "configs"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["synth"].update(videos=6, images=2, cut_videos=1)
+    params["train"].update(stage1_steps=4, stage2_steps=4, stage3_steps=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     dvc = [sys.executable, "-m", "dvc"]
@@ -34,7 +37,12 @@ def test_dvc_repro_runs_synth_ingest_and_caption(tmp_path):
     captioned = pd.read_parquet(tmp_path / "data" / "caption" / "manifest.parquet")
     assert len(captioned) == len(manifest) and captioned.text.str.len().gt(0).all()
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"synth", "ingest", "caption"}
+    assert set(lock["stages"]) == {
+        "synth", "ingest", "caption", "tiny-models", "precompute", "train-stage-1", "train-stage-2", "train-stage-3"
+    }  # fmt: skip
+    for stage in (1, 2, 3):
+        state = json.loads((tmp_path / "data" / "train" / f"stage{stage}" / "export" / "train_state.json").read_text())
+        assert state["stage"] == stage
     assert "No stages to execute" in run("status").stdout or "up to date" in run("status").stdout
     second = run("repro")
     assert "didn't change, skipping" in second.stdout
