@@ -38,6 +38,7 @@ class Tracker:
         timeout_s: float = 5.0,
         max_queue: int = 10_000,
         retry_after_s: float = 30.0,
+        system_metrics_s: float | None = 10.0,
     ):
         self.enabled = uri is not None
         self.retry_after_s = retry_after_s
@@ -62,6 +63,15 @@ class Tracker:
             return
         self._thread = threading.Thread(target=self._work, name="mlflow-tracker", daemon=True)
         self._thread.start()
+        self._system = None
+        if system_metrics_s:
+            try:  # CPU, memory, disk, network and GPU utilisation, sampled by MLflow's own monitor thread
+                from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+                self._system = SystemMetricsMonitor(self.run_id, sampling_interval=system_metrics_s, tracking_uri=uri)
+                self._system.start()
+            except Exception as err:
+                log.warning("system metrics unavailable: %s", err)
 
     def _put(self, item) -> None:
         if not self.enabled:
@@ -130,6 +140,8 @@ class Tracker:
         """Send what is queued (waiting at most `timeout_s`), then end the run."""
         if not self.enabled:
             return
+        if self._system is not None:
+            threading.Thread(target=self._system.finish, daemon=True).start()  # never wait on it
         self._put(("end", status))
         self._put(None)
         self._thread.join(timeout_s)

@@ -57,6 +57,7 @@ class TrainConfig:
     resume: str = "auto"  # auto: the latest complete checkpoint in out_dir; none; or a checkpoint folder
     tracking_uri: str | None = None  # MLflow; None: no tracking
     experiment: str = "t2v-pipeline"
+    system_metrics_every: float = 10.0  # seconds between MLflow system-metric samples (0: off)
     progress: bool = True
 
 

@@ -327,6 +327,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "precompute_key": meta.get("key", ""),
                 **_git_tags(),
             },
+            system_metrics_s=cfg.system_metrics_every or None,
         )
         tracker.log_params({**to_dict(cfg), "data.meta": meta.get("encoders", {}), "plugin.resolved": plugin_name})
 

@@ -151,11 +151,13 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(data, tmp_path):
 
 def test_mlflow_run_holds_params_metrics_and_tags(data, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = train(stage_config(data, tmp_path / "run", 1, "max_steps=12", "val_every=6", f"tracking_uri={uri}"))
+    settings = ["max_steps=30", "val_every=6", "system_metrics_every=0.2", f"tracking_uri={uri}"]
+    result = train(stage_config(data, tmp_path / "run", 1, *settings))
     run = MlflowClient(uri).get_run(result.run_id)
     assert run.data.params["optim.lr"] == "0.001" and run.data.params["stage"] == "1"
     expected = {"loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "peak_memory_gb", "val_loss", "probe_loss"}
     assert expected <= set(run.data.metrics)
+    assert any(name.startswith("system/") for name in run.data.metrics)  # CPU and memory utilisation
     assert run.data.tags["stage"] == "1" and len(run.data.tags["manifest_sha256"]) == 64
     assert run.info.status == "FINISHED"
 
