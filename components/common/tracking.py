@@ -27,6 +27,14 @@ def flatten(values: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def default_artifact_location(uri: str) -> str | None:
+    """For a local sqlite store, artifacts beside the database (MLflow's default is ./mlruns in the working
+    directory); for a server, its own artifact store."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
 class Tracker:
     def __init__(
         self,
@@ -55,7 +63,11 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=uri)
         try:
             found = self.client.get_experiment_by_name(experiment)
-            experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+            experiment_id = (
+                found.experiment_id
+                if found
+                else self.client.create_experiment(experiment, artifact_location=default_artifact_location(uri))
+            )
             self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags or {}).info.run_id
         except Exception as err:  # tracking must not stop training
             log.warning("MLflow at %s unavailable (%s); training continues without tracking", uri, err)

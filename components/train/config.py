@@ -52,6 +52,10 @@ class TrainConfig:
     val_every: int = 500
     val_timesteps: int = 10
     val_max_samples: int = 256
+    sample_every: int = 1000  # sample videos for MLflow every N steps (0: off)
+    sample_count: int = 2
+    sample_steps: int = 30
+    guidance_scale: float = 7.0
     ckpt_every: int = 500
     keep_last: int = 3
     resume: str = "auto"  # auto: the latest complete checkpoint in out_dir; none; or a checkpoint folder

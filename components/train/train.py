@@ -231,6 +231,35 @@ def probe_loss(model: STDiT, batch: dict, cfg: TrainConfig, device: str) -> floa
     return float(torch.cat(losses).mean())
 
 
+@torch.no_grad()
+def sample_videos(model: STDiT, prompts: LatentDataset, vae, cfg: TrainConfig, folder: Path, device: str) -> list[Path]:
+    """Generate from the first `sample_count` held-out captions (their latent shapes), decode, write mp4s."""
+    from components.common.video import write_video
+    from model.flow import sample
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in range(min(cfg.sample_count, len(prompts))):
+        item = collate([prompts[i]])
+        latents = sample(
+            model,
+            tuple(item["latent"].shape),
+            item["text"].to(device),
+            item["text_mask"].to(device),
+            cfg=cfg.flow,
+            num_steps=cfg.sample_steps,
+            guidance_scale=cfg.guidance_scale,
+            generator=torch.Generator().manual_seed(cfg.seed + i),
+        )
+        video = vae.decode(latents.float().cpu())[0]  # (3, T, H, W) in [-1, 1]
+        frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+        path = folder / f"sample_{i}.mp4"
+        write_video(path, list(frames), fps=8)
+        written.append(path)
+    model.train()
+    return written
+
+
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
@@ -340,6 +369,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         bar = tqdm(range(start, cfg.max_steps), desc=f"stage {cfg.stage}", disable=not cfg.progress or rank != 0)
         tick = time.perf_counter()
         step_times: list[float] = []
+        vae = None  # loaded on first use, for sample videos
         window_samples = window_tokens = window_flops = 0
         for step in bar:
             step_start = time.perf_counter()
@@ -388,6 +418,14 @@ def train(cfg: TrainConfig) -> TrainResult:
                 val = validation_loss(inner, val_set, cfg, device)
                 if val:
                     tracker.log_metrics(val, step + 1)
+            if cfg.sample_every and (step + 1) % cfg.sample_every == 0 and rank == 0:
+                if vae is None:
+                    from components.precompute.encoders import load_vae
+
+                    vae = load_vae(meta["encoders"]["vae"])
+                prompts = val_set if len(val_set) else train_set
+                for path in sample_videos(ema, prompts, vae, cfg, out / "samples" / f"step-{step + 1:08d}", device):
+                    tracker.log_artifact(path, f"samples/step-{step + 1:08d}")
             if cfg.ckpt_every and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.max_steps):
                 save_checkpoint(ckpt_root, step + 1, consumed, booster, model, optimizer, scheduler, ema, rank)
                 if rank == 0:

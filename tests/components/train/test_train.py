@@ -151,7 +151,8 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(data, tmp_path):
 
 def test_mlflow_run_holds_params_metrics_and_tags(data, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    settings = ["max_steps=30", "val_every=6", "system_metrics_every=0.2", f"tracking_uri={uri}"]
+    settings = ["max_steps=30", "val_every=6", "sample_every=15", "sample_steps=4", "system_metrics_every=0.2"]
+    settings.append(f"tracking_uri={uri}")
     result = train(stage_config(data, tmp_path / "run", 1, *settings))
     run = MlflowClient(uri).get_run(result.run_id)
     assert run.data.params["optim.lr"] == "0.001" and run.data.params["stage"] == "1"
@@ -160,6 +161,12 @@ def test_mlflow_run_holds_params_metrics_and_tags(data, tmp_path):
     assert any(name.startswith("system/") for name in run.data.metrics)  # CPU and memory utilisation
     assert run.data.tags["stage"] == "1" and len(run.data.tags["manifest_sha256"]) == 64
     assert run.info.status == "FINISHED"
+    videos = [a.path for a in MlflowClient(uri).list_artifacts(result.run_id, "samples/step-00000030")]
+    assert videos == ["samples/step-00000030/sample_0.mp4", "samples/step-00000030/sample_1.mp4"]
+    import av
+
+    with av.open(str(result.out_dir / "samples" / "step-00000030" / "sample_0.mp4")) as video:
+        assert video.streams.video[0].frames >= 1
 
 
 def test_bad_configs_name_the_key(data, tmp_path):
