@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from components.precompute.precompute import PrecomputeConfig
 from model.flow import FlowConfig
 
 PLUGINS = ("auto", "ddp", "zero2")
@@ -37,7 +38,8 @@ class OptimConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     stage: int = 1
-    data: str = "data/precompute"  # a precompute folder (with index.parquet)
+    data: str = "data/precompute"  # a precompute folder or root (ignored when `online` is set)
+    online: PrecomputeConfig | None = None  # encode every sample as it is read, with these settings, instead
     out_dir: str = "outputs/train/stage1"
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -76,6 +78,8 @@ def _build(cls, values: dict, where: str):
     kwargs = {}
     for name, value in values.items():
         hint = hints[name]
+        inner = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]  # Optional[SomeConfig]
+        hint = inner[0] if inner and isinstance(value, dict) else hint
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = _build(hint, value, f"{where}.{name}")
         elif isinstance(value, list) and typing.get_origin(hint) is tuple:

@@ -49,6 +49,40 @@ class LatentDataset(torch.utils.data.Dataset):
         }
 
 
+class EncodingDataset(torch.utils.data.Dataset):
+    """The same samples as LatentDataset, encoded on access (online encoding): frames are read, resize-cropped
+    and encoded by the VAE, captions by the text encoder, per sample. `index` has LatentDataset's columns."""
+
+    def __init__(self, planned: pd.DataFrame, vae, text_encoder, split: str | None = "train"):
+        rows = planned if split is None else planned[planned.get("split", "train") == split]
+        self.index = rows.reset_index(drop=True).copy()
+        f, c = vae.spatial_compression, vae.latent_channels
+        t = vae.temporal_compression
+        self.index["latent_shape"] = [
+            [c, (n - 1) // t + 1 if t > 1 else n, h // f, w // f]
+            for n, h, w in zip(self.index.num_frames, self.index.height, self.index.width, strict=True)
+        ]
+        self.vae, self.text_encoder = vae, text_encoder
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @torch.no_grad()
+    def __getitem__(self, i: int) -> dict:
+        from components.precompute.precompute import clip_video
+
+        row = self.index.iloc[int(i)].to_dict()
+        latent = self.vae.encode(clip_video(row)[None])[0].float().cpu()
+        text, mask = self.text_encoder.encode([str(row["text"])])
+        return {
+            "latent": latent,
+            "text": text[0][mask[0]].float().cpu(),
+            "clip_id": row["clip_id"],
+            "bucket": row["bucket"],
+            "index": int(i),
+        }
+
+
 def collate(samples: list[dict]) -> dict:
     """Stack latents (B, C, T, h, w); pad texts to the longest (B, L, C_text) with a mask (B, L)."""
     shapes = {tuple(s["latent"].shape) for s in samples}

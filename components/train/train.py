@@ -13,7 +13,6 @@ train(cfg):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -33,7 +32,7 @@ from components.common.tracking import Tracker
 from components.precompute.precompute import resolve
 from components.train import checkpoint
 from components.train.config import STAGE_FRAMES, TrainConfig, to_dict
-from components.train.data import BucketBatchSampler, LatentDataset, collate
+from components.train.data import BucketBatchSampler, EncodingDataset, LatentDataset, collate
 from model.flow import flow_loss, training_loss
 from model.stdit import STDiT, preset_config
 
@@ -114,16 +113,41 @@ def select(index, cfg: TrainConfig):
     return keep
 
 
-def datasets(cfg: TrainConfig):
-    train = LatentDataset(cfg.data, split="train")
-    train.index = train.index[select(train.index, cfg)].reset_index(drop=True)
-    val = LatentDataset(cfg.data, split="val")
-    val.index = val.index[select(val.index, cfg)].reset_index(drop=True)
+def datasets(cfg: TrainConfig, device: str):
+    """(train, val, meta): precomputed samples, or (cfg.online) samples encoded as they are read."""
+    if cfg.online is None:
+        folder = resolve(cfg.data)
+        meta = json.loads((folder / "meta.json").read_text())
+        train, val = LatentDataset(folder, split="train"), LatentDataset(folder, split="val")
+    else:
+        import hashlib
+
+        import pandas as pd
+
+        from components.precompute.encoders import TextEncoder, describe, load_vae
+        from components.precompute.precompute import plan
+
+        on = cfg.online
+        manifest_path = Path(on.manifest)
+        if not manifest_path.exists():
+            raise ValueError(f"online.manifest {manifest_path} not found; run `t2v caption` first")
+        planned = plan(pd.read_parquet(manifest_path), on)
+        vae, text_encoder = load_vae(on.vae, device), TextEncoder(on.text_encoder, on.max_text_tokens, device)
+        train, val = (EncodingDataset(planned, vae, text_encoder, split) for split in ("train", "val"))
+        meta = {
+            "latent_channels": vae.latent_channels,
+            "encoders": describe(vae, text_encoder),
+            "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
+            "key": "online",
+        }
+    # one canonical order (by clip id), so positions, batches and draws do not depend on how the data was stored
+    train.index = train.index[select(train.index, cfg)].sort_values("clip_id").reset_index(drop=True)
+    val.index = val.index[select(val.index, cfg)].sort_values("clip_id").reset_index(drop=True)
     if len(train) == 0:
         raise ValueError(
             f"no training samples in {cfg.data} for stage {cfg.stage} (frames={cfg.frames}, subset={cfg.subset})"
         )
-    return train, val
+    return train, val, meta
 
 
 # ----------------------------------------------------------------------------------------------------- model
@@ -300,14 +324,12 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     out = Path(cfg.out_dir)
     ckpt_root = out / "checkpoints"
-    cfg = dataclasses.replace(cfg, data=str(resolve(cfg.data)))
-    meta = json.loads((Path(cfg.data) / "meta.json").read_text())
 
     # 1. processes
     rank, world, device = launch(cfg.seed)
     try:
         # 2. data
-        train_set, val_set = datasets(cfg)
+        train_set, val_set, meta = datasets(cfg, device)
         sampler = BucketBatchSampler(train_set.index, seed=cfg.seed, rank=rank, world_size=world)
         loader = torch.utils.data.DataLoader(
             train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers

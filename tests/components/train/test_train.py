@@ -130,11 +130,11 @@ def test_a_half_written_checkpoint_is_never_taken(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_is_bit_identical(data, tmp_path):
-    straight = train(stage_config(data, tmp_path / "a", 1, "max_steps=40", "ckpt_every=5", "val_every=0"))
+    straight = train(stage_config(data, tmp_path / "a", 1, "max_steps=80", "ckpt_every=5", "val_every=0"))
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "components.train", "--config", str(ROOT / "configs" / "toy" / "train.yaml"),
             "--data", str(data), "--out-dir", str(out), "--no-progress",
-            "--set", "max_steps=40", "--set", "ckpt_every=5", "--set", "val_every=0"]  # fmt: skip
+            "--set", "max_steps=80", "--set", "ckpt_every=5", "--set", "val_every=0"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while time.time() < deadline and not checkpoint.step_dir(out / "checkpoints", 15).exists():
@@ -142,10 +142,17 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(data, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = checkpoint.latest(out / "checkpoints")
-    assert done is not None and int(done.name.split("-")[1]) < 40, "killed before the end"
-    resumed = train(stage_config(data, out, 1, "max_steps=40", "ckpt_every=5", "val_every=0"))
+    step = int(done.name.split("-")[1])
+    assert step < 80, "killed before the end"
+    # and as if killed while writing the next checkpoint: a partial temporary folder, and one with no marker
+    partial = checkpoint.begin(out / "checkpoints", step + 5)
+    (partial / "model.pt").write_bytes((done / "model.pt").read_bytes()[:100])
+    unmarked = checkpoint.step_dir(out / "checkpoints", step + 10)
+    unmarked.mkdir()
+    (unmarked / "model.pt").write_bytes(b"")
+    resumed = train(stage_config(data, out, 1, "max_steps=80", "ckpt_every=5", "val_every=0"))
     assert resumed.resumed_from >= 15
-    a, b = (_weights(checkpoint.step_dir(r.out_dir / "checkpoints", 40)) for r in (straight, resumed))
+    a, b = (_weights(checkpoint.step_dir(r.out_dir / "checkpoints", 80)) for r in (straight, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -231,3 +238,14 @@ def test_training_outlives_a_dead_tracking_server(data, tmp_path):
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_online_encoding_trains_exactly_as_precomputed_latents(data, tmp_path):
+    settings = json.loads((data / "meta.json").read_text())["config"]
+    online = json.dumps({k: v for k, v in settings.items() if k not in ("out_root", "progress", "device")})
+    cached = train(stage_config(data, tmp_path / "cached", 2, "max_steps=6", "val_every=3"))
+    live = train(stage_config(data, tmp_path / "online", 2, "max_steps=6", "val_every=3", f"online={online}"))
+    # latents are bit-equal; T5 embeddings of one caption alone vs in a padded batch differ by ~1e-7
+    a, b = (STDiT.from_pretrained(r.export_dir).state_dict() for r in (cached, live))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert live.val_loss["val_loss"] == pytest.approx(cached.val_loss["val_loss"], rel=1e-5)
