@@ -249,3 +249,25 @@ def test_online_encoding_trains_exactly_as_precomputed_latents(data, tmp_path):
     a, b = (STDiT.from_pretrained(r.export_dir).state_dict() for r in (cached, live))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert live.val_loss["val_loss"] == pytest.approx(cached.val_loss["val_loss"], rel=1e-5)
+
+
+def test_stage_one_can_start_from_a_pixart_checkpoint(data, tmp_path):
+    from diffusers import PixArtTransformer2DModel
+
+    meta = json.loads((data / "meta.json").read_text())
+    pixart = PixArtTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=meta["latent_channels"],
+        out_channels=meta["latent_channels"],
+        num_layers=2,
+        cross_attention_dim=32,
+        sample_size=8,
+        caption_channels=meta["encoders"]["text_channels"],
+    )
+    pixart.save_pretrained(tmp_path / "pixart")
+    overrides = f"model.overrides={{caption_max_length: {meta['encoders']['max_text_tokens']}}}"
+    result = train(
+        stage_config(data, tmp_path / "s1", 1, "max_steps=4", f"model.init=pixart:{tmp_path / 'pixart'}", overrides)
+    )
+    assert state(result)["init"].startswith("pixart:") and result.probe_loss[0] > 0
