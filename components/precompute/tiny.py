@@ -51,3 +51,23 @@ def build_tiny_t5(path: str | Path, seed: int = 0, d_model: int = 32) -> Path:
     T5EncoderModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return Path(path)
+
+
+def build_tiny_video_vae(path: str | Path, seed: int = 0) -> Path:
+    """AutoencoderKLCogVideoX (a causal 3D VAE) with tiny widths: 2x space, 2x time, 4 latent channels."""
+    import torch
+    from diffusers import AutoencoderKLCogVideoX
+
+    torch.manual_seed(seed)
+    AutoencoderKLCogVideoX(
+        down_block_types=("CogVideoXDownBlock3D",) * 2,
+        up_block_types=("CogVideoXUpBlock3D",) * 2,
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        temporal_compression_ratio=2,
+        sample_height=32,
+        sample_width=32,
+    ).save_pretrained(path)
+    return Path(path)

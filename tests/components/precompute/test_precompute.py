@@ -12,7 +12,7 @@ from components.precompute.buckets import assign, bucket_size, resize_crop, vali
 from components.precompute.cli import parse_buckets
 from components.precompute.encoders import PatchAutoencoder, TextEncoder, load_vae
 from components.precompute.precompute import PrecomputeConfig, plan, precompute
-from components.precompute.tiny import build_tiny_t5, build_tiny_vae
+from components.precompute.tiny import build_tiny_t5, build_tiny_vae, build_tiny_video_vae
 
 TOY_BUCKETS = {"64": {1: (1.0, 8), 16: (1.0, 4)}}
 
@@ -138,3 +138,10 @@ def test_clear_errors_for_missing_or_uncaptioned_manifests(data, tmp_path):
     bare.to_parquet(tmp_path / "bare.parquet")
     with pytest.raises(ValueError, match="no captions"):
         precompute(config(data, tmp_path, manifest=str(tmp_path / "bare.parquet")))
+
+
+def test_a_3d_video_vae_compresses_time_too(tmp_path):
+    vae = load_vae(str(build_tiny_video_vae(tmp_path / "video-vae")))
+    latents = vae.encode(torch.rand(1, 3, 5, 32, 32) * 2 - 1)
+    assert vae.temporal_compression == 2 and latents.shape == (1, 4, 3, 16, 16)  # causal: 1 + (5 - 1) / 2 frames
+    assert vae.decode(latents).shape == (1, 3, 5, 32, 32)
