@@ -36,13 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(title="verbs", metavar="<verb>", required=True)
     from components import demo
     from components.caption import cli as caption_cli
+    from components.generate import cli as generate_cli
     from components.ingest import cli as ingest_cli
     from components.ingest import synth
     from components.precompute import cli as precompute_cli
     from components.train import cli as train_cli
     from model import info as model_info
 
-    for module in (synth, ingest_cli, caption_cli, precompute_cli, train_cli, demo, model_info):
+    for module in (synth, ingest_cli, caption_cli, precompute_cli, train_cli, generate_cli, demo, model_info):
         module.add_parser(verbs)
     return parser
 

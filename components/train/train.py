@@ -34,6 +34,7 @@ from components.train import checkpoint
 from components.train.config import STAGE_FRAMES, TrainConfig, to_dict
 from components.train.data import BucketBatchSampler, EncodingDataset, LatentDataset, collate
 from model.flow import flow_loss, training_loss
+from model.pipeline import build_pipeline
 from model.stdit import STDiT, preset_config
 
 log = logging.getLogger(__name__)
@@ -467,6 +468,10 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "export_sha256": weights_sha256(ema),
             }
             (export / "train_state.json").write_text(json.dumps(state, indent=2))
+            encoders = meta["encoders"]
+            build_pipeline(ema, encoders["vae"], encoders["text_encoder"], encoders["max_text_tokens"]).save_pretrained(
+                out / "pipeline"
+            )
             tracker.log_artifact(export / "config.json", "export")
         torch.distributed.barrier()
         tracker.close()

@@ -128,24 +128,25 @@ def test_sigkill_then_rerun_loses_nothing_and_recomputes_nothing(manifest, model
     out = tmp_path / "killed"
     args = [
         sys.executable, "-m", "components.caption", "--manifest", str(manifest), "--out-dir", str(out),
-        "--model", models["llava_next"], "--batch-size", "1", "--max-new-tokens", "6", "--min-new-tokens", "3",
+        "--model", models["llava_next"], "--batch-size", "1", "--max-new-tokens", "48", "--min-new-tokens", "48",
         "--no-progress",
     ]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     part = part_path(out, 0, 1)
     deadline = time.time() + 120
     while time.time() < deadline and len(read_part(part)) < 3:
-        time.sleep(0.02)
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = read_part(part)
     k = len(first)
     assert 3 <= k < len(pd.read_parquet(manifest)), "the run was killed mid-way"
-    result = caption(cfg(manifest, out, model=models["llava_next"], batch_size=1))
+    slow = {"max_new_tokens": 48, "min_new_tokens": 48}  # long captions: a wide window to kill the run in
+    result = caption(cfg(manifest, out, model=models["llava_next"], batch_size=1, **slow))
     assert result.skipped == k and result.captioned == len(pd.read_parquet(manifest)) - k
     lines = part.read_text().splitlines()
     assert len(lines) == len({json.loads(line)["clip_id"] for line in lines})  # nothing captioned twice
-    clean = caption(cfg(manifest, tmp_path / "clean", model=models["llava_next"], batch_size=1))
+    clean = caption(cfg(manifest, tmp_path / "clean", model=models["llava_next"], batch_size=1, **slow))
     assert clean.complete
     pd.testing.assert_frame_equal(
         pd.read_parquet(out / "captions.parquet"), pd.read_parquet(tmp_path / "clean" / "captions.parquet")

@@ -1,0 +1,1 @@
+"""Generation: a prompt in, a video file out, from a pipeline folder."""

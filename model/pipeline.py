@@ -1,0 +1,98 @@
+"""Text-to-video generation as a diffusers pipeline: `T2VPipeline.from_pretrained(folder)(prompt)`.
+
+The folder holds the STDiT (transformer/), the scheduler (scheduler/) and model_index.json. The frozen encoders
+are referenced, not copied (T5-XXL alone is about 9.5 GB in bf16): model_index.json records their specs (hub id
+or path, as `t2v precompute` takes them) and they are loaded from there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from tqdm.auto import tqdm
+
+from model.flow import FlowConfig, sample
+from model.stdit import STDiT
+
+
+class T2VPipeline(DiffusionPipeline):
+    """STDiT + rectified-flow Euler sampling with classifier-free guidance, encoders loaded by spec."""
+
+    model_cpu_offload_seq = "transformer"
+
+    def __init__(
+        self,
+        transformer: STDiT,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        vae_spec: str = "stabilityai/sd-vae-ft-ema",
+        text_encoder_spec: str = "DeepFloyd/t5-v1_1-xxl",
+        max_text_tokens: int = 300,
+    ):
+        super().__init__()
+        self.register_modules(transformer=transformer, scheduler=scheduler)
+        self.register_to_config(vae_spec=vae_spec, text_encoder_spec=text_encoder_spec, max_text_tokens=max_text_tokens)
+        self._encoders = None
+
+    def encoders(self):
+        """(vae, text encoder), loaded on first use from their specs."""
+        if self._encoders is None:
+            from components.precompute.encoders import TextEncoder, load_vae
+
+            device = str(self.transformer.device)
+            self._encoders = (
+                load_vae(self.config.vae_spec, device),
+                TextEncoder(self.config.text_encoder_spec, self.config.max_text_tokens, device),
+            )
+        return self._encoders
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        *,
+        num_frames: int = 16,
+        height: int = 256,
+        width: int = 256,
+        num_inference_steps: int = 30,
+        guidance_scale: float = 7.0,
+        generator: torch.Generator | None = None,
+        flow: FlowConfig | None = None,
+        progress: bool = True,
+    ) -> list[np.ndarray]:
+        """One uint8 video (T, H, W, 3) per prompt."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        vae, text_encoder = self.encoders()
+        f = vae.spatial_compression
+        if height % (f * self.transformer.config.patch_size) or width % (f * self.transformer.config.patch_size):
+            raise ValueError(
+                f"height and width must be multiples of {f * self.transformer.config.patch_size} "
+                f"(VAE factor {f} x patch {self.transformer.config.patch_size}), got {height}x{width}"
+            )
+        t = vae.temporal_compression
+        latent_frames = (num_frames - 1) // t + 1 if t > 1 else num_frames
+        text, mask = text_encoder.encode(prompts)
+        shape = (len(prompts), self.transformer.config.in_channels, latent_frames, height // f, width // f)
+        flow = flow or FlowConfig(spatial_compression=f)
+        latents = sample(
+            self.transformer,
+            shape,
+            text,
+            mask,
+            cfg=flow,
+            num_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            scheduler=self.scheduler,
+            progress=progress,
+        )
+        videos = []
+        for z in tqdm(latents, desc="decoding", disable=not progress or len(prompts) == 1, leave=False):
+            video = vae.decode(z[None].float().cpu())[0]  # (3, T, H, W) in [-1, 1]
+            videos.append(((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy())
+        return videos
+
+
+def build_pipeline(transformer: STDiT, vae_spec: str, text_encoder_spec: str, max_text_tokens: int) -> T2VPipeline:
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+    return T2VPipeline(transformer, scheduler, vae_spec, text_encoder_spec, max_text_tokens)

@@ -1,0 +1,34 @@
+import json
+
+import pytest
+import torch
+
+from components.precompute.tiny import build_tiny_t5
+from model.pipeline import T2VPipeline, build_pipeline
+from tests.model.helpers import randomize, tiny_stdit
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    t5 = build_tiny_t5(root / "t5")
+    model = randomize(tiny_stdit(in_channels=48, caption_channels=32, caption_max_length=16), std=0.05)
+    build_pipeline(model, "none:4", str(t5), 16).save_pretrained(root / "pipe")
+    return root / "pipe"
+
+
+def test_the_folder_references_the_encoders_instead_of_copying_them(pipeline_dir):
+    index = json.loads((pipeline_dir / "model_index.json").read_text())
+    assert index["transformer"] == ["model.stdit", "STDiT"] and index["vae_spec"] == "none:4"
+    assert sorted(p.name for p in pipeline_dir.iterdir()) == ["model_index.json", "scheduler", "transformer"]
+
+
+def test_from_pretrained_generates_deterministic_videos(pipeline_dir):
+    pipe = T2VPipeline.from_pretrained(pipeline_dir)
+    kwargs = dict(num_frames=3, height=32, width=48, num_inference_steps=3, progress=False)
+    a = pipe(["a red circle", "a blue square"], generator=torch.Generator().manual_seed(0), **kwargs)
+    b = pipe(["a red circle", "a blue square"], generator=torch.Generator().manual_seed(0), **kwargs)
+    assert len(a) == 2 and a[0].shape == (3, 32, 48, 3) and a[0].dtype.name == "uint8"
+    assert all((x == y).all() for x, y in zip(a, b, strict=True))
+    with pytest.raises(ValueError, match="multiples of 8"):
+        pipe("a red circle", num_frames=1, height=30, width=32, progress=False)
