@@ -11,8 +11,6 @@ Generation is greedy and batched with left padding, so a clip's caption does not
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
@@ -55,14 +53,6 @@ class MetadataCaptioner:
                 data = json.load(f)
             return str(data.get("caption") or data.get("text") or "").strip()
         return ""
-
-
-@dataclass
-class Timings:
-    decode_s: float = 0.0
-    generate_s: float = 0.0
-    clips: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class VLMCaptioner:
@@ -118,7 +108,6 @@ class VLMCaptioner:
             self.chat_template = getattr(self.tokenizer, "chat_template", None)
         self.tokenizer.padding_side = "left"
         self.config = config
-        self.timings = Timings()
 
     # ------------------------------------------------------------------------------------------- prompts
 
@@ -168,9 +157,6 @@ class VLMCaptioner:
             k: v.to(self.device, dtype=self.dtype) if v.is_floating_point() else v.to(self.device)
             for k, v in inputs.items()
         }
-        start = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(**inputs, **self.generate_kwargs, pad_token_id=self.tokenizer.pad_token_id)
-        self.timings.generate_s += time.perf_counter() - start
-        self.timings.clips += len(clips)
         return self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)

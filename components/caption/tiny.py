@@ -38,6 +38,19 @@ def _configs(tokenizer, size: int = 32, patch: int = 8):
     return vision, text
 
 
+def _llava_config_kwargs(tokenizer) -> dict:
+    """What the image and the video LLaVA-NeXT configs share: the tiny towers, the image token, one 32 px tile."""
+    vision, text = _configs(tokenizer)
+    return {
+        "vision_config": vision,
+        "text_config": text,
+        "image_token_index": tokenizer.convert_tokens_to_ids("<image>"),
+        "image_grid_pinpoints": [[32, 32]],
+        "vision_feature_select_strategy": "default",
+        "vision_feature_layer": -1,
+    }
+
+
 def build_tiny_llava_next(path: str | Path, seed: int = 0) -> Path:
     """A random LLaVA-NeXT (LLaVA-1.6) checkpoint folder with its processor."""
     import torch
@@ -49,15 +62,7 @@ def build_tiny_llava_next(path: str | Path, seed: int = 0) -> Path:
     )
 
     tokenizer = word_tokenizer()
-    vision, text = _configs(tokenizer)
-    config = LlavaNextConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=[[32, 32]],
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-    )
+    config = LlavaNextConfig(**_llava_config_kwargs(tokenizer))
     torch.manual_seed(seed)
     model = LlavaNextForConditionalGeneration(config)
     images = LlavaNextImageProcessor(
@@ -86,15 +91,9 @@ def build_tiny_llava_next_video(path: str | Path, seed: int = 0) -> Path:
     )
 
     tokenizer = word_tokenizer()
-    vision, text = _configs(tokenizer)
     config = LlavaNextVideoConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        **_llava_config_kwargs(tokenizer),
         video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        image_grid_pinpoints=[[32, 32]],
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
         spatial_pool_stride=2,
     )
     torch.manual_seed(seed)

@@ -9,7 +9,6 @@ folder with text_encoder/ and tokenizer/).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -123,4 +122,4 @@ def describe(vae, text: TextEncoder | None) -> dict:
     out = {"vae": vae.spec, "vae_spatial": vae.spatial_compression, "vae_temporal": vae.temporal_compression}
     if text is not None:
         out |= {"text_encoder": text.spec, "max_text_tokens": text.max_length, "text_channels": text.channels}
-    return json.loads(json.dumps(out))
+    return out

@@ -421,7 +421,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             step_times.append(time.perf_counter() - step_start)
             window_samples += x0.shape[0] * world
             window_tokens += tokens_of(x0, inner) * world
-            window_flops += train_flops(inner, x0, batch["text"].shape[1], cfg) * world
+            if device.startswith("cuda"):  # only MFU needs it, and MFU is only reported on GPUs
+                window_flops += train_flops(inner, x0, batch["text"].shape[1], cfg) * world
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
                 elapsed, tick = time.perf_counter() - tick, time.perf_counter()
                 metrics = {
