@@ -17,6 +17,10 @@ examples:
   t2v data synth --out-dir data/toy          write the toy world (captioned mp4s and stills)
   t2v ingest data/toy --out-dir data/ingest  clips, scores, quarantine, split -> manifest.parquet
   t2v caption --captioner metadata           captions from sidecar files (or a VLM: --model ID)
+  t2v train --config configs/toy/train.yaml   one training stage (ColossalAI)
+  t2v evaluate --model data/train/stage3/pipeline   metrics, samples, report.html
+  t2v register --tracking-uri sqlite:///mlflow.db   model registry, champion/challenger
+  t2v generate "a red circle moves left on a black background" --model models:/t2v-stdit@champion
   t2v demo                         train a tiny STDiT on generated clips and write sample videos
   t2v model --preset XL/2          parameters and FLOPs of a model preset at a given video shape
 
@@ -36,14 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(title="verbs", metavar="<verb>", required=True)
     from components import demo
     from components.caption import cli as caption_cli
+    from components.evaluate import cli as evaluate_cli
     from components.generate import cli as generate_cli
     from components.ingest import cli as ingest_cli
     from components.ingest import synth
     from components.precompute import cli as precompute_cli
+    from components.register import cli as register_cli
     from components.train import cli as train_cli
     from model import info as model_info
 
-    for module in (synth, ingest_cli, caption_cli, precompute_cli, train_cli, generate_cli, demo, model_info):
+    steps = (synth, ingest_cli, caption_cli, precompute_cli, train_cli, evaluate_cli, register_cli, generate_cli)
+    for module in (*steps, demo, model_info):
         module.add_parser(verbs)
     return parser
 

@@ -2,10 +2,15 @@
 
 The folder holds the STDiT (transformer/), the scheduler (scheduler/) and model_index.json. The frozen encoders
 are referenced, not copied (T5-XXL alone is about 9.5 GB in bf16): model_index.json records their specs (hub id
-or path, as `t2v precompute` takes them) and they are loaded from there.
+or path, as `t2v precompute` takes them) and they are loaded from there; a relative path that exists inside the
+folder (a small encoder bundled with a registered version) is taken from there first. model_index.json also keeps
+the training's flow settings (the timestep shift) and the default sample shape (frames, height, width).
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,11 +33,41 @@ class T2VPipeline(DiffusionPipeline):
         vae_spec: str = "stabilityai/sd-vae-ft-ema",
         text_encoder_spec: str = "DeepFloyd/t5-v1_1-xxl",
         max_text_tokens: int = 300,
+        flow: dict | None = None,
+        default_num_frames: int = 16,
+        default_height: int = 256,
+        default_width: int = 256,
     ):
         super().__init__()
         self.register_modules(transformer=transformer, scheduler=scheduler)
-        self.register_to_config(vae_spec=vae_spec, text_encoder_spec=text_encoder_spec, max_text_tokens=max_text_tokens)
+        self.register_to_config(
+            vae_spec=vae_spec,
+            text_encoder_spec=text_encoder_spec,
+            max_text_tokens=max_text_tokens,
+            flow=flow or {},
+            default_num_frames=default_num_frames,
+            default_height=default_height,
+            default_width=default_width,
+        )
         self._encoders = None
+        self.folder: Path | None = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if Path(pretrained_model_name_or_path).is_dir():
+            pipe.folder = Path(pretrained_model_name_or_path)
+        return pipe
+
+    def resolve_spec(self, spec: str) -> str:
+        """An encoder spec as given, or the path inside this pipeline's folder when it was bundled there."""
+        if self.folder is not None and not Path(spec).is_absolute() and (self.folder / spec).exists():
+            return str(self.folder / spec)
+        return spec
+
+    def flow_config(self) -> FlowConfig:
+        known = {f.name for f in fields(FlowConfig)}
+        return FlowConfig(**{k: v for k, v in dict(self.config.flow or {}).items() if k in known})
 
     def encoders(self):
         """(vae, text encoder), loaded on first use from their specs."""
@@ -41,8 +76,8 @@ class T2VPipeline(DiffusionPipeline):
 
             device = str(self.transformer.device)
             self._encoders = (
-                load_vae(self.config.vae_spec, device),
-                TextEncoder(self.config.text_encoder_spec, self.config.max_text_tokens, device),
+                load_vae(self.resolve_spec(self.config.vae_spec), device),
+                TextEncoder(self.resolve_spec(self.config.text_encoder_spec), self.config.max_text_tokens, device),
             )
         return self._encoders
 
@@ -51,17 +86,20 @@ class T2VPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str],
         *,
-        num_frames: int = 16,
-        height: int = 256,
-        width: int = 256,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
         num_inference_steps: int = 30,
         guidance_scale: float = 7.0,
         generator: torch.Generator | None = None,
         flow: FlowConfig | None = None,
         progress: bool = True,
     ) -> list[np.ndarray]:
-        """One uint8 video (T, H, W, 3) per prompt."""
+        """One uint8 video (T, H, W, 3) per prompt; shape defaults to the one the model was trained at."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        num_frames = num_frames or self.config.default_num_frames
+        height = height or self.config.default_height
+        width = width or self.config.default_width
         vae, text_encoder = self.encoders()
         f = vae.spatial_compression
         if height % (f * self.transformer.config.patch_size) or width % (f * self.transformer.config.patch_size):
@@ -73,7 +111,7 @@ class T2VPipeline(DiffusionPipeline):
         latent_frames = (num_frames - 1) // t + 1 if t > 1 else num_frames
         text, mask = text_encoder.encode(prompts)
         shape = (len(prompts), self.transformer.config.in_channels, latent_frames, height // f, width // f)
-        flow = flow or FlowConfig(spatial_compression=f)
+        flow = flow or self.flow_config()
         latents = sample(
             self.transformer,
             shape,
@@ -93,6 +131,19 @@ class T2VPipeline(DiffusionPipeline):
         return videos
 
 
-def build_pipeline(transformer: STDiT, vae_spec: str, text_encoder_spec: str, max_text_tokens: int) -> T2VPipeline:
-    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
-    return T2VPipeline(transformer, scheduler, vae_spec, text_encoder_spec, max_text_tokens)
+def build_pipeline(
+    transformer: STDiT,
+    vae_spec: str,
+    text_encoder_spec: str,
+    max_text_tokens: int,
+    flow: FlowConfig | None = None,
+    sample_shape: tuple[int, int, int] = (16, 256, 256),
+) -> T2VPipeline:
+    """A pipeline around a trained transformer; `flow` as trained, `sample_shape` (frames, height, width) the
+    default output."""
+    flow = flow or FlowConfig()
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=flow.num_train_timesteps, shift=1.0)
+    frames, height, width = sample_shape
+    return T2VPipeline(
+        transformer, scheduler, vae_spec, text_encoder_spec, max_text_tokens, asdict(flow), frames, height, width
+    )

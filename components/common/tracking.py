@@ -2,7 +2,8 @@
 
 Every call is queued and sent by a background thread with short HTTP timeouts and no retries; if the tracking
 server is slow or gone, records wait in a bounded queue and are dropped with a warning when it is full, and
-`close` waits a bounded time. With no tracking URI everything is a no-op.
+`close` waits a bounded time. With no tracking URI nothing is sent. Metrics can also be appended to a local
+JSON-lines file (`local_log`), which reports read when there is no server.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ class Tracker:
         max_queue: int = 10_000,
         retry_after_s: float = 30.0,
         system_metrics_s: float | None = 10.0,
+        local_log: str | Path | None = None,
     ):
         self.enabled = uri is not None
+        # every metric also goes, synchronously, to a local JSON-lines file (for reports that need no server)
+        self.local_log = Path(local_log) if local_log is not None else None
         self.retry_after_s = retry_after_s
         self.run_id: str | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
@@ -137,8 +141,13 @@ class Tracker:
         self._put(("tags", {k: str(v) for k, v in tags.items()}))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import json
         import time
 
+        if self.local_log is not None:
+            self.local_log.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.local_log, "a") as f:
+                f.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
         self._put(("metrics", (step, dict(metrics), int(time.time() * 1000))))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:

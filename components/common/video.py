@@ -14,6 +14,9 @@ import fsspec
 import numpy as np
 from PIL import Image
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None):
@@ -24,6 +27,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.exists(tmp):
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make every output private
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -49,7 +54,10 @@ def write_video(
                 stream.height, stream.width = frame.shape[:2]
                 stream.pix_fmt = "yuv420p"
                 if codec == "libx264":
-                    stream.options = {"crf": str(crf), "preset": "veryfast", **(options or {})}
+                    # x264's macroblock-tree lookahead makes the bytes differ between runs on a busy machine;
+                    # without it the same frames always give the same file (content hashes, DVC md5s stay put)
+                    x264 = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0:rc-lookahead=0"}
+                    stream.options = {**x264, **(options or {})}
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)
         if stream is None:

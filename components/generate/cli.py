@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 
 DESCRIPTION = """\
-Generate a video from a text prompt with a pipeline folder written by training (<out_dir>/pipeline): the STDiT,
-its scheduler and the references to its VAE and text encoder, loaded with T2VPipeline.from_pretrained.
-Rectified-flow Euler sampling with classifier-free guidance; the seed is printed and fixes the result.
+Generate a video from a text prompt with a trained pipeline: a registered version (models:/t2v-stdit@champion,
+models:/t2v-stdit/3; the tracking URI from --tracking-uri or $MLFLOW_TRACKING_URI) or a pipeline folder written
+by training (<out_dir>/pipeline). Rectified-flow Euler sampling with classifier-free guidance, at the shape the
+model was trained at unless --frames/--height/--width say otherwise; the seed is printed and fixes the result.
 """
 
 
@@ -17,27 +18,31 @@ def generate(
     model: str,
     out: str,
     *,
-    frames: int = 16,
-    height: int = 256,
-    width: int = 256,
+    frames: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
     steps: int = 30,
     guidance: float = 7.0,
     seed: int = 0,
     fps: int = 8,
     gif: bool = False,
     progress: bool = True,
+    tracking_uri: str | None = None,
 ) -> list[Path]:
     """Write the video for `prompt` to `out` (mp4, and a GIF beside it when asked); return the paths."""
     import torch
 
     from components.common.video import write_video
+    from components.register.registry import pipeline_folder
     from model.pipeline import T2VPipeline
 
-    if model.startswith("models:/"):
-        raise ValueError(f"{model}: registry URIs need `t2v register` first; pass a pipeline folder for now")
-    if not (Path(model) / "model_index.json").exists():
-        raise ValueError(f"{model} is not a pipeline folder (no model_index.json); use <train out_dir>/pipeline")
-    pipe = T2VPipeline.from_pretrained(model)
+    try:
+        folder, _ = pipeline_folder(model, tracking_uri)
+    except LookupError as err:
+        raise ValueError(f"{err}; register a model with `t2v register` or pass a pipeline folder") from err
+    pipe = T2VPipeline.from_pretrained(folder)
+    if torch.cuda.is_available():
+        pipe.transformer.to("cuda")
     video = pipe(
         prompt,
         num_frames=frames,
@@ -66,11 +71,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("prompt", help='e.g. "a red circle moves left on a black background"')
-    p.add_argument("--model", required=True, help="pipeline folder (<train out_dir>/pipeline)")
+    p.add_argument("--model", required=True, help="models:/t2v-stdit@champion or a pipeline folder")
+    p.add_argument("--tracking-uri", help="MLflow tracking/registry URI for models:/ (default $MLFLOW_TRACKING_URI)")
     p.add_argument("--out", default="out.mp4", help="output mp4 (default out.mp4)")
-    p.add_argument("--frames", type=int, default=16, help="frames (default 16)")
-    p.add_argument("--height", type=int, default=256, help="pixels (default 256)")
-    p.add_argument("--width", type=int, default=256, help="pixels (default 256)")
+    p.add_argument("--frames", type=int, help="frames (default: as trained)")
+    p.add_argument("--height", type=int, help="pixels (default: as trained)")
+    p.add_argument("--width", type=int, help="pixels (default: as trained)")
     p.add_argument("--steps", type=int, default=30, help="sampling steps (default 30)")
     p.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
     p.add_argument("--seed", type=int, default=0, help="(default 0)")
@@ -94,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         fps=args.fps,
         gif=args.gif,
         progress=not args.no_progress,
+        tracking_uri=args.tracking_uri,
     )
     print(f"seed {args.seed}: {', '.join(str(p) for p in paths)}")
     return 0

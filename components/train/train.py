@@ -212,28 +212,37 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 @torch.no_grad()
-def validation_loss(model: STDiT, val: LatentDataset, cfg: TrainConfig, device: str) -> dict[str, float]:
-    """Rectified-flow loss at `val_timesteps` fixed timesteps with fixed noise, averaged per bucket and overall."""
+def validation_loss(
+    model: STDiT,
+    val: LatentDataset,
+    device: str,
+    *,
+    timesteps: int = 10,
+    max_samples: int = 256,
+    seed: int = 0,
+    num_train_timesteps: int = 1000,
+) -> dict[str, float]:
+    """Rectified-flow loss at `timesteps` evenly spaced timesteps with fixed noise per sample (Open-Sora 1.2's
+    validation), averaged per bucket (`val_loss/<bucket>`) and over all samples (`val_loss`)."""
     if len(val) == 0:
         return {}
+    was_training = model.training
     model.eval()
-    ts = (torch.arange(cfg.val_timesteps) + 0.5) / cfg.val_timesteps
+    ts = (torch.arange(timesteps) + 0.5) / timesteps
     per_bucket: dict[str, list[float]] = {}
-    for i in range(min(len(val), cfg.val_max_samples)):
+    for i in range(min(len(val), max_samples)):
         sample = val[i]
         batch = collate([sample])
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + i)
         x0 = batch["latent"].to(device)
         noise = torch.randn(x0.shape, generator=g).to(device)
         text, mask = batch["text"].to(device), batch["text_mask"].to(device)
         losses = [
-            flow_loss(
-                model, x0, noise, t.view(1).to(device), text, mask, num_train_timesteps=cfg.flow.num_train_timesteps
-            )
+            flow_loss(model, x0, noise, t.view(1).to(device), text, mask, num_train_timesteps=num_train_timesteps)
             for t in ts
         ]
         per_bucket.setdefault(sample["bucket"], []).append(float(torch.cat(losses).mean()))
-    model.train()
+    model.train(was_training)
     out = {f"val_loss/{b}": float(np.mean(v)) for b, v in per_bucket.items()}
     out["val_loss"] = float(np.mean([x for v in per_bucket.values() for x in v]))
     return out
@@ -380,6 +389,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 **_git_tags(),
             },
             system_metrics_s=cfg.system_metrics_every or None,
+            local_log=out / "metrics.jsonl" if rank == 0 else None,
         )
         tracker.log_params({**to_dict(cfg), "data.meta": meta.get("encoders", {}), "plugin.resolved": plugin_name})
 
@@ -439,7 +449,15 @@ def train(cfg: TrainConfig) -> TrainResult:
                 window_samples = window_tokens = window_flops = 0
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if cfg.val_every and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.max_steps) and rank == 0:
-                val = validation_loss(inner, val_set, cfg, device)
+                val = validation_loss(
+                    inner,
+                    val_set,
+                    device,
+                    timesteps=cfg.val_timesteps,
+                    max_samples=cfg.val_max_samples,
+                    seed=cfg.seed,
+                    num_train_timesteps=cfg.flow.num_train_timesteps,
+                )
                 if val:
                     tracker.log_metrics(val, step + 1)
             if cfg.sample_every and (step + 1) % cfg.sample_every == 0 and rank == 0:
@@ -469,10 +487,19 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "export_sha256": weights_sha256(ema),
             }
             (export / "train_state.json").write_text(json.dumps(state, indent=2))
+            lineage = stage_lineage(cfg, meta, state, tracker.run_id)
+            (export / "lineage.json").write_text(json.dumps(lineage, indent=2))
             encoders = meta["encoders"]
-            build_pipeline(ema, encoders["vae"], encoders["text_encoder"], encoders["max_text_tokens"]).save_pretrained(
-                out / "pipeline"
+            pipe = build_pipeline(
+                ema,
+                encoders["vae"],
+                encoders["text_encoder"],
+                encoders["max_text_tokens"],
+                cfg.flow,
+                sample_shape(train_set.index),
             )
+            pipe.save_pretrained(out / "pipeline")
+            (out / "pipeline" / "lineage.json").write_text(json.dumps(lineage, indent=2))
             tracker.log_artifact(export / "config.json", "export")
         torch.distributed.barrier()
         tracker.close()
@@ -481,6 +508,31 @@ def train(cfg: TrainConfig) -> TrainResult:
         )
     finally:
         torch.distributed.destroy_process_group()
+
+
+def stage_lineage(cfg: TrainConfig, meta: dict, state: dict, run_id: str | None) -> list[dict]:
+    """Where the exported weights come from: the previous stages' records (from the init folder) and this one's
+    (config, data key and manifest hash, weight hashes, MLflow run)."""
+    previous = Path(cfg.model.init) / "lineage.json"
+    chain = json.loads(previous.read_text()) if previous.exists() else []
+    record = {
+        **state,
+        "config": to_dict(cfg),
+        "data_key": meta.get("key", ""),
+        "manifest_sha256": meta.get("manifest_sha256", ""),
+        "mlflow_run_id": run_id,
+        **_git_tags(),
+    }
+    return [*chain, record]
+
+
+def sample_shape(index) -> tuple[int, int, int]:
+    """The default output of the trained pipeline: (frames, height, width) of the longest training bucket, the
+    most common size among its samples."""
+    longest = index[index.num_frames == index.num_frames.max()]
+    height, width = longest.groupby(["height", "width"]).size().idxmax()
+    frames = int(longest.num_frames.iloc[0])
+    return frames, int(height), int(width)
 
 
 def tokens_of(x0: torch.Tensor, model: STDiT) -> int:

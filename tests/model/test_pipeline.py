@@ -32,3 +32,28 @@ def test_from_pretrained_generates_deterministic_videos(pipeline_dir):
     assert all((x == y).all() for x, y in zip(a, b, strict=True))
     with pytest.raises(ValueError, match="multiples of 8"):
         pipe("a red circle", num_frames=1, height=30, width=32, progress=False)
+
+
+def test_the_trained_shape_and_flow_settings_travel_with_the_folder(tmp_path):
+    from model.flow import FlowConfig
+
+    t5 = build_tiny_t5(tmp_path / "t5")
+    model = randomize(tiny_stdit(in_channels=48, caption_channels=32, caption_max_length=16), std=0.05)
+    flow = FlowConfig(shift=2.0, spatial_compression=4)
+    build_pipeline(model, "none:4", str(t5), 16, flow, sample_shape=(3, 32, 48)).save_pretrained(tmp_path / "pipe")
+    pipe = T2VPipeline.from_pretrained(tmp_path / "pipe")
+    assert pipe.flow_config() == flow and pipe.folder == tmp_path / "pipe"
+    video = pipe("a red circle", num_inference_steps=2, progress=False)[0]
+    assert video.shape == (3, 32, 48, 3)
+
+
+def test_an_encoder_bundled_inside_the_folder_is_found_there(pipeline_dir, tmp_path):
+    import shutil
+
+    pipe = T2VPipeline.from_pretrained(pipeline_dir)
+    folder = tmp_path / "bundled"
+    shutil.copytree(pipeline_dir, folder)
+    shutil.copytree(pipe.config.text_encoder_spec, folder / "encoders" / "text_encoder")
+    bundled = T2VPipeline.from_pretrained(folder)
+    assert bundled.resolve_spec("encoders/text_encoder") == str(folder / "encoders" / "text_encoder")
+    assert bundled.resolve_spec("google/t5-v1_1-xxl") == "google/t5-v1_1-xxl"  # hub ids stay as they are

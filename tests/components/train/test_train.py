@@ -12,58 +12,28 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from components.caption.caption import CaptionConfig, caption
-from components.ingest.ingest import IngestConfig, ingest, with_overrides
-from components.ingest.synth import SynthConfig, synth
-from components.precompute.precompute import PrecomputeConfig, precompute
-from components.precompute.tiny import build_tiny_t5
 from components.train import checkpoint
 from components.train.config import load_config
 from components.train.data import LatentDataset, collate
 from components.train.train import train
 from model.stdit import STDiT
+from tests.components.conftest import toy_stage_config
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    toy = synth(SynthConfig(out_dir=str(root / "toy"), videos=8, images=6, cut_videos=1, size=32, seconds=2.0))
-    cfg = IngestConfig(inputs=(str(toy),), out_dir=str(root / "ingest"), progress=False, val_fraction=0.2)
-    ingest(with_overrides(cfg, dedup_distance=None))
-    caption(CaptionConfig(manifest=str(root / "ingest" / "manifest.parquet"), out_dir=str(root / "caption"),
-                          captioner="metadata", progress=False))  # fmt: skip
-    result = precompute(
-        PrecomputeConfig(
-            manifest=str(root / "caption" / "manifest.parquet"),
-            out_root=str(root / "precompute"),
-            vae="none:4",
-            text_encoder=str(build_tiny_t5(root / "t5")),
-            bucket_config={"32": {1: (1.0, 4), 8: (1.0, 2)}},
-            frame_interval=4,
-            progress=False,
-        )
-    )
-    return result.out_dir
+def data(toy_data):
+    return toy_data
 
 
 def stage_config(data, out, stage, *overrides):
-    return load_config(
-        ROOT / "configs" / "toy" / "train.yaml",
-        [f"data={data}", f"out_dir={out}", f"stage={stage}", "progress=false", *overrides],
-    )
+    return toy_stage_config(data, out, stage, *overrides)
 
 
 @pytest.fixture(scope="module")
-def chain(data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("chain")
-    one = train(stage_config(data, root / "s1", 1, "max_steps=60"))
-    two = train(stage_config(data, root / "s2", 2, "max_steps=80", f"model.init={one.export_dir}"))
-    three = train(
-        stage_config(data, root / "s3", 3, "max_steps=60", f"model.init={two.export_dir}", "subset={motion: 0.0}")
-    )
-    return one, two, three
+def chain(toy_chain):
+    return toy_chain
 
 
 def state(result):

@@ -1,0 +1,111 @@
+"""Prompt adherence on the toy world: read the colour, shape, motion direction and background of the one shape in
+a video, and compare them with what its prompt asked for.
+
+The detector knows only the toy world's palette (components/ingest/synth.py), not the model:
+- background: the median colour of the frame borders, nearest palette background;
+- shape pixels: those far from the background colour; per frame the largest connected region;
+- colour: the median colour of those pixels, nearest palette colour;
+- shape: how much of its bounding box the region fills (square ~1, circle ~pi/4, triangle ~1/2), median over
+  frames (reliable from 24 px frames up: below that a circle can fill its box);
+- direction: the sign of the larger of the horizontal and vertical slopes of the region's centre over time
+  ("none" when it moves less than a pixel in all; "" for single frames, which rest).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import cv2
+import numpy as np
+
+from components.ingest.synth import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
+
+ATTRIBUTES = ("colour", "shape", "direction", "background")
+FOREGROUND_DISTANCE = 60.0  # RGB distance from the background that marks a shape pixel
+
+
+def _nearest(value: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
+    return min(palette, key=lambda name: float(np.sum((np.asarray(palette[name], np.float64) - value) ** 2)))
+
+
+def detect(video: np.ndarray) -> dict[str, str]:
+    """The attributes a uint8 video (T, H, W, 3) shows; "none" for what cannot be found."""
+    frames = video.astype(np.float64)
+    border = np.concatenate(
+        [frames[:, 0].reshape(-1, 3), frames[:, -1].reshape(-1, 3), frames[:, :, 0].reshape(-1, 3),
+         frames[:, :, -1].reshape(-1, 3)]
+    )  # fmt: skip
+    background = np.median(border, axis=0)
+    min_area = max(4, round(video.shape[1] * video.shape[2] * 0.002))
+    pixels, fills, centres, times = [], [], [], []
+    for t, frame in enumerate(frames):
+        mask = (np.linalg.norm(frame - background, axis=-1) > FOREGROUND_DISTANCE).astype(np.uint8)
+        count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if count < 2:
+            continue
+        best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        area = int(stats[best, cv2.CC_STAT_AREA])
+        if area < min_area:
+            continue
+        box = stats[best, cv2.CC_STAT_WIDTH] * stats[best, cv2.CC_STAT_HEIGHT]
+        pixels.append(frame[labels == best])
+        fills.append(area / box)
+        centres.append(centroids[best])
+        times.append(t)
+    out = {"background": _nearest(background, BACKGROUNDS), "colour": "none", "shape": "none", "direction": "none"}
+    if len(video) == 1:
+        out["direction"] = ""
+    if not pixels:
+        return out
+    out["colour"] = _nearest(np.median(np.concatenate(pixels), axis=0), COLOURS)
+    fill = float(np.median(fills))
+    out["shape"] = "square" if fill > 0.92 else ("circle" if fill > 0.7 else "triangle")
+    if len(video) > 1 and len(times) >= 2:
+        xy = np.asarray(centres)
+        slopes = [float(np.polyfit(times, xy[:, axis], 1)[0]) for axis in (0, 1)]
+        axis = int(np.argmax(np.abs(slopes)))
+        if abs(slopes[axis]) * (times[-1] - times[0]) >= 1.0:
+            forward = slopes[axis] > 0
+            out["direction"] = ("left", "right")[forward] if axis == 0 else ("up", "down")[forward]
+    return out
+
+
+_PATTERNS = {
+    "colour": re.compile(rf"\b({'|'.join(COLOURS)})\b", re.I),
+    "shape": re.compile(rf"\b({'|'.join(SHAPES)})\b", re.I),
+    "direction": re.compile(rf"\bmoves\s+({'|'.join(DIRECTIONS)})\b", re.I),
+    "background": re.compile(rf"\b({'|'.join(BACKGROUNDS)})\s+background\b", re.I),
+}
+
+
+def parse_prompt(prompt: str) -> dict[str, str]:
+    """The attributes a toy-world prompt names (lower case); a still's prompt ("... rests ...") asks for direction
+    "". Attributes the prompt does not name are left out."""
+    found = {name: m.group(1).lower() for name, pattern in _PATTERNS.items() if (m := pattern.search(prompt))}
+    if "direction" not in found and re.search(r"\brests\b", prompt, re.I):
+        found["direction"] = ""
+    return found
+
+
+def accuracy(asked: list[dict[str, str]], detected: list[dict[str, str]]) -> dict[str, float]:
+    """Per attribute, the share of videos whose detected value equals the asked one, over the videos whose prompt
+    names it (direction: over videos only); attributes no prompt names are left out."""
+    out = {}
+    for name in ATTRIBUTES:
+        pairs = [(a[name], d[name]) for a, d in zip(asked, detected, strict=True) if a.get(name)]
+        if pairs:
+            out[name] = float(np.mean([a == d for a, d in pairs]))
+    return out
+
+
+def shuffle_chance(labels: list[str]) -> tuple[float, float]:
+    """(mean, standard deviation) of the accuracy of a detector that reads every video right, scored against the
+    same labels in a random order: the chance level for this label distribution. The mean is the probability
+    that two different videos share a label, sum n_k (n_k - 1) / (n (n - 1)); the deviation is the binomial one
+    at that rate over n videos."""
+    n = len(labels)
+    if n < 2:
+        raise ValueError("chance needs at least two labels")
+    p = sum(c * (c - 1) for c in Counter(labels).values()) / (n * (n - 1))
+    return p, float(np.sqrt(p * (1 - p) / n))

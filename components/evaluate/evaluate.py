@@ -1,0 +1,336 @@
+"""Evaluate a trained pipeline on the held-out split, and optionally the model in use (the baseline) the same way.
+
+evaluate(cfg):
+  1. model: a pipeline folder or a registry URI (models:/t2v-stdit@champion); the baseline likewise, skipped
+     with a note when the registry has none yet
+  2. validation loss at fixed timesteps with fixed noise on the held-out split, per bucket (Open-Sora 1.2)
+  3. sample videos for the prompt set (held-out captions at their shapes, videos first, or a prompt file),
+     seed = seed + i,
+     written as mp4 and GIF
+  4. metrics: temporal consistency, motion, flicker; prompt adherence per attribute on toy-world prompts;
+     CLIPScore, FVD (I3D or VideoMAE features) and VBench when their weights are given
+  5. outputs: metrics.json, samples/, loss.png, report.html (self-contained); an MLflow run with all of them
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from components.evaluate import adherence
+from components.evaluate.metrics import video_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    model: str = "data/train/stage3/pipeline"  # pipeline folder or models:/<name>@<alias> or models:/<name>/<version>
+    data: str = "data/precompute"  # precompute folder or root: its held-out (val) split
+    out_dir: str = "outputs/evaluate"
+    baseline: str | None = None  # evaluated the same way, e.g. models:/t2v-stdit@champion (for `t2v register`)
+    prompts: str | None = None  # a file of prompts, one per line; default: the held-out captions
+    max_prompts: int = 8
+    num_frames: int | None = None  # shape for prompt-file prompts; default: the model's
+    height: int | None = None
+    width: int | None = None
+    steps: int = 30
+    guidance_scale: float = 7.0
+    seed: int = 0
+    fps: int = 8
+    val_timesteps: int = 10
+    val_max_samples: int = 256
+    clip_model: str | None = None  # transformers CLIP id/path: CLIPScore
+    fvd_model: str | None = None  # I3D TorchScript file: FVD
+    fvd_videomae: str | None = None  # transformers VideoMAE id/path: content-debiased FVD
+    fvd_max_videos: int = 256
+    vbench_dimensions: tuple[str, ...] = ()
+    loss_curves: tuple[str, ...] = field(default_factory=tuple)  # training out_dirs; default: from the lineage
+    tracking_uri: str | None = None
+    experiment: str = "t2v-pipeline"
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    num_frames: int | None = None
+    height: int | None = None
+    width: int | None = None
+
+
+# ----------------------------------------------------------------------------------------------------- inputs
+
+
+def device_of(name: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def load_prompts(cfg: EvalConfig, val) -> list[Prompt]:
+    if cfg.prompts is not None:
+        path = Path(cfg.prompts)
+        if not path.exists():
+            raise ValueError(f"prompts file {path} not found; give one prompt per line, or leave --prompts out")
+        texts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not texts:
+            raise ValueError(f"prompts file {path} has no prompts")
+        return [Prompt(t, cfg.num_frames, cfg.height, cfg.width) for t in texts[: cfg.max_prompts]]
+    # videos before stills (a video model is judged on videos first), then by clip id
+    order = val.index.assign(_still=val.index.num_frames <= 1).sort_values(["_still", "clip_id"], kind="stable")
+    rows = order.head(cfg.max_prompts)
+    return [Prompt(r.text, int(r.num_frames), int(r.height), int(r.width)) for r in rows.itertuples()]
+
+
+def held_out(data: str):
+    from components.precompute.precompute import resolve
+    from components.train.data import LatentDataset
+
+    folder = resolve(data)
+    val = LatentDataset(folder, split="val")
+    val.index = val.index.sort_values("clip_id").reset_index(drop=True)
+    if len(val) == 0:
+        raise ValueError(f"{folder} has no held-out (val) samples; precompute data ingested with val_fraction > 0")
+    meta = json.loads((folder / "meta.json").read_text())
+    return folder, val, meta
+
+
+def check_compatible(pipe, meta: dict, name: str) -> None:
+    config = pipe.transformer.config
+    if config.in_channels != meta["latent_channels"] or config.caption_channels != meta["encoders"]["text_channels"]:
+        raise ValueError(
+            f"{name} takes {config.in_channels} latent and {config.caption_channels} text channels, the held-out "
+            f"data has {meta['latent_channels']} and {meta['encoders']['text_channels']}: evaluate on data "
+            "precomputed with the model's encoders"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------- samples
+
+
+def sample_videos(pipe, prompts: list[Prompt], cfg: EvalConfig, folder: Path, label: str) -> list[dict]:
+    """Generate, write mp4 + GIF, and return one record per prompt (with the video in memory under "video")."""
+    import imageio.v2 as imageio
+
+    from components.common.video import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, p in enumerate(tqdm(prompts, desc=f"sampling ({label})", disable=not cfg.progress)):
+        seed = cfg.seed + i
+        video = pipe(
+            p.text,
+            num_frames=p.num_frames,
+            height=p.height,
+            width=p.width,
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance_scale,
+            generator=torch.Generator().manual_seed(seed),
+            progress=False,
+        )[0]
+        mp4, gif = folder / f"sample_{i:03d}.mp4", folder / f"sample_{i:03d}.gif"
+        write_video(mp4, list(video), cfg.fps)
+        imageio.mimsave(gif, list(video), duration=1 / cfg.fps, loop=0)
+        records.append({"prompt": p.text, "seed": seed, "mp4": str(mp4), "gif": str(gif), "video": video})
+    return records
+
+
+def real_videos(val, vae, limit: int) -> list[np.ndarray]:
+    """The held-out clips as uint8 frames, decoded from their latents (the same space the model generates in)."""
+    videos = []
+    for i in range(min(len(val), limit)):
+        if int(val.index.num_frames.iloc[i]) < 2:
+            continue
+        latent = val[i]["latent"][None]
+        frames = vae.decode(latent.float())[0]
+        videos.append(((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy())
+    return videos
+
+
+# ----------------------------------------------------------------------------------------------------- metrics
+
+
+def sample_metrics(records: list[dict]) -> dict[str, float]:
+    """Means of the weight-free video metrics, and prompt adherence per attribute on toy-world prompts."""
+    per_video = [video_metrics(r["video"]) for r in records]
+    out = {k: float(np.mean([m[k] for m in per_video])) for k in per_video[0]}
+    asked = [adherence.parse_prompt(r["prompt"]) for r in records]
+    toy = [i for i, a in enumerate(asked) if "colour" in a]
+    for i in toy:
+        records[i]["detected"] = adherence.detect(records[i]["video"])
+        records[i]["asked"] = asked[i]
+    if toy:
+        scores = adherence.accuracy([asked[i] for i in toy], [records[i]["detected"] for i in toy])
+        out.update({f"adherence/{k}": v for k, v in scores.items()})
+        out["adherence/mean"] = float(np.mean(list(scores.values())))
+    return out
+
+
+def weighted_metrics(cfg: EvalConfig, records: list[dict], real: list[np.ndarray], device: str) -> dict[str, float]:
+    from components.evaluate import features
+
+    out: dict[str, float] = {}
+    if cfg.clip_model:
+        scorer = features.CLIPScorer(cfg.clip_model, device)
+        out["clip_score"] = float(np.mean([scorer(r["video"], r["prompt"]) for r in records]))
+    fake = [r["video"] for r in records if len(r["video"]) > 1]
+    extractors = []
+    if cfg.fvd_model:
+        extractors.append(features.I3DFeatures(cfg.fvd_model, device))
+    if cfg.fvd_videomae:
+        extractors.append(features.VideoMAEFeatures(cfg.fvd_videomae, device))
+    for extract in extractors:
+        if len(real) < 2 or len(fake) < 2:
+            raise ValueError(
+                f"{extract.name} needs at least 2 real and 2 generated videos, got {len(real)} and {len(fake)}: "
+                "raise --max-prompts or hold out more videos"
+            )
+        out[extract.name] = features.frechet_distance(extract(real), extract(fake))
+    return out
+
+
+def evaluate_one(pipe, name: str, val, meta, prompts, cfg: EvalConfig, folder: Path, device: str) -> dict:
+    from components.train.train import validation_loss
+
+    check_compatible(pipe, meta, name)
+    metrics = validation_loss(
+        pipe.transformer,
+        val,
+        device,
+        timesteps=cfg.val_timesteps,
+        max_samples=cfg.val_max_samples,
+        seed=cfg.seed,
+        num_train_timesteps=pipe.flow_config().num_train_timesteps,
+    )
+    records = sample_videos(pipe, prompts, cfg, folder, name)
+    metrics.update(sample_metrics(records))
+    vae, _ = pipe.encoders()
+    real = real_videos(val, vae, cfg.fvd_max_videos) if cfg.fvd_model or cfg.fvd_videomae else []
+    metrics.update(weighted_metrics(cfg, records, real, device))
+    for r in records:
+        del r["video"]
+    return {"metrics": metrics, "samples": records}
+
+
+# ------------------------------------------------------------------------------------------------------ main
+
+
+def load_model(spec: str, tracking_uri: str | None, device: str):
+    """(pipeline, description): a pipeline folder or registry URI, on `device`."""
+    from components.register.registry import pipeline_folder
+    from model.pipeline import T2VPipeline
+
+    folder, info = pipeline_folder(spec, tracking_uri)
+    pipe = T2VPipeline.from_pretrained(folder)
+    pipe.transformer.to(device).eval()
+    return pipe, info
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Evaluate `cfg.model` (and `cfg.baseline`); write the outputs to `cfg.out_dir` (replaced as a whole)."""
+    from components.evaluate.features import vbench_available, vbench_scores
+    from components.evaluate.report import loss_curves, write_report
+
+    device = device_of(cfg.device)
+    folder, val, meta = held_out(cfg.data)
+    pipe, info = load_model(cfg.model, cfg.tracking_uri, device)
+    prompts = load_prompts(cfg, val)
+    out = Path(cfg.out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        result = {
+            "model": cfg.model,
+            "model_info": info,
+            "data": {"folder": str(folder), "key": meta.get("key"), "manifest_sha256": meta.get("manifest_sha256"),
+                     "val_samples": len(val)},
+            "settings": {k: v for k, v in asdict(cfg).items() if k not in ("tracking_uri", "progress")},
+            "skipped": {},
+        }  # fmt: skip
+        result.update(evaluate_one(pipe, "model", val, meta, prompts, cfg, tmp / "samples", device))
+        if cfg.vbench_dimensions:
+            reason = vbench_available()
+            if reason:
+                result["skipped"]["vbench"] = reason
+                log.warning(reason)
+            else:
+                result["metrics"].update(vbench_scores(tmp / "samples", cfg.vbench_dimensions, tmp / "vbench", device))
+        result["baseline"] = None
+        if cfg.baseline:
+            try:
+                base, base_info = load_model(cfg.baseline, cfg.tracking_uri, device)
+            except LookupError as err:  # no champion yet: nothing to compare with
+                result["skipped"]["baseline"] = str(err)
+                log.warning("baseline skipped: %s", err)
+            else:
+                entry = evaluate_one(base, "baseline", val, meta, prompts, cfg, tmp / "samples" / "baseline", device)
+                result["baseline"] = {"model": cfg.baseline, "model_info": base_info, **entry}
+        curves = loss_curves(pipe, cfg.loss_curves)
+        if curves is not None:
+            import matplotlib.pyplot as plt
+
+            curves.savefig(tmp / "loss.png", dpi=110)
+            plt.close(curves)
+        _relative_paths(result, tmp, out)
+        (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
+        write_report(result, tmp, tmp / "report.html")
+        result["mlflow_run_id"] = _track(cfg, result, tmp, out)
+        (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return result
+
+
+def _relative_paths(result: dict, tmp: Path, out: Path) -> None:
+    """Sample paths relative to the output folder (they are written in a temporary one first)."""
+    entries = [result] + ([result["baseline"]] if result.get("baseline") else [])
+    for entry in entries:
+        for r in entry["samples"]:
+            r["mp4"] = str(Path(r["mp4"]).relative_to(tmp))
+            r["gif"] = str(Path(r["gif"]).relative_to(tmp))
+
+
+def _track(cfg: EvalConfig, result: dict, tmp: Path, out: Path) -> str | None:
+    from components.common.tracking import Tracker
+
+    if cfg.tracking_uri is None:
+        return None
+    tags = {"step": "evaluate", "model": cfg.model, "data_key": str(result["data"]["key"])}
+    if result.get("baseline"):
+        tags["baseline"] = cfg.baseline
+    tracker = Tracker(cfg.tracking_uri, cfg.experiment, "evaluate", tags=tags, system_metrics_s=None)
+    tracker.log_params(result["settings"])
+    scalars = dict(result["metrics"])
+    if result.get("baseline"):
+        scalars.update({f"baseline/{k}": v for k, v in result["baseline"]["metrics"].items()})
+    tracker.log_metrics(scalars, 0)
+    for name in ("report.html", "metrics.json", "loss.png"):
+        if (tmp / name).exists():
+            tracker.log_artifact(tmp / name)
+    for path in sorted((tmp / "samples").rglob("*")):
+        if path.is_file():
+            tracker.log_artifact(path, str(Path("samples") / path.parent.relative_to(tmp / "samples")))
+    tracker.close()
+    return tracker.run_id
+
+
+def write_kfp_outputs(out_dir: str, html, metrics) -> None:
+    """Hand an evaluation to Kubeflow Pipelines: the report as an HTML artifact (rendered in the run's
+    visualisations) and every scalar metric as a Metrics artifact ("/" becomes "-" in the names)."""
+    out = Path(out_dir)
+    shutil.copyfile(out / "report.html", html.path)
+    for name, value in json.loads((out / "metrics.json").read_text())["metrics"].items():
+        metrics.log_metric(name.replace("/", "-"), float(value))

@@ -1,0 +1,61 @@
+"""The MLflow pyfunc flavour of a trained pipeline: `mlflow.pyfunc.load_model("models:/t2v-stdit@champion")`.
+
+`predict` takes prompts (a list of strings, a string, or a DataFrame with a `prompt` column) and optional params
+(num_frames, height, width: 0 means the model's default; num_inference_steps, guidance_scale, seed) and returns
+uint8 videos as one array (N, T, H, W, 3).
+"""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+import numpy as np
+
+DEFAULT_PARAMS = {
+    "num_frames": 0,
+    "height": 0,
+    "width": 0,
+    "num_inference_steps": 30,
+    "guidance_scale": 7.0,
+    "seed": 0,
+}
+
+
+class T2VModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        import torch
+
+        from model.pipeline import T2VPipeline
+
+        self.pipeline = T2VPipeline.from_pretrained(context.artifacts["pipeline"])
+        if torch.cuda.is_available():
+            self.pipeline.transformer.to("cuda")
+        self.pipeline.transformer.eval()
+
+    def predict(self, context, model_input, params=None):
+        import torch
+
+        p = {**DEFAULT_PARAMS, **(params or {})}
+        videos = self.pipeline(
+            prompts_of(model_input),
+            num_frames=int(p["num_frames"]) or None,
+            height=int(p["height"]) or None,
+            width=int(p["width"]) or None,
+            num_inference_steps=int(p["num_inference_steps"]),
+            guidance_scale=float(p["guidance_scale"]),
+            generator=torch.Generator().manual_seed(int(p["seed"])),
+            progress=False,
+        )
+        return np.stack(videos)
+
+
+def prompts_of(model_input) -> list[str]:
+    import pandas as pd
+
+    if isinstance(model_input, str):
+        return [model_input]
+    if isinstance(model_input, pd.DataFrame):
+        column = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
+        return [str(x) for x in model_input[column]]
+    if isinstance(model_input, pd.Series | np.ndarray | list | tuple):
+        return [str(x) for x in model_input]
+    raise TypeError(f"prompts as a list of strings or a DataFrame with a 'prompt' column, got {type(model_input)}")

@@ -1,0 +1,256 @@
+"""Register an evaluated pipeline in the MLflow model registry and decide whether it becomes the champion.
+
+register(cfg):
+  1. checks first, so that a refused call changes nothing: the evaluation is of this model, it has the decision
+     metric, and when a champion exists the evaluation also holds the champion's numbers (`t2v evaluate
+     --baseline models:/<name>@champion`: both models on the same held-out set in the same run)
+  2. stages the pipeline folder: small local encoders (under `bundle_max_mb`) are copied in and referenced by
+     relative path, hub ids stay references, large local encoders are referenced by absolute path
+  3. logs it as an MLflow pyfunc (components.register.pyfunc.T2VModel) in a `register` run with the evaluation's
+     metrics and report, and registers a version of `name` with lineage tags (git commit, data key, manifest hash,
+     DVC md5, pipeline run id, per-stage configs and runs, evaluation run)
+  4. aliases: the new version becomes `challenger`; the first version becomes `champion`; later the champion
+     moves only when the challenger beats it on `metric` by more than `margin`. The decision and its numbers go
+     to the run, the version's tags and decision.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from components.register.registry import MODEL_NAME, PIPELINE_ARTIFACT, client
+
+log = logging.getLogger(__name__)
+
+LOWER_IS_BETTER = ("loss", "fvd", "flicker")
+TAG_LIMIT = 5000  # MLflow's model-version tag value limit
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    model: str = "data/train/stage3/pipeline"
+    evaluation: str = "outputs/evaluate"  # `t2v evaluate` out_dir (metrics.json)
+    name: str = MODEL_NAME
+    tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI
+    experiment: str = "t2v-pipeline"
+    metric: str = "val_loss"
+    mode: str = "auto"  # min, max, or auto: min for losses, FVD and flicker, max otherwise
+    margin: float = 0.0  # the challenger must be better by more than this (in the metric's units)
+    pipeline_run_id: str | None = None  # the KFP run that produced the model (default: $KFP_RUN_ID)
+    bundle_max_mb: float = 512.0
+    dvc_lock: str = "dvc.lock"
+    decision_path: str | None = None  # default: <evaluation>/decision.json
+
+
+def lower_is_better(metric: str, mode: str) -> bool:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode={mode!r} must be auto, min or max")
+    return any(word in metric for word in LOWER_IS_BETTER) if mode == "auto" else mode == "min"
+
+
+def decide(challenger: float, champion: float, *, lower: bool, margin: float) -> bool:
+    """True when the challenger beats the champion by more than `margin`."""
+    gain = champion - challenger if lower else challenger - champion
+    return gain > margin
+
+
+# ------------------------------------------------------------------------------------------------- lineage
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def dvc_md5(lock: Path, folder: str) -> str | None:
+    """The md5 DVC recorded for the output that holds `folder` (the precompute root or the folder itself)."""
+    import yaml
+
+    if not lock.exists():
+        return None
+    target = Path(folder)
+    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+        for out in stage.get("outs", []):
+            path = Path(out["path"])
+            if path in (target, *target.parents) and str(path) != ".":
+                return out.get("md5")
+    return None
+
+
+def lineage_tags(cfg: RegisterConfig, pipeline: Path, evaluation: dict) -> dict[str, str]:
+    data = evaluation["data"]
+    tags = {
+        "git_commit": _git_commit() or "",
+        "data_key": str(data.get("key") or ""),
+        "manifest_sha256": str(data.get("manifest_sha256") or ""),
+        "data_dvc_md5": dvc_md5(Path(cfg.dvc_lock), data["folder"]) or "",
+        "pipeline_run_id": cfg.pipeline_run_id or os.environ.get("KFP_RUN_ID", ""),
+        "evaluation_run_id": str(evaluation.get("mlflow_run_id") or ""),
+    }
+    lineage_path = pipeline / "lineage.json"
+    for stage in json.loads(lineage_path.read_text()) if lineage_path.exists() else []:
+        n = stage["stage"]
+        config = json.dumps(stage["config"], sort_keys=True)
+        tags[f"stage{n}_config"] = config if len(config) <= TAG_LIMIT else config[: TAG_LIMIT - 3] + "..."
+        tags[f"stage{n}_run_id"] = str(stage.get("mlflow_run_id") or "")
+        tags[f"stage{n}_export_sha256"] = stage.get("export_sha256", "")
+        tags[f"stage{n}_steps"] = str(stage.get("steps", ""))
+    return {k: v for k, v in tags.items() if v}
+
+
+# ------------------------------------------------------------------------------------------------- staging
+
+
+def _size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def stage_pipeline(pipeline: Path, dest: Path, bundle_max_mb: float) -> dict[str, str]:
+    """Copy the pipeline folder to `dest`, bundling small local encoders; returns {spec key: original spec}."""
+    shutil.copytree(pipeline, dest)
+    index_path = dest / "model_index.json"
+    index = json.loads(index_path.read_text())
+    originals = {}
+    for key, role in (("vae_spec", "vae"), ("text_encoder_spec", "text_encoder")):
+        spec = index.get(key)
+        if not spec or not Path(spec).is_dir():
+            continue  # a hub id, or a built-in spec such as none:4
+        originals[key] = spec
+        if _size_mb(Path(spec)) <= bundle_max_mb:
+            shutil.copytree(spec, dest / "encoders" / role)
+            index[key] = f"encoders/{role}"
+        else:
+            index[key] = str(Path(spec).resolve())
+            log.warning("%s (%s) is larger than %.0f MB: referenced by absolute path", role, spec, bundle_max_mb)
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True))
+    return originals
+
+
+# ------------------------------------------------------------------------------------------------- register
+
+
+def _experiment_id(tracking_uri: str, name: str) -> str:
+    from components.common.tracking import default_artifact_location
+
+    c = client(tracking_uri)
+    found = c.get_experiment_by_name(name)
+    return found.experiment_id if found else c.create_experiment(name, default_artifact_location(tracking_uri))
+
+
+def _champion(tracking_uri: str, name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(tracking_uri).get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return None
+
+
+def _same_model(a: str, b: str) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def register(cfg: RegisterConfig) -> dict:
+    """Register `cfg.model`; returns the decision (also written to decision.json)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from components.register.pyfunc import DEFAULT_PARAMS, T2VModel
+
+    tracking_uri = cfg.tracking_uri or mlflow.get_tracking_uri()
+    pipeline = Path(cfg.model)
+    if not (pipeline / "model_index.json").exists():
+        raise ValueError(f"{pipeline} is not a pipeline folder (no model_index.json); use <train out_dir>/pipeline")
+    metrics_path = Path(cfg.evaluation) / "metrics.json"
+    if not metrics_path.exists():
+        raise ValueError(f"{metrics_path} not found: run `t2v evaluate --model {pipeline} --out-dir {cfg.evaluation}`")
+    evaluation = json.loads(metrics_path.read_text())
+    if not _same_model(evaluation["model"], str(pipeline)):
+        raise ValueError(f"{metrics_path} evaluates {evaluation['model']}, not {pipeline}: evaluate this model first")
+    if cfg.metric not in evaluation["metrics"]:
+        raise ValueError(f"metric {cfg.metric!r} is not in {metrics_path}; it has {sorted(evaluation['metrics'])}")
+    lower = lower_is_better(cfg.metric, cfg.mode)
+    champion = _champion(tracking_uri, cfg.name)
+    baseline = evaluation.get("baseline")
+    if champion is not None:
+        version = (baseline or {}).get("model_info", {}).get("version")
+        if version != str(champion.version):
+            raise ValueError(
+                f"{cfg.name}'s champion is version {champion.version} but {metrics_path} compares with "
+                f"{version or 'no baseline'}: run `t2v evaluate ... --baseline models:/{cfg.name}@champion` so both "
+                "are evaluated on the same held-out set, then register"
+            )
+        if cfg.metric not in baseline["metrics"]:
+            raise ValueError(f"the baseline in {metrics_path} has no {cfg.metric!r}")
+
+    c = client(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="t2v-register-") as tmp:
+        staged = Path(tmp) / PIPELINE_ARTIFACT
+        bundled = stage_pipeline(pipeline, staged, cfg.bundle_max_mb)
+        tags = lineage_tags(cfg, pipeline, evaluation)
+        with mlflow.start_run(experiment_id=_experiment_id(tracking_uri, cfg.experiment), run_name="register") as run:
+            mlflow.set_tags({"step": "register", **{k: v[:TAG_LIMIT] for k, v in tags.items()}})
+            mlflow.log_params({k: str(v) for k, v in asdict(cfg).items() if k != "tracking_uri"})
+            mlflow.log_metrics({k.replace("@", "_"): float(v) for k, v in evaluation["metrics"].items()})
+            for name in ("report.html", "metrics.json"):
+                if (Path(cfg.evaluation) / name).exists():
+                    mlflow.log_artifact(str(Path(cfg.evaluation) / name), "evaluation")
+            from importlib.metadata import version as package_version
+
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=T2VModel(),
+                artifacts={PIPELINE_ARTIFACT: str(staged)},
+                signature=infer_signature(["a prompt"], params=DEFAULT_PARAMS),
+                pip_requirements=[f"t2v-pipeline=={package_version('t2v-pipeline')}"],
+                registered_model_name=cfg.name,
+            )
+            version = str(info.registered_model_version)
+            for key, value in {**tags, **{f"bundled_{k}": v for k, v in bundled.items()}}.items():
+                c.set_model_version_tag(cfg.name, version, key, value[:TAG_LIMIT])
+            c.set_registered_model_alias(cfg.name, "challenger", version)
+
+            value = float(evaluation["metrics"][cfg.metric])
+            decision = {
+                "name": cfg.name,
+                "version": version,
+                "metric": cfg.metric,
+                "lower_is_better": lower,
+                "margin": cfg.margin,
+                "challenger_value": value,
+                "register_run_id": run.info.run_id,
+            }
+            if champion is None:
+                decision.update(champion_version=None, champion_value=None, promoted=True, reason="first version")
+            else:
+                best = float(baseline["metrics"][cfg.metric])
+                promoted = decide(value, best, lower=lower, margin=cfg.margin)
+                better = "beats" if promoted else "does not beat"
+                decision.update(
+                    champion_version=str(champion.version),
+                    champion_value=best,
+                    promoted=promoted,
+                    reason=f"{cfg.metric} {value:.6g} {better} champion's {best:.6g} by more than {cfg.margin:g}",
+                )
+            if decision["promoted"]:
+                c.set_registered_model_alias(cfg.name, "champion", version)
+            c.set_model_version_tag(cfg.name, version, "decision", decision["reason"])
+            mlflow.set_tags({"decision": decision["reason"], "promoted": str(decision["promoted"])})
+            if decision["champion_value"] is not None:
+                mlflow.log_metric("champion_value", decision["champion_value"])
+            mlflow.log_dict(decision, "decision.json")
+    path = Path(cfg.decision_path or Path(cfg.evaluation) / "decision.json")
+    path.write_text(json.dumps(decision, indent=2))
+    return decision

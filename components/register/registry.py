@@ -1,0 +1,88 @@
+"""Model references: a pipeline folder, or a version in the MLflow model registry.
+
+`models:/t2v-stdit@champion` (an alias) and `models:/t2v-stdit/3` (a version) are downloaded once into a cache
+keyed by name, version and run (versions are immutable), `$T2V_CACHE` or ~/.cache/t2v-pipeline/models, and the
+pipeline folder inside is returned.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+MODEL_NAME = "t2v-stdit"
+PIPELINE_ARTIFACT = "pipeline"  # the pyfunc's artifact key: artifacts/pipeline/ inside the MLflow model
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+def is_registry_uri(spec: str) -> bool:
+    return spec.startswith("models:/")
+
+
+def client(tracking_uri: str | None = None):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def resolve_version(uri: str, tracking_uri: str | None = None):
+    """The ModelVersion a registry URI names; LookupError when the model, alias or version does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    match = _URI.match(uri)
+    if not match:
+        raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    name, alias, version = match["name"], match["alias"], match["version"]
+    try:
+        if alias:
+            return client(tracking_uri).get_model_version_by_alias(name, alias)
+        return client(tracking_uri).get_model_version(name, version)
+    except MlflowException as err:
+        what = f"alias {alias!r}" if alias else f"version {version}"
+        raise LookupError(f"{uri}: the registry has no {what} of model {name!r} ({err.error_code})") from err
+
+
+def cache_root() -> Path:
+    base = (
+        os.environ.get("T2V_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "t2v-pipeline"
+    )
+    return Path(base) / "models"
+
+
+def pipeline_folder(spec: str, tracking_uri: str | None = None) -> tuple[Path, dict]:
+    """(pipeline folder, what it is) for a folder or a registry URI."""
+    if not is_registry_uri(spec):
+        folder = Path(spec)
+        if not (folder / "model_index.json").exists():
+            raise ValueError(
+                f"{spec} is neither a pipeline folder (no model_index.json; use <train out_dir>/pipeline) nor a "
+                "registry URI (models:/t2v-stdit@champion)"
+            )
+        return folder, {"folder": str(folder)}
+    import mlflow
+
+    version = resolve_version(spec, tracking_uri)
+    if tracking_uri:  # models:/ downloads go through the process-wide registry URI
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    info = {"name": version.name, "version": str(version.version), "run_id": version.run_id, "uri": spec}
+    target = cache_root() / version.name / f"{version.version}-{(version.run_id or 'norun')[:12]}"
+    if not (target / "MLmodel").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+        try:
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(tmp), tracking_uri=tracking_uri
+            )
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    folder = target / "artifacts" / PIPELINE_ARTIFACT
+    if not (folder / "model_index.json").exists():
+        raise ValueError(f"{spec} (version {version.version}) holds no T2V pipeline; register it with `t2v register`")
+    return folder, info

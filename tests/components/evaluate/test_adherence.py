@@ -1,0 +1,58 @@
+"""The toy-world detector against the toy world's ground truth (>= 200 clips decoded from their mp4s)."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from components.common.video import read_frames
+from components.evaluate.adherence import ATTRIBUTES, accuracy, detect, parse_prompt, shuffle_chance
+from components.ingest.synth import SynthConfig, synth
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """(asked, detected) for 200 videos and 12 stills at 64 px."""
+    out = synth(SynthConfig(out_dir=str(tmp_path_factory.mktemp("gt") / "toy"), videos=200, images=12, seconds=1.0))
+    asked, detected, kinds = [], [], []
+    with open(out / "ground_truth.csv") as f:
+        for row in csv.DictReader(f):
+            image = row["kind"] == "image"
+            frames = read_frames(str(out / row["file"]), list(range(1 if image else 24)), 24, image=image)
+            asked.append(parse_prompt(row["caption"]))
+            detected.append(detect(np.stack(frames)))
+            kinds.append(row["kind"])
+            assert asked[-1] == {k: row[k] for k in ATTRIBUTES}  # the prompt names exactly the ground truth
+    return asked, detected, kinds
+
+
+def test_every_attribute_of_every_true_clip_is_read(world):
+    asked, detected, _ = world
+    assert len(asked) >= 200
+    assert accuracy(asked, detected) == {"colour": 1.0, "shape": 1.0, "direction": 1.0, "background": 1.0}
+
+
+def test_with_captions_shuffled_accuracy_is_at_chance(world):
+    asked, detected, kinds = world
+    videos = [i for i, k in enumerate(kinds) if k == "video"]
+    asked, detected = [asked[i] for i in videos], [detected[i] for i in videos]
+    shuffled = [asked[i] for i in np.random.default_rng(0).permutation(len(asked))]
+    scores = accuracy(shuffled, detected)
+    for name in ATTRIBUTES:
+        chance, std = shuffle_chance([a[name] for a in asked])
+        print(f"{name}: shuffled {scores[name]:.3f}, chance {chance:.3f} +- {std:.3f}")
+        assert abs(scores[name] - chance) <= 3 * std, name
+
+
+def test_prompts_are_parsed_case_insensitively_and_partially():
+    assert parse_prompt("A Red triangle moves UP on a gray background") == {
+        "colour": "red", "shape": "triangle", "direction": "up", "background": "gray"
+    }  # fmt: skip
+    assert parse_prompt("a blue circle rests on a white background")["direction"] == ""
+    assert parse_prompt("a cat on a sofa") == {}
+    assert accuracy([{"colour": "red"}], [{"colour": "red", "shape": "none"}]) == {"colour": 1.0}
+
+
+def test_an_empty_frame_has_no_shape():
+    blank = np.full((4, 32, 32, 3), 10, np.uint8)
+    assert detect(blank) == {"background": "black", "colour": "none", "shape": "none", "direction": "none"}
