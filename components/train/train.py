@@ -377,6 +377,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             start, consumed = state["step"], state["consumed_batches"]
             sampler.set_consumed(consumed)
             log.info("resumed from %s at step %d", source, start)
+        if start == 0 and rank == 0:  # a fresh run starts a fresh local metrics log (a resumed one appends)
+            (out / "metrics.jsonl").unlink(missing_ok=True)
 
         tracker = Tracker(
             cfg.tracking_uri if rank == 0 else None,

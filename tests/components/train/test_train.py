@@ -12,6 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from components.evaluate.report import read_metrics_log
 from components.train import checkpoint
 from components.train.config import load_config
 from components.train.data import LatentDataset, collate
@@ -86,6 +87,11 @@ def test_resume_continues_exactly(data, tmp_path):
     a, b = (_weights(checkpoint.step_dir(r.out_dir / "checkpoints", 24)) for r in (straight, resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert state(straight)["export_sha256"] == state(resumed)["export_sha256"]
+    # the local metrics log: a resumed run appends to it, a fresh one starts it again
+    assert list(read_metrics_log(straight.out_dir / "metrics.jsonl")) == [10, 20, 24]
+    assert list(read_metrics_log(resumed.out_dir / "metrics.jsonl")) == [10, 16, 20, 24]
+    fresh = train(stage_config(data, tmp_path / "b", 2, "max_steps=4", "resume=none", "val_every=0"))
+    assert list(read_metrics_log(fresh.out_dir / "metrics.jsonl")) == [4]
 
 
 def test_a_half_written_checkpoint_is_never_taken(tmp_path):
