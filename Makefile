@@ -22,11 +22,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
-# The toy world through every step that exists (DVC: synth, ingest, caption, precompute, three training
-# stages), then a standalone generation check with sample videos.
+# The demo: the whole KFP DAG on this machine through kfp.local, on the generated toy world with tiny models
+# (synth, ingest, caption shards, precompute, three training stages, evaluate, register in a local MLflow),
+# then where to look. `make repro` runs the same steps through DVC.
 demo: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
-	$(VENV)/bin/t2v demo
+	$(VENV)/bin/t2v pipeline run --root outputs/demo
 
 # Debian's chromium, for the test that renders the evaluation report headless (root or sudo; apt).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -51,9 +51,10 @@ bench: install
 	$(PY) benchmarks/attention.py
 	$(PY) benchmarks/ingest.py
 
-# The DVC pipeline (dvc.yaml), with the project's commands on PATH.
+# The DVC pipeline (dvc.yaml), with the project's commands on PATH, then what it produced.
 repro: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+	@$(PY) -m pipelines.demo
 
 # Regenerate constraints.txt from the current environment (after a deliberate upgrade).
 lock: install

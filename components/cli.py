@@ -21,7 +21,6 @@ examples:
   t2v evaluate --model data/train/stage3/pipeline   metrics, samples, report.html
   t2v register --tracking-uri sqlite:///mlflow.db   model registry, champion/challenger
   t2v generate "a red circle moves left on a black background" --model models:/t2v-stdit@champion
-  t2v demo                         train a tiny STDiT on generated clips and write sample videos
   t2v model --preset XL/2          parameters and FLOPs of a model preset at a given video shape
 
 Run `t2v <verb> --help` for the options of each verb.
@@ -38,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbs = parser.add_subparsers(title="verbs", metavar="<verb>", required=True)
-    from components import demo
     from components.caption import cli as caption_cli
     from components.evaluate import cli as evaluate_cli
     from components.generate import cli as generate_cli
@@ -48,9 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     from components.register import cli as register_cli
     from components.train import cli as train_cli
     from model import info as model_info
+    from pipelines import cli as pipeline_cli
 
     steps = (synth, ingest_cli, caption_cli, precompute_cli, train_cli, evaluate_cli, register_cli, generate_cli)
-    for module in (*steps, demo, model_info):
+    for module in (*steps, pipeline_cli, model_info):
         module.add_parser(verbs)
     return parser
 

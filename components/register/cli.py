@@ -39,6 +39,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--pipeline-run-id", help="the KFP run id for the lineage (default: $KFP_RUN_ID)")
     p.add_argument("--bundle-max-mb", type=float, default=d.bundle_max_mb, help="bundle local encoders up to this")
     p.add_argument("--dvc-lock", default=d.dvc_lock, help=f"for the data's DVC md5 (default {d.dvc_lock})")
+    p.add_argument("--decision-out", dest="decision_path", help="decision JSON (default <evaluation>/decision.json)")
     p.set_defaults(run=_run)
 
 

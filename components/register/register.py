@@ -252,5 +252,6 @@ def register(cfg: RegisterConfig) -> dict:
                 mlflow.log_metric("champion_value", decision["champion_value"])
             mlflow.log_dict(decision, "decision.json")
     path = Path(cfg.decision_path or Path(cfg.evaluation) / "decision.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(decision, indent=2))
     return decision

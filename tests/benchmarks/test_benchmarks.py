@@ -52,3 +52,14 @@ def test_train_benchmark_quick():
     assert result["online_over_cached"] > 1  # encoding costs something
     assert 80 < result["vae_params_m"] < 90  # the SD VAE's architecture (83.7M)
     assert result["stdit_tokens_per_s_cached"] > result["stdit_tokens_per_s_online"] > 0
+
+
+@pytest.mark.slow
+def test_demo_benchmark_quick():
+    result = run_benchmark("demo.py", "--quick")
+    steps = result["step_s"]
+    for name in ("synth-or-ingest", "caption-shard", "caption-merge", "precompute", "train-stage", "train-stage-2",
+                 "train-stage-3", "evaluate", "register"):  # fmt: skip
+        assert steps[name] > 0, name
+    assert set(result["adherence"]) == {"colour", "shape", "direction", "background"}
+    assert result["prompts"] == 2 and result["total_s"] >= sum(steps.values()) * 0.5

@@ -9,7 +9,7 @@ def test_t2v_help_lists_the_verbs():
     t2v = Path(sys.executable).parent / "t2v"  # the console script installed beside this interpreter
     out = subprocess.run([str(t2v), "--help"], capture_output=True, text=True, check=True).stdout
     assert "usage: t2v" in out
-    for verb in ("demo", "model"):
+    for verb in ("data", "ingest", "caption", "precompute", "train", "evaluate", "register", "generate", "pipeline"):
         assert verb in out
 
 

@@ -18,11 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_dvc_repro_runs_every_stage(tmp_path):
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
-    for folder in ("components", "model", "configs"):
+    for folder in ("components", "model", "configs", "pipelines"):
         shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["synth"].update(videos=6, images=2, cut_videos=1)
     params["train"].update(stage1_steps=4, stage2_steps=4, stage3_steps=2)
+    params["evaluate"].update(max_prompts=2, steps=2, val_timesteps=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     dvc = [sys.executable, "-m", "dvc"]
@@ -38,11 +39,26 @@ def test_dvc_repro_runs_every_stage(tmp_path):
     assert len(captioned) == len(manifest) and captioned.text.str.len().gt(0).all()
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
     assert set(lock["stages"]) == {
-        "synth", "ingest", "caption", "tiny-models", "precompute", "train-stage-1", "train-stage-2", "train-stage-3"
+        "synth", "ingest", "caption", "tiny-models", "precompute", "train-stage-1", "train-stage-2", "train-stage-3",
+        "evaluate", "register",
     }  # fmt: skip
+    decision = json.loads((tmp_path / "data" / "register" / "decision.json").read_text())
+    assert decision["version"] == "1" and decision["promoted"]  # the first version becomes champion
+    assert (tmp_path / "data" / "evaluate" / "report.html").exists() and (tmp_path / "mlflow.db").exists()
     for stage in (1, 2, 3):
         state = json.loads((tmp_path / "data" / "train" / f"stage{stage}" / "export" / "train_state.json").read_text())
         assert state["stage"] == stage
     assert "No stages to execute" in run("status").stdout or "up to date" in run("status").stdout
     second = run("repro")
-    assert "didn't change, skipping" in second.stdout
+    assert "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
+
+    # one evaluation parameter changes: only evaluate (and register, which takes its output) run again
+    params["evaluate"]["seed"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stale = run("status").stdout
+    assert "evaluate:" in stale and "precompute:" not in stale and "train-stage-3:" not in stale
+    third = run("repro").stdout
+    ran = sorted(line.split("'")[1] for line in third.splitlines() if line.startswith("Running stage"))
+    assert ran == ["evaluate", "register"], third
+    decision = json.loads((tmp_path / "data" / "register" / "decision.json").read_text())
+    assert decision["version"] == "2" and decision["champion_version"] == "1"  # compared with the champion

@@ -1,0 +1,96 @@
+"""The demo as a benchmark: the whole KFP DAG on the toy world through kfp.local, wall time per step, and how well
+the demo model follows its prompts (adherence per attribute, against chance).
+
+    python benchmarks/demo.py            # the demo as `make demo` runs it
+    python benchmarks/demo.py --quick    # a small world and a few steps per stage (CI: the timings' code path)
+
+Step times come from kfp.local's own task log records (start to finish of each task, process start included).
+The last line printed is a JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import tempfile
+import time
+from pathlib import Path
+
+CHANCE = {"colour": 0.25, "shape": 1 / 3, "direction": 0.25, "background": 1 / 3}
+
+
+class _TaskTimes(logging.Filter):
+    """Start and end time of each kfp.local task, from its log records (a filter on the root logger: kfp.local
+    replaces the root logger's handlers while it runs, not its filters)."""
+
+    def __init__(self):
+        super().__init__()
+        self.start: dict[str, list[float]] = {}
+        self.end: dict[str, list[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self._record(record)
+        return True
+
+    def _record(self, record: logging.LogRecord) -> None:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", record.getMessage())
+        if m := re.match(r"Executing task '([^']+)'", text):
+            self.start.setdefault(m[1], []).append(record.created)
+        elif m := re.match(r"Task '([^']+)' finished", text):
+            self.end.setdefault(m[1], []).append(record.created)
+
+    def seconds(self) -> dict[str, float]:
+        out = {}
+        for name, starts in self.start.items():
+            ends = self.end.get(name, [])
+            out[name] = round(max(ends) - min(starts), 2) if ends else float("nan")  # parallel shards: the span
+        return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small world, few steps (CI)")
+    parser.add_argument("--root", help="where to run (default: a temporary folder)")
+    args = parser.parse_args(argv)
+
+    from pipelines.local import latest_outputs, run_local, toy_arguments
+
+    root = Path(args.root or tempfile.mkdtemp(prefix="t2v-demo-bench-"))
+    quick = {"synth_videos": 8, "synth_images": 4, "stage1_steps": 4, "stage2_steps": 4, "stage3_steps": 2,
+             "eval_max_prompts": 2, "eval_steps": 2}  # fmt: skip
+    arguments = toy_arguments(root, **(quick if args.quick else {}))
+    times = _TaskTimes()
+    logging.getLogger().addFilter(times)
+    start = time.perf_counter()
+    run_local(arguments, root)
+    total = time.perf_counter() - start
+    logging.getLogger().removeFilter(times)
+    evaluation, _ = latest_outputs(root)
+    metrics = json.loads((evaluation / "metrics.json").read_text())["metrics"]
+    adherence = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("adherence/") and "mean" not in k}
+    steps = times.seconds()
+    print(f"{'step':<20}{'seconds':>10}")
+    for name, seconds in steps.items():
+        print(f"{name:<20}{seconds:>10.1f}")
+    print(f"{'total':<20}{total:>10.1f}")
+    print(f"\n{'attribute':<12}{'adherence':>10}{'chance':>10}")
+    for name, value in adherence.items():
+        print(f"{name:<12}{value:>10.0%}{CHANCE[name]:>10.0%}")
+    result = {
+        "quick": args.quick,
+        "total_s": round(total, 1),
+        "step_s": steps,
+        "adherence": adherence,
+        "chance": CHANCE,
+        "val_loss": metrics["val_loss"],
+        "prompts": len(json.loads((evaluation / "metrics.json").read_text())["samples"]),
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    main()

@@ -1,0 +1,53 @@
+"""What the demo produced and where to look: `python -m pipelines.demo` after `dvc repro` (run by `make demo`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def summary(
+    evaluation: Path = Path("data/evaluate"),
+    decision_path: Path = Path("data/register/decision.json"),
+    tracking_uri: str = "sqlite:///mlflow.db",
+) -> str:
+    """The held-out loss, adherence per attribute, the registry decision and where to look."""
+    metrics_path = evaluation / "metrics.json"
+    if not metrics_path.exists():
+        raise ValueError(f"{metrics_path} not found: run `make demo` (or `dvc repro`) first")
+    result = json.loads(metrics_path.read_text())
+    m = result["metrics"]
+    lines = [f"validation loss {m['val_loss']:.4f} on {result['data']['val_samples']} held-out clips"]
+    adherence = {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("adherence/") and k != "adherence/mean"}
+    if adherence:
+        chance = {"colour": "25%", "shape": "33%", "direction": "25%", "background": "33%"}
+        shown = ", ".join(f"{k} {v:.0%} (chance {chance.get(k, '?')})" for k, v in adherence.items())
+        lines.append(f"prompt adherence over {len(result['samples'])} prompts: {shown}")
+    if decision_path.exists():
+        d = json.loads(decision_path.read_text())
+        alias = "champion" if d["promoted"] else "challenger"
+        lines.append(f"registered: {d['name']} version {d['version']} ({alias}: {d['reason']})")
+    lines += [
+        "",
+        f"sample videos   {evaluation / 'samples'}/ (mp4 and GIF)",
+        f"report          {evaluation / 'report.html'} (open in a browser)",
+        f"loss curves     {evaluation / 'loss.png'}",
+        f"MLflow UI       mlflow ui --backend-store-uri {tracking_uri}   (then http://127.0.0.1:5000)",
+        'generate        t2v generate "a red circle moves left on a black background" '
+        f"--model models:/t2v-stdit@champion --tracking-uri {tracking_uri} --gif",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    try:
+        print(summary())
+    except ValueError as err:
+        print(f"demo: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The KFP DAG: its compiled IR (order, cluster settings, retries, caching) and a tiny run through kfp.local."""
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from components.cli import main
+from pipelines.cli import compile_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+ORDER = ["synth-or-ingest", "for-loop-1", "caption-merge", "precompute", "train-stage", "train-stage-2",
+         "train-stage-3", "evaluate", "register"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ir(tmp_path_factory):
+    path = compile_pipeline(str(tmp_path_factory.mktemp("ir") / "t2v.yaml"), str(ROOT / "configs/cluster/h100.yaml"))
+    pipeline, platform = yaml.safe_load_all(path.read_text())
+    return pipeline, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_every_step_runs_after_the_one_before(ir):
+    pipeline, _ = ir
+    tasks = pipeline["root"]["dag"]["tasks"]
+    assert set(ORDER) | {"caption-shard-ids"} == set(tasks)
+    for before, after in itertools.pairwise(ORDER):
+        assert before in tasks[after].get("dependentTasks", []), (before, after)
+    loop = pipeline["components"][tasks["for-loop-1"]["componentRef"]["name"]]
+    assert list(loop["dag"]["tasks"]) == ["caption-shard"]  # the fan-out, one task per shard
+    assert tasks["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith("caption-shard-ids-Output")
+    names = {name: task["taskInfo"]["name"] for name, task in tasks.items()}
+    assert [names[n] for n in ("train-stage", "train-stage-2", "train-stage-3")] == ["stage-1", "stage-2", "stage-3"]
+
+
+def test_training_runs_on_gpus_with_shm_pvc_secrets_and_tolerations(ir):
+    pipeline, k8s = ir
+    executors = pipeline["deploymentSpec"]["executors"]
+    resources = executors["exec-train-stage"]["container"]["resources"]
+    accelerator = resources["accelerator"]
+    assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "8"
+    assert resources["resourceMemoryLimit"] == "1000G" and resources["resourceCpuLimit"] == "96"
+    train = k8s["exec-train-stage"]
+    assert train["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert train["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert train["emptyDirMounts"][0] == {"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "64Gi",
+                                          "volumeName": "dshm"}  # fmt: skip
+    assert train["pvcMount"][0]["mountPath"] == "/mnt/data" and train["pvcMount"][0]["constant"] == "t2v-data"
+    secrets = {s["secretName"]: {k["secretKey"]: k["envVar"] for k in s["keyToEnv"]} for s in train["secretAsEnv"]}
+    assert secrets["mlflow-credentials"]["password"] == "MLFLOW_TRACKING_PASSWORD"
+    assert secrets["s3-credentials"]["access_key_id"] == "AWS_ACCESS_KEY_ID"
+    assert "accelerator" not in executors["exec-synth-or-ingest"]["container"].get("resources", {})
+    assert "tolerations" not in k8s["exec-register"]  # CPU steps go anywhere
+    for name, executor in executors.items():  # our image, nothing installed at start-up
+        assert executor["container"]["image"] == "ghcr.io/t2v-pipeline/t2v-pipeline:0.1.0", name
+        assert "pip install" not in " ".join(executor["container"]["command"]), name
+
+
+def test_training_retries_and_is_never_served_from_cache(ir):
+    pipeline, _ = ir
+    tasks = pipeline["root"]["dag"]["tasks"]
+    for name in ("train-stage", "train-stage-2", "train-stage-3"):
+        assert tasks[name]["retryPolicy"]["maxRetryCount"] == 3
+    for name in ("train-stage", "train-stage-2", "train-stage-3", "evaluate", "register"):
+        assert not tasks[name]["cachingOptions"].get("enableCache"), name
+    assert tasks["synth-or-ingest"]["cachingOptions"]["enableCache"]  # data steps are deterministic
+
+
+def test_submit_dry_run_prints_the_request(capsys):
+    args = ["pipeline", "submit", "--host", "http://kfp.example:80", "--set", "caption_shards=8", "--dry-run"]
+    assert main(args) == 0
+    request = json.loads(capsys.readouterr().out)
+    assert request["arguments"] == {"caption_shards": 8} and request["host"] == "http://kfp.example:80"
+    assert main(["pipeline", "submit", "--host", "h", "--set", "nonsense", "--dry-run"]) == 2
+
+
+@pytest.fixture(scope="session")
+def local_run(tmp_path_factory):
+    """The whole DAG once through kfp.local on a small toy world with tiny step counts."""
+    from pipelines.local import latest_outputs, run_local, toy_arguments
+
+    root = tmp_path_factory.mktemp("kfp-local")
+    arguments = toy_arguments(root, synth_videos=8, synth_images=4, stage1_steps=4, stage2_steps=4, stage3_steps=2,
+                              eval_max_prompts=2, eval_steps=2)  # fmt: skip
+    run_local(arguments, root)
+    return root, arguments, *latest_outputs(root)
+
+
+@pytest.mark.slow
+def test_the_local_run_ends_with_a_registered_version_traced_to_its_data(local_run):
+    _, arguments, evaluation, decision = local_run
+    assert json.loads(decision.read_text())["version"] == "1"
+    assert (evaluation / "report.html").exists() and json.loads((evaluation / "metrics.json").read_text())["metrics"]
+    uri = arguments["tracking_uri"]  # the registry too: other tests may have set a process-wide registry URI
+    version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("t2v-stdit", "champion")
+    tags = version.tags
+    run_dir = evaluation.parents[1]
+    captioned = run_dir / "caption-merge" / "captioned" / "manifest.parquet"
+    assert tags["manifest_sha256"] == hashlib.sha256(captioned.read_bytes()).hexdigest()
+    latents = run_dir / "precompute" / "latents"
+    assert (latents / tags["data_key"] / "meta.json").exists()  # the precomputed data the stages trained on
+    assert tags["pipeline_run_id"] and {f"stage{n}_config" for n in (1, 2, 3)} <= set(tags)
+    shards = sorted((run_dir / "caption-shard").glob("*/part")) or sorted(run_dir.rglob("part"))
+    assert len(shards) == 2  # the caption fan-out ran one task per shard
