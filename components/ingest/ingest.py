@@ -344,10 +344,15 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         if cfg.filters.dedup_distance is not None and cfg.filters.dedup_distance >= 0
         else [None] * len(rows)
     )
+    seen: dict[str, str] = {}  # clip id -> source: byte-identical files give the same ids, kept once
     for row, dup in zip(rows, duplicates, strict=True):
         reason = filter_reason(row, cfg.filters)
+        if reason is None and row["clip_id"] in seen:
+            reason = f"duplicate-file of {seen[row['clip_id']]}"
         if reason is None and dup is not None:
             reason = f"near-duplicate of {rows[dup]['clip_id']}"
+        if reason is None:
+            seen[row["clip_id"]] = row["path"]
         (rejected if reason else kept).append({**row, "reason": reason} if reason else row)
     rejected += [{**d, "clip_id": None} for d in dropped]
 

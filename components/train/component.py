@@ -45,4 +45,5 @@ def train_stage(
     for name in ("export", "pipeline"):
         shutil.copytree(out_dir / name, dest / name, dirs_exist_ok=True)
     shutil.copyfile(out_dir / "metrics.jsonl", dest / "metrics.jsonl")
-    model.metadata.update({"stage": stage, "steps": result.steps, "val_loss": result.val_loss.get("val_loss")})
+    model.metadata.update({"stage": stage, "steps": result.steps, "resumed_from": result.resumed_from,
+                           "val_loss": result.val_loss.get("val_loss")})  # fmt: skip

@@ -106,3 +106,26 @@ def test_the_local_run_ends_with_a_registered_version_traced_to_its_data(local_r
     assert tags["pipeline_run_id"] and {f"stage{n}_config" for n in (1, 2, 3)} <= set(tags)
     shards = sorted((run_dir / "caption-shard").glob("*/part")) or sorted(run_dir.rglob("part"))
     assert len(shards) == 2  # the caption fan-out ran one task per shard
+
+
+@pytest.mark.slow
+def test_a_retried_training_task_resumes_from_its_checkpoints_on_the_volume(local_run, tmp_path):
+    from kfp import dsl
+
+    from components.train.component import train_stage
+
+    _, _, evaluation, _ = local_run
+    latents = dsl.Dataset(name="latents", uri=str(evaluation.parents[1] / "precompute" / "latents"))
+    attempts = []
+    for steps in (4, 6):  # the first attempt stops at step 4 (as if killed after that checkpoint)
+        model = dsl.Model(name="model", uri=str(tmp_path / f"attempt-{steps}" / "model"))
+        train_stage.python_func(data=latents, model=model, stage=1, config=str(ROOT / "configs/toy/train.yaml"),
+                                workdir=str(tmp_path / "volume"), run_id="run-1", steps=steps,
+                                settings=json.dumps(["ckpt_every=2", "val_every=0"]))  # fmt: skip
+        attempts.append(model)
+    assert attempts[0].metadata["resumed_from"] == 0
+    assert attempts[1].metadata["resumed_from"] == 4 and attempts[1].metadata["steps"] == 6
+    state = json.loads((Path(attempts[1].path) / "export" / "train_state.json").read_text())
+    assert state["steps"] == 6
+    checkpoints = sorted(p.name for p in (tmp_path / "volume" / "run-1" / "stage1" / "checkpoints").iterdir())
+    assert "step-00000006" in checkpoints and "step-00000004" in checkpoints

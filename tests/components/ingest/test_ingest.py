@@ -191,6 +191,17 @@ def test_filters_reject_clips_with_the_reason(library, tmp_path):
     assert result.clips + len(rejected) == 11
 
 
+def test_byte_identical_files_are_kept_once_even_with_dedup_off(tmp_path):
+    toy = synth(SynthConfig(out_dir=str(tmp_path / "toy"), videos=2, images=1, size=32, seconds=2.0))
+    shutil.copy(toy / "videos" / "toy_0000.mp4", toy / "videos" / "copy_of_0000.mp4")
+    cfg = IngestConfig(inputs=(str(toy),), out_dir=str(tmp_path / "out"), progress=False)
+    result = ingest(with_overrides(cfg, dedup_distance=None))
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    rejected = pd.read_parquet(tmp_path / "out" / "rejected_clips.parquet")
+    assert result.clips == 3 and manifest.clip_id.is_unique
+    assert rejected.reason.str.startswith("duplicate-file of").sum() == 1
+
+
 def test_near_duplicates_by_hash_distance():
     base = 0x0F0F_0F0F_0F0F_0F0F
     hashes = [base, base ^ 0b111, base ^ (0xFFFF << 20), base ^ 0b1, 0]
