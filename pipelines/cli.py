@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     arguments = toy_arguments(root, **_arguments(args.set))
     run_local(arguments, root)
     evaluation, decision = latest_outputs(root)
-    print(summary(evaluation, decision, arguments["tracking_uri"]))
+    print("\n" + summary(evaluation, decision, arguments["tracking_uri"]))  # after kfp.local's indented log
     return 0
 
 

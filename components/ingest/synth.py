@@ -45,6 +45,7 @@ class SynthConfig:
     fps: int = 24
     seconds: float = 2.5
     seed: int = 0
+    shape_scale: float = 0.14  # the shape's radius as a share of the frame side
 
 
 def caption(colour: str, shape: str, background: str, direction: str | None = None) -> str:
@@ -66,18 +67,21 @@ def shape_mask(shape: str, size: int, cx: float, cy: float, radius: float) -> np
     raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
 
 
-def render(shape: str, colour: str, background: str, size: int, cx: float, cy: float) -> np.ndarray:
-    """One RGB frame (size, size, 3) uint8."""
+def render(
+    shape: str, colour: str, background: str, size: int, cx: float, cy: float, scale: float = 0.14
+) -> np.ndarray:
+    """One RGB frame (size, size, 3) uint8; the shape's radius is `scale` x size."""
     frame = np.empty((size, size, 3), np.uint8)
     frame[:] = BACKGROUNDS[background]
-    frame[shape_mask(shape, size, cx, cy, size * 0.14)] = COLOURS[colour]
+    frame[shape_mask(shape, size, cx, cy, size * scale)] = COLOURS[colour]
     return frame
 
 
-def trajectory(direction: str, num_frames: int, size: int, jitter: float) -> np.ndarray:
-    """(num_frames, 2) centres crossing most of the frame in `direction`; `jitter` in [0, 1) shifts the path."""
+def trajectory(direction: str, num_frames: int, size: int, jitter: float, scale: float = 0.14) -> np.ndarray:
+    """(num_frames, 2) centres crossing most of the frame in `direction`; `jitter` in [0, 1) shifts the path;
+    the shape (radius `scale` x size) stays inside the frame."""
     dx, dy = DIRECTIONS[direction]
-    margin = size * 0.2
+    margin = size * max(0.2, scale + 0.04)
     progress = np.linspace(margin, size - margin, num_frames)
     across = margin + jitter * (size - 2 * margin)
     xs = progress if dx > 0 else (size - progress if dx < 0 else np.full(num_frames, across))
@@ -96,8 +100,10 @@ def sample_world(rng: np.random.Generator) -> dict:
 
 
 def video_frames(world: dict, cfg: SynthConfig, num_frames: int) -> np.ndarray:
-    path = trajectory(world["direction"], num_frames, cfg.size, world["jitter"])
-    return np.stack([render(world["shape"], world["colour"], world["background"], cfg.size, x, y) for x, y in path])
+    path = trajectory(world["direction"], num_frames, cfg.size, world["jitter"], cfg.shape_scale)
+    return np.stack(
+        [render(world["shape"], world["colour"], world["background"], cfg.size, x, y, cfg.shape_scale) for x, y in path]
+    )
 
 
 def synth(cfg: SynthConfig) -> Path:
@@ -131,7 +137,8 @@ def synth(cfg: SynthConfig) -> Path:
     for i in range(cfg.images):
         world = sample_world(rng)
         centre = cfg.size * (0.3 + 0.4 * world["jitter"])
-        image = render(world["shape"], world["colour"], world["background"], cfg.size, centre, cfg.size / 2)
+        image = render(world["shape"], world["colour"], world["background"], cfg.size, centre, cfg.size / 2,
+                       cfg.shape_scale)  # fmt: skip
         name = f"images/toy_{i:04d}.png"
         Image.fromarray(image).save(tmp / name)
         text = caption(world["colour"], world["shape"], world["background"])
@@ -165,6 +172,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=int, default=d.fps, help=f"frames per second (default {d.fps})")
     p.add_argument("--seconds", type=float, default=d.seconds, help=f"video length (default {d.seconds})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"(default {d.seed})")
+    p.add_argument("--shape-scale", type=float, default=d.shape_scale, help="shape radius / frame side (default 0.14)")
     p.set_defaults(run=_run)
     t = sub.add_parser(
         "tiny-models",

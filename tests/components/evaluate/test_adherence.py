@@ -56,3 +56,15 @@ def test_prompts_are_parsed_case_insensitively_and_partially():
 def test_an_empty_frame_has_no_shape():
     blank = np.full((4, 32, 32, 3), 10, np.uint8)
     assert detect(blank) == {"background": "black", "colour": "none", "shape": "none", "direction": "none"}
+
+
+def test_larger_shapes_stay_in_frame_and_are_read(tmp_path):
+    out = synth(SynthConfig(out_dir=str(tmp_path / "toy"), videos=24, images=4, seconds=1.0, shape_scale=0.24))
+    with open(out / "ground_truth.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        image = row["kind"] == "image"
+        frames = np.stack(read_frames(str(out / row["file"]), list(range(1 if image else 24)), 24, image=image))
+        assert detect(frames) == parse_prompt(row["caption"]), row
+        edges = np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]]).astype(int)
+        assert np.abs(edges - edges[0, 0]).max() < 40, row  # the border stays background: nothing cut off
