@@ -94,6 +94,7 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
         workdir: str = "/mnt/data/runs",
         synth_videos: int = 48,
         synth_images: int = 24,
+        synth_shape_scale: float = 0.14,
         val_fraction: float = 0.1,
         caption_shards: int = 2,
         captioner: str = "vlm",
@@ -122,7 +123,7 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         data = named(
             synth_or_ingest(source=source, synth_videos=synth_videos, synth_images=synth_images,
-                            val_fraction=val_fraction),
+                            synth_shape_scale=synth_shape_scale, val_fraction=val_fraction),
             "synth-or-ingest", "ingest",
         )  # fmt: skip
         shards = named(caption_shard_ids(num_shards=caption_shards), "caption-shards", "light")

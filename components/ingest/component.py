@@ -15,6 +15,7 @@ def synth_or_ingest(
     synth_size: int = 64,
     synth_seconds: float = 2.5,
     synth_seed: int = 0,
+    synth_shape_scale: float = 0.14,
     val_fraction: float = 0.1,
     split_seed: int = 0,
     min_seconds: float = 2.0,
@@ -35,7 +36,8 @@ def synth_or_ingest(
     if source == "synth":
         toy = synth(
             SynthConfig(out_dir=str(out / "toy"), videos=synth_videos, images=synth_images,
-                        cut_videos=synth_cut_videos, size=synth_size, seconds=synth_seconds, seed=synth_seed)
+                        cut_videos=synth_cut_videos, size=synth_size, seconds=synth_seconds, seed=synth_seed,
+                        shape_scale=synth_shape_scale)
         )  # fmt: skip
         inputs = (str(toy),)
     else:
