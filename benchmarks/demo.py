@@ -18,8 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-CHANCE = {"colour": 0.25, "shape": 1 / 3, "direction": 0.25, "background": 1 / 3}
-
 
 class _TaskTimes(logging.Filter):
     """Start and end time of each kfp.local task, from its log records (a filter on the root logger: kfp.local
@@ -55,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--root", help="where to run (default: a temporary folder)")
     args = parser.parse_args(argv)
 
+    from components.evaluate.adherence import CHANCE
     from pipelines.local import latest_outputs, run_local, toy_arguments
 
     root = Path(args.root or tempfile.mkdtemp(prefix="t2v-demo-bench-"))

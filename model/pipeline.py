@@ -21,6 +21,11 @@ from model.flow import FlowConfig, sample
 from model.stdit import STDiT
 
 
+def to_frames(video: torch.Tensor) -> np.ndarray:
+    """A decoded video (3, T, H, W) in [-1, 1] as uint8 frames (T, H, W, 3)."""
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+
+
 class T2VPipeline(DiffusionPipeline):
     """STDiT + rectified-flow Euler sampling with classifier-free guidance, encoders loaded by spec."""
 
@@ -126,8 +131,7 @@ class T2VPipeline(DiffusionPipeline):
         )
         videos = []
         for z in tqdm(latents, desc="decoding", disable=not progress or len(prompts) == 1, leave=False):
-            video = vae.decode(z[None].float().cpu())[0]  # (3, T, H, W) in [-1, 1]
-            videos.append(((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy())
+            videos.append(to_frames(vae.decode(z[None].float().cpu())[0]))
         return videos
 
 

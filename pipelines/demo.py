@@ -21,8 +21,9 @@ def summary(
     lines = [f"validation loss {m['val_loss']:.4f} on {result['data']['val_samples']} held-out clips"]
     adherence = {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("adherence/") and k != "adherence/mean"}
     if adherence:
-        chance = {"colour": "25%", "shape": "33%", "direction": "25%", "background": "33%"}
-        shown = ", ".join(f"{k} {v:.0%} (chance {chance.get(k, '?')})" for k, v in adherence.items())
+        from components.evaluate.adherence import CHANCE
+
+        shown = ", ".join(f"{k} {v:.0%} (chance {CHANCE[k]:.0%})" for k, v in adherence.items())
         lines.append(f"prompt adherence over {len(result['samples'])} prompts: {shown}")
     if decision_path.exists():
         d = json.loads(decision_path.read_text())

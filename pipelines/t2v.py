@@ -16,7 +16,6 @@ DEFAULT_SECRETS = {  # Secret name -> {key in the Secret: environment variable}
     "mlflow-credentials": {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"},
     "s3-credentials": {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY"},
 }
-GPU_STEPS = ("caption", "precompute", "train", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,8 @@ class ClusterSettings:
     def load(cls, path: "str | Path | None") -> "ClusterSettings":
         if path is None:
             return cls()
+        if not Path(path).is_file():
+            raise ValueError(f"cluster settings {path} not found; see configs/cluster/h100.yaml for the format")
         values = yaml.safe_load(Path(path).read_text()) or {}
         unknown = sorted(set(values) - set(asdict(cls())))
         if unknown:

@@ -36,6 +36,23 @@ def default_artifact_location(uri: str) -> str | None:
     return None
 
 
+def experiment_id(client, name: str, uri: str) -> str:
+    """The id of experiment `name`, created (artifacts beside a local store) when it does not exist."""
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name, default_artifact_location(uri))
+
+
+def git_commit() -> str | None:
+    """The checked-out commit of the working directory's repository, None outside one."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 class Tracker:
     def __init__(
         self,
@@ -66,13 +83,8 @@ class Tracker:
 
         self.client = MlflowClient(tracking_uri=uri)
         try:
-            found = self.client.get_experiment_by_name(experiment)
-            experiment_id = (
-                found.experiment_id
-                if found
-                else self.client.create_experiment(experiment, artifact_location=default_artifact_location(uri))
-            )
-            self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags or {}).info.run_id
+            exp_id = experiment_id(self.client, experiment, uri)
+            self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags or {}).info.run_id
         except Exception as err:  # tracking must not stop training
             log.warning("MLflow at %s unavailable (%s); training continues without tracking", uri, err)
             self.enabled = False

@@ -22,6 +22,9 @@ import numpy as np
 from components.ingest.synth import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
 
 ATTRIBUTES = ("colour", "shape", "direction", "background")
+# chance per attribute for a model that ignores its prompt, in the toy world (labels drawn uniformly)
+CHANCE = {"colour": 1 / len(COLOURS), "shape": 1 / len(SHAPES), "direction": 1 / len(DIRECTIONS),
+          "background": 1 / len(BACKGROUNDS)}  # fmt: skip
 FOREGROUND_DISTANCE = 60.0  # RGB distance from the background that marks a shape pixel
 
 

@@ -145,13 +145,13 @@ def sample_videos(pipe, prompts: list[Prompt], cfg: EvalConfig, folder: Path, la
 
 def real_videos(val, vae, limit: int) -> list[np.ndarray]:
     """The held-out clips as uint8 frames, decoded from their latents (the same space the model generates in)."""
+    from model.pipeline import to_frames
+
     videos = []
     for i in range(min(len(val), limit)):
         if int(val.index.num_frames.iloc[i]) < 2:
             continue
-        latent = val[i]["latent"][None]
-        frames = vae.decode(latent.float())[0]
-        videos.append(((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy())
+        videos.append(to_frames(vae.decode(val[i]["latent"][None].float())[0]))
     return videos
 
 
@@ -223,25 +223,15 @@ def evaluate_one(pipe, name: str, val, meta, prompts, cfg: EvalConfig, folder: P
 # ------------------------------------------------------------------------------------------------------ main
 
 
-def load_model(spec: str, tracking_uri: str | None, device: str):
-    """(pipeline, description): a pipeline folder or registry URI, on `device`."""
-    from components.register.registry import pipeline_folder
-    from model.pipeline import T2VPipeline
-
-    folder, info = pipeline_folder(spec, tracking_uri)
-    pipe = T2VPipeline.from_pretrained(folder)
-    pipe.transformer.to(device).eval()
-    return pipe, info
-
-
 def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate `cfg.model` (and `cfg.baseline`); write the outputs to `cfg.out_dir` (replaced as a whole)."""
     from components.evaluate.features import vbench_available, vbench_scores
     from components.evaluate.report import loss_curves, write_report
+    from components.register.registry import NotRegistered, load_pipeline
 
     device = device_of(cfg.device)
     folder, val, meta = held_out(cfg.data)
-    pipe, info = load_model(cfg.model, cfg.tracking_uri, device)
+    pipe, info = load_pipeline(cfg.model, cfg.tracking_uri, device)
     prompts = load_prompts(cfg, val)
     out = Path(cfg.out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -267,8 +257,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         result["baseline"] = None
         if cfg.baseline:
             try:
-                base, base_info = load_model(cfg.baseline, cfg.tracking_uri, device)
-            except LookupError as err:  # no champion yet: nothing to compare with
+                base, base_info = load_pipeline(cfg.baseline, cfg.tracking_uri, device)
+            except NotRegistered as err:  # no champion yet: nothing to compare with
                 result["skipped"]["baseline"] = str(err)
                 log.warning("baseline skipped: %s", err)
             else:
@@ -281,10 +271,11 @@ def evaluate(cfg: EvalConfig) -> dict:
             curves.savefig(tmp / "loss.png", dpi=110)
             plt.close(curves)
         _relative_paths(result, tmp, out)
+        tracker = _tracker(cfg, result)
+        result["mlflow_run_id"] = tracker.run_id
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
         write_report(result, tmp, tmp / "report.html")
-        result["mlflow_run_id"] = _track(cfg, result, tmp, out)
-        (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
+        _log_outputs(tracker, result, tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -303,15 +294,18 @@ def _relative_paths(result: dict, tmp: Path, out: Path) -> None:
             r["gif"] = str(Path(r["gif"]).relative_to(tmp))
 
 
-def _track(cfg: EvalConfig, result: dict, tmp: Path, out: Path) -> str | None:
+def _tracker(cfg: EvalConfig, result: dict):
+    """The MLflow `evaluate` run (a no-op Tracker without a tracking URI, its run_id None)."""
     from components.common.tracking import Tracker
 
-    if cfg.tracking_uri is None:
-        return None
     tags = {"step": "evaluate", "model": cfg.model, "data_key": str(result["data"]["key"])}
     if result.get("baseline"):
         tags["baseline"] = cfg.baseline
-    tracker = Tracker(cfg.tracking_uri, cfg.experiment, "evaluate", tags=tags, system_metrics_s=None)
+    return Tracker(cfg.tracking_uri, cfg.experiment, "evaluate", tags=tags, system_metrics_s=None)
+
+
+def _log_outputs(tracker, result: dict, tmp: Path) -> None:
+    """Settings, metrics (the baseline's prefixed), report, metrics.json, plot and samples to the run; then end it."""
     tracker.log_params(result["settings"])
     scalars = dict(result["metrics"])
     if result.get("baseline"):
@@ -324,7 +318,6 @@ def _track(cfg: EvalConfig, result: dict, tmp: Path, out: Path) -> str | None:
         if path.is_file():
             tracker.log_artifact(path, str(Path("samples") / path.parent.relative_to(tmp / "samples")))
     tracker.close()
-    return tracker.run_id
 
 
 def write_kfp_outputs(out_dir: str, html, metrics) -> None:

@@ -33,16 +33,9 @@ def generate(
     import torch
 
     from components.common.video import write_video
-    from components.register.registry import pipeline_folder
-    from model.pipeline import T2VPipeline
+    from components.register.registry import load_pipeline
 
-    try:
-        folder, _ = pipeline_folder(model, tracking_uri)
-    except LookupError as err:
-        raise ValueError(f"{err}; register a model with `t2v register` or pass a pipeline folder") from err
-    pipe = T2VPipeline.from_pretrained(folder)
-    if torch.cuda.is_available():
-        pipe.transformer.to("cuda")
+    pipe, _ = load_pipeline(model, tracking_uri, "cuda" if torch.cuda.is_available() else "cpu")
     video = pipe(
         prompt,
         num_frames=frames,

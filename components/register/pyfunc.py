@@ -10,6 +10,8 @@ from __future__ import annotations
 import mlflow.pyfunc
 import numpy as np
 
+from components.register.registry import PIPELINE_ARTIFACT
+
 DEFAULT_PARAMS = {
     "num_frames": 0,
     "height": 0,
@@ -26,7 +28,7 @@ class T2VModel(mlflow.pyfunc.PythonModel):
 
         from model.pipeline import T2VPipeline
 
-        self.pipeline = T2VPipeline.from_pretrained(context.artifacts["pipeline"])
+        self.pipeline = T2VPipeline.from_pretrained(context.artifacts[PIPELINE_ARTIFACT])
         if torch.cuda.is_available():
             self.pipeline.transformer.to("cuda")
         self.pipeline.transformer.eval()

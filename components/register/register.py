@@ -20,11 +20,11 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from components.common.tracking import experiment_id, git_commit
 from components.register.registry import MODEL_NAME, PIPELINE_ARTIFACT, client
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,6 @@ def decide(challenger: float, champion: float, *, lower: bool, margin: float) ->
 # ------------------------------------------------------------------------------------------------- lineage
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def dvc_md5(lock: Path, folder: str) -> str | None:
     """The md5 DVC recorded for the output that holds `folder` (the precompute root or the folder itself)."""
     import yaml
@@ -90,7 +82,7 @@ def dvc_md5(lock: Path, folder: str) -> str | None:
 def lineage_tags(cfg: RegisterConfig, pipeline: Path, evaluation: dict) -> dict[str, str]:
     data = evaluation["data"]
     tags = {
-        "git_commit": _git_commit() or "",
+        "git_commit": git_commit() or "",
         "data_key": str(data.get("key") or ""),
         "manifest_sha256": str(data.get("manifest_sha256") or ""),
         "data_dvc_md5": dvc_md5(Path(cfg.dvc_lock), data["folder"]) or "",
@@ -137,14 +129,6 @@ def stage_pipeline(pipeline: Path, dest: Path, bundle_max_mb: float) -> dict[str
 
 
 # ------------------------------------------------------------------------------------------------- register
-
-
-def _experiment_id(tracking_uri: str, name: str) -> str:
-    from components.common.tracking import default_artifact_location
-
-    c = client(tracking_uri)
-    found = c.get_experiment_by_name(name)
-    return found.experiment_id if found else c.create_experiment(name, default_artifact_location(tracking_uri))
 
 
 def _champion(tracking_uri: str, name: str):
@@ -200,7 +184,7 @@ def register(cfg: RegisterConfig) -> dict:
         staged = Path(tmp) / PIPELINE_ARTIFACT
         bundled = stage_pipeline(pipeline, staged, cfg.bundle_max_mb)
         tags = lineage_tags(cfg, pipeline, evaluation)
-        with mlflow.start_run(experiment_id=_experiment_id(tracking_uri, cfg.experiment), run_name="register") as run:
+        with mlflow.start_run(experiment_id=experiment_id(c, cfg.experiment, tracking_uri), run_name="register") as run:
             mlflow.set_tags({"step": "register", **{k: v[:TAG_LIMIT] for k, v in tags.items()}})
             mlflow.log_params({k: str(v) for k, v in asdict(cfg).items() if k != "tracking_uri"})
             mlflow.log_metrics({k.replace("@", "_"): float(v) for k, v in evaluation["metrics"].items()})

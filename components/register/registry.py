@@ -18,6 +18,10 @@ PIPELINE_ARTIFACT = "pipeline"  # the pyfunc's artifact key: artifacts/pipeline/
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
+class NotRegistered(LookupError, ValueError):
+    """A registry URI names a model, alias or version that does not exist (a ValueError: bad input)."""
+
+
 def is_registry_uri(spec: str) -> bool:
     return spec.startswith("models:/")
 
@@ -29,7 +33,7 @@ def client(tracking_uri: str | None = None):
 
 
 def resolve_version(uri: str, tracking_uri: str | None = None):
-    """The ModelVersion a registry URI names; LookupError when the model, alias or version does not exist."""
+    """The ModelVersion a registry URI names; NotRegistered when the model, alias or version does not exist."""
     from mlflow.exceptions import MlflowException
 
     match = _URI.match(uri)
@@ -42,7 +46,10 @@ def resolve_version(uri: str, tracking_uri: str | None = None):
         return client(tracking_uri).get_model_version(name, version)
     except MlflowException as err:
         what = f"alias {alias!r}" if alias else f"version {version}"
-        raise LookupError(f"{uri}: the registry has no {what} of model {name!r} ({err.error_code})") from err
+        raise NotRegistered(
+            f"{uri}: the registry has no {what} of model {name!r} ({err.error_code}); register one with "
+            "`t2v register`, check --tracking-uri, or pass a pipeline folder"
+        ) from err
 
 
 def cache_root() -> Path:
@@ -86,3 +93,13 @@ def pipeline_folder(spec: str, tracking_uri: str | None = None) -> tuple[Path, d
     if not (folder / "model_index.json").exists():
         raise ValueError(f"{spec} (version {version.version}) holds no T2V pipeline; register it with `t2v register`")
     return folder, info
+
+
+def load_pipeline(spec: str, tracking_uri: str | None = None, device: str = "cpu"):
+    """(T2VPipeline on `device` in eval mode, what it is) for a pipeline folder or a registry URI."""
+    from model.pipeline import T2VPipeline
+
+    folder, info = pipeline_folder(spec, tracking_uri)
+    pipe = T2VPipeline.from_pretrained(folder)
+    pipe.transformer.to(device).eval()
+    return pipe, info

@@ -28,13 +28,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from components.common.tracking import Tracker
+from components.common.tracking import Tracker, git_commit
 from components.precompute.precompute import resolve
 from components.train import checkpoint
 from components.train.config import STAGE_FRAMES, TrainConfig, to_dict
 from components.train.data import BucketBatchSampler, EncodingDataset, LatentDataset, collate
 from model.flow import flow_loss, training_loss
-from model.pipeline import build_pipeline
+from model.pipeline import build_pipeline, to_frames
 from model.stdit import STDiT, preset_config
 
 log = logging.getLogger(__name__)
@@ -285,8 +285,7 @@ def sample_videos(model: STDiT, prompts: LatentDataset, vae, cfg: TrainConfig, f
             guidance_scale=cfg.guidance_scale,
             generator=torch.Generator().manual_seed(cfg.seed + i),
         )
-        video = vae.decode(latents.float().cpu())[0]  # (3, T, H, W) in [-1, 1]
-        frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+        frames = to_frames(vae.decode(latents.float().cpu())[0])
         path = folder / f"sample_{i}.mp4"
         write_video(path, list(frames), fps=8)
         written.append(path)
@@ -577,12 +576,5 @@ def _clip(model, max_norm: float, plugin_name: str) -> float:
 
 
 def _git_tags() -> dict[str, str]:
-    import subprocess
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        return {"git_commit": commit}
-    except (OSError, subprocess.SubprocessError):
-        return {}
+    commit = git_commit()
+    return {"git_commit": commit} if commit else {}

@@ -76,6 +76,8 @@ def test_submit_dry_run_prints_the_request(capsys):
     request = json.loads(capsys.readouterr().out)
     assert request["arguments"] == {"caption_shards": 8} and request["host"] == "http://kfp.example:80"
     assert main(["pipeline", "submit", "--host", "h", "--set", "nonsense", "--dry-run"]) == 2
+    assert main(["pipeline", "compile", "--cluster", "missing.yaml"]) == 2
+    assert "cluster settings missing.yaml not found" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="session")
