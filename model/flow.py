@@ -116,13 +116,15 @@ def training_loss(
     seed: int,
     step: int,
     indices: list[int] | torch.Tensor,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Mean training loss of a batch whose samples have global indices `indices` at optimizer step `step`."""
+    """Training loss of a batch whose samples have global indices `indices` at optimizer step `step`: the mean over
+    the batch, or (`reduction="sum"`) the sum, for a caller that divides by a global batch size."""
     d = draw(cfg, tuple(x0.shape[1:]), seed=seed, step=step, indices=indices, dtype=x0.dtype, device=x0.device)
     loss = flow_loss(
         model, x0, d.noise, d.t, text, text_mask, d.drop_caption, num_train_timesteps=cfg.num_train_timesteps
     )
-    return loss.mean()
+    return loss.sum() if reduction == "sum" else loss.mean()
 
 
 def make_scheduler(cfg: FlowConfig) -> FlowMatchEulerDiscreteScheduler:

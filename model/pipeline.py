@@ -5,6 +5,8 @@ are referenced, not copied (T5-XXL alone is about 9.5 GB in bf16): model_index.j
 or path, as `t2v precompute` takes them) and they are loaded from there; a relative path that exists inside the
 folder (a small encoder bundled with a registered version) is taken from there first. model_index.json also keeps
 the training's flow settings (the timestep shift) and the default sample shape (frames, height, width).
+Prompts go through the same clean-up as training captions (`clean_caption`), so the text encoder sees text of the
+form it was trained on.
 """
 
 from __future__ import annotations
@@ -101,7 +103,9 @@ class T2VPipeline(DiffusionPipeline):
         progress: bool = True,
     ) -> list[np.ndarray]:
         """One uint8 video (T, H, W, 3) per prompt; shape defaults to the one the model was trained at."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        from components.caption.cleanup import clean_caption
+
+        prompts = [clean_caption(p) for p in ([prompt] if isinstance(prompt, str) else list(prompt))]
         num_frames = num_frames or self.config.default_num_frames
         height = height or self.config.default_height
         width = width or self.config.default_width

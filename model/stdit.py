@@ -39,6 +39,8 @@ from diffusers.models.normalization import AdaLayerNormSingle
 from einops import rearrange
 from torch import nn
 
+from model.parallel import SequenceParallel, frames_to_positions, gather_frames, local_frames, positions_to_frames
+
 ATTENTION_MODES = ("spatial_temporal", "full")
 TEMPORAL_POSITIONS = ("rope", "sincos", "rope+sincos")
 
@@ -163,8 +165,10 @@ class STDiTBlock(nn.Module):
         num_frames: int,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         temporal_pe: torch.Tensor | None,  # (T, C), or (T*S, C) in full mode
+        sp: SequenceParallel | None = None,  # x holds this rank's T/sp frames; temporal attention regroups
     ) -> torch.Tensor:
-        B, T = x.shape[0], num_frames
+        B = x.shape[0]
+        T = num_frames // sp.size if sp is not None else num_frames  # frames held here
         mod = self.scale_shift_table[None] + t6.reshape(B, 6, -1)  # (B, 6, C)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=1)  # each (B, 1, C)
 
@@ -179,16 +183,22 @@ class STDiTBlock(nn.Module):
             h = rearrange(h, "(b t) s c -> b (t s) c", b=B)
         x = x + gate_msa * h
 
-        if self.attention_mode == "spatial_temporal" and T > 1:
+        if self.attention_mode == "spatial_temporal" and num_frames > 1:
             mod_t = self.scale_shift_table_temporal[None] + t6.reshape(B, 6, -1)[:, :3]  # (B, 3, C)
             shift_t, scale_t, gate_t = mod_t.chunk(3, dim=1)
             h = modulate(self.norm_temp(x), shift_t, scale_t)
-            h = rearrange(h, "b (t s) c -> (b s) t c", t=T)
+            h = rearrange(h, "b (t s) c -> b t s c", t=T)
+            if sp is not None:
+                h = frames_to_positions(h, sp)  # (B, T, S/sp, C): every frame of this rank's positions
+            S = h.shape[2]
+            h = rearrange(h, "b t s c -> (b s) t c")
             if temporal_pe is not None:
                 h = h + temporal_pe  # the temporal signal stays inside this branch
             h = self.attn_temp(h, rope=rope)  # (B*S, T, C), across frames at one position
-            h = rearrange(h, "(b s) t c -> b (t s) c", b=B)
-            x = x + gate_t * h
+            h = rearrange(h, "(b s) t c -> b t s c", b=B, s=S)
+            if sp is not None:
+                h = positions_to_frames(h, sp)
+            x = x + gate_t * rearrange(h, "b t s c -> b (t s) c")
 
         x = x + self.attn2(x, encoder_hidden_states=text, attention_mask=text_mask)
         x = x + gate_mlp * self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp))
@@ -239,6 +249,7 @@ class STDiT(ModelMixin, ConfigMixin):
         dim = num_attention_heads * attention_head_dim
         self.out_channels = in_channels if out_channels is None else out_channels
         self.gradient_checkpointing = False
+        self.sequence_parallel: SequenceParallel | None = None  # set by the trainer (see model.parallel)
 
         self.pos_embed = PatchEmbed(
             height=sample_size,
@@ -354,14 +365,21 @@ class STDiT(ModelMixin, ConfigMixin):
         text_mask = text_mask[:, None, None, :]  # (B, 1, 1, L), broadcast over heads and queries
 
         rope, temporal_pe = self._temporal_position(T, h * w, x.device, x.dtype)
+        sp = self.sequence_parallel
+        if sp is not None and (self.config.attention_mode != "spatial_temporal" or not sp.can_split(T, h * w)):
+            sp = None  # computed whole on every rank of the group
+        if sp is not None:  # this rank's frames
+            x = rearrange(local_frames(rearrange(x, "b (t s) c -> b t s c", t=T), 1, sp), "b t s c -> b (t s) c")
         for block in self.transformer_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(block, x, text, text_mask, t6, T, rope, temporal_pe)
+                x = self._gradient_checkpointing_func(block, x, text, text_mask, t6, T, rope, temporal_pe, sp)
             else:
-                x = block(x, text, text_mask, t6, T, rope, temporal_pe)
+                x = block(x, text, text_mask, t6, T, rope, temporal_pe, sp)
 
         shift, scale = (self.scale_shift_table[None] + t_emb[:, None]).chunk(2, dim=1)  # (B, 1, C) each
-        x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, T*S, p*p*Cout)
+        x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, T*S, p*p*Cout), or this rank's T/sp
+        if sp is not None:
+            x = rearrange(gather_frames(rearrange(x, "b (t s) c -> b t s c", s=h * w), 1, sp), "b t s c -> b (t s) c")
         out = rearrange(x, "b (t h w) (p q c) -> b c t (h p) (w q)", t=T, h=h, w=w, p=p, q=p)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 

@@ -12,11 +12,15 @@ SPECIAL = ["<unk>", "<pad>", "<s>", "</s>", "<image>", "<video>"]
 
 
 def word_tokenizer():
-    """A fast word-level tokenizer over VOCAB with pad/bos/eos/unk and the <image>/<video> media tokens."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """A fast word-level tokenizer over VOCAB with pad/bos/eos/unk and the <image>/<video> media tokens.
+
+    Text is lowercased first (the vocabulary is lowercase): "A red circle" and "a red circle" are the same tokens,
+    as cleaned-up training captions start with a capital and typed prompts often do not."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.train_from_iterator([" ".join(VOCAB)], trainers.WordLevelTrainer(special_tokens=SPECIAL))
     return PreTrainedTokenizerFast(

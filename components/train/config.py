@@ -36,6 +36,22 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    """Loss-spike and NaN handling. A step whose loss or gradient norm is not finite, or whose loss exceeds
+    `spike_factor` x the median of the last `window` applied steps, is skipped (no optimizer, scheduler or EMA
+    update). After `max_bad_steps` bad steps in a row the run rolls back to its latest checkpoint (the data keeps
+    moving forward, so the batches that caused it are not replayed) and multiplies the learning rate by `lr_factor`.
+    """
+
+    spike_factor: float = 5.0  # 0: no spike test (non-finite steps are still skipped)
+    window: int = 50  # applied steps the median is taken over; the spike test starts once the window is full
+    max_bad_steps: int = 5  # 0: never roll back
+    lr_factor: float = 1.0  # learning-rate multiplier at each rollback, e.g. 0.5
+    max_rollbacks: int = 3  # then the run stops with an error naming the step
+    plant: dict = field(default_factory=dict)  # fault injection for tests and drills: {step: "nan" | "spike"}
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     stage: int = 1
     data: str = "data/precompute"  # a precompute folder or root (ignored when `online` is set)
@@ -49,6 +65,8 @@ class TrainConfig:
     max_steps: int = 10_000
     seed: int = 0
     plugin: str = "auto"  # zero2 (LowLevelZero, bf16) on GPU, ddp on CPU
+    sp: int = 1  # sequence-parallel group size: each video's frames split over sp processes (model.parallel)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     num_workers: int = 2
     log_every: int = 10
     val_every: int = 500
@@ -113,6 +131,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise ValueError(f"plugin={cfg.plugin!r} must be one of {PLUGINS}")
     if cfg.stage not in STAGE_FRAMES:
         raise ValueError(f"stage={cfg.stage} must be 1, 2 or 3")
+    bad = {k: v for k, v in cfg.guard.plant.items() if v not in ("nan", "spike")}
+    if bad:
+        raise ValueError(f"guard.plant {bad}: each planted fault must be 'nan' or 'spike'")
+    if cfg.sp < 1:
+        raise ValueError(f"sp={cfg.sp} must be at least 1")
     if cfg.frames not in ("auto", "images", "videos", "all"):
         raise ValueError(f"frames={cfg.frames!r} must be auto, images, videos or all")
     return cfg

@@ -31,9 +31,10 @@ from tqdm.auto import tqdm
 from components.common.tracking import Tracker, git_commit
 from components.precompute.precompute import resolve
 from components.train import checkpoint
-from components.train.config import STAGE_FRAMES, TrainConfig, to_dict
+from components.train.config import STAGE_FRAMES, GuardConfig, TrainConfig, to_dict
 from components.train.data import BucketBatchSampler, EncodingDataset, LatentDataset, collate
 from model.flow import flow_loss, training_loss
+from model.parallel import new_groups
 from model.pipeline import build_pipeline, to_frames
 from model.stdit import STDiT, preset_config
 
@@ -296,7 +297,9 @@ def sample_videos(model: STDiT, prompts: LatentDataset, vae, cfg: TrainConfig, f
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(root: Path, step: int, consumed: int, booster, model, optimizer, scheduler, ema, rank: int):
+def save_checkpoint(
+    root: Path, step: int, consumed: int, booster, model, optimizer, scheduler, ema, rank: int, guard: dict
+):
     tmp = checkpoint.begin(root, step) if rank == 0 else root / f".tmp-step-{step:08d}"
     torch.distributed.barrier()
     booster.save_model(model, str(tmp / "model.pt"))
@@ -308,7 +311,7 @@ def save_checkpoint(root: Path, step: int, consumed: int, booster, model, optimi
         torch.save(rng, tmp / "rng.pt")
     torch.distributed.barrier()
     if rank == 0:
-        checkpoint.commit(root, tmp, step, {"step": step, "consumed_batches": consumed})
+        checkpoint.commit(root, tmp, step, {"step": step, "consumed_batches": consumed, "guard": guard})
     torch.distributed.barrier()
 
 
@@ -337,9 +340,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     # 1. processes
     rank, world, device = launch(cfg.seed)
     try:
-        # 2. data
+        sp_group, dp_rank, dp_size = new_groups(cfg.sp)
+        # 2. data: the processes of one sequence-parallel group read the same samples
         train_set, val_set, meta = datasets(cfg, device)
-        sampler = BucketBatchSampler(train_set.index, seed=cfg.seed, rank=rank, world_size=world)
+        sampler = BucketBatchSampler(train_set.index, seed=cfg.seed, rank=dp_rank, world_size=dp_size)
         loader = torch.utils.data.DataLoader(
             train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers
         )
@@ -347,6 +351,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
         # 3. model and EMA
         model = build_model(cfg, meta, latent_side).to(device).train()
+        model.sequence_parallel = sp_group
         init_sha = weights_sha256(model)
         ema = STDiT.from_config(model.config).to(device).eval().requires_grad_(False)
         ema.load_state_dict(model.state_dict())
@@ -399,17 +404,22 @@ def train(cfg: TrainConfig) -> TrainResult:
         probe_start = probe_loss(inner, probe_batch, cfg, device)
         losses: list[float] = []
         val: dict[str, float] = {}
+        guard = Guard(cfg.guard, state.get("guard") if source is not None else None)
         batches = iter(loader)
-        bar = tqdm(range(start, cfg.max_steps), desc=f"stage {cfg.stage}", disable=not cfg.progress or rank != 0)
+        bar = tqdm(total=cfg.max_steps, initial=start, desc=f"stage {cfg.stage}", disable=not cfg.progress or rank)
         tick = time.perf_counter()
         step_times: list[float] = []
         vae = None  # loaded on first use, for sample videos
         window_samples = window_tokens = window_flops = 0
-        for step in bar:
+        step = start
+        while step < cfg.max_steps:
             step_start = time.perf_counter()
             batch = next(batches)
             consumed += 1
             x0 = batch["latent"].to(device)
+            # the global batch's mean loss, whatever its split: this rank's sum / global batch size, times the
+            # data-parallel size because gradients are averaged over all processes (see model.parallel)
+            global_batch = _all_sum(float(x0.shape[0]), device) / cfg.sp
             loss = training_loss(
                 model,
                 x0,
@@ -419,27 +429,47 @@ def train(cfg: TrainConfig) -> TrainResult:
                 seed=cfg.seed,
                 step=step,
                 indices=batch["index"],
-            )
+                reduction="sum",
+            ) * (dp_size / global_batch)
+            loss = guard.plant(step, loss)
             booster.backward(loss, optimizer)
             grad_norm = _clip(model, opt.grad_clip, plugin_name)
-            optimizer.step()
+            step_loss = _all_sum(float(loss.detach()), device) / world  # the global batch's loss, on every rank
+            verdict = guard.check(step_loss, grad_norm)
+            if verdict == "ok":
+                optimizer.step()
+                update_ema(ema, inner, opt.ema_decay)
+                losses.append(step_loss)
+            else:
+                log.warning("step %d skipped: %s (loss %s, grad norm %s)", step + 1, verdict, step_loss, grad_norm)
+                tracker.log_metrics(guard.metrics(), step + 1)
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            update_ema(ema, inner, opt.ema_decay)
-            losses.append(float(loss.detach()))
-            if not math.isfinite(losses[-1]):
-                log.warning("non-finite loss at step %d", step)
+            if guard.must_roll_back():
+                target = checkpoint.latest(ckpt_root)
+                guard.roll_back(step + 1, target)  # raises when there is nothing to go back to, or too often
+                restored = load_checkpoint(target, booster, model, optimizer, scheduler, ema)
+                _scale_lr(scheduler, opt.lr * guard.lr_scale)
+                log.warning(
+                    "%d bad steps in a row at step %d: rolled back to %s (step %d), learning rate x%g; the data "
+                    "moves on",
+                    cfg.guard.max_bad_steps, step + 1, target.name, restored["step"], guard.lr_scale,
+                )  # fmt: skip
+                tracker.log_metrics(guard.metrics(), step + 1)
+                step = restored["step"]
+                bar.n = step
+                continue
             step_times.append(time.perf_counter() - step_start)
-            window_samples += x0.shape[0] * world
-            window_tokens += tokens_of(x0, inner) * world
+            window_samples += x0.shape[0] * dp_size
+            window_tokens += tokens_of(x0, inner) * dp_size
             if device.startswith("cuda"):  # only MFU needs it, and MFU is only reported on GPUs
-                window_flops += train_flops(inner, x0, batch["text"].shape[1], cfg) * world
+                window_flops += train_flops(inner, x0, batch["text"].shape[1], cfg) * dp_size
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
                 elapsed, tick = time.perf_counter() - tick, time.perf_counter()
                 metrics = {
-                    "loss": float(np.mean(losses[-cfg.log_every :])),
+                    "loss": float(np.mean(losses[-cfg.log_every :])) if losses else float("nan"),
                     "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": grad_norm,
+                    "grad_norm": float("nan") if grad_norm is None else grad_norm,
                     "samples_per_s": window_samples / max(elapsed, 1e-9),
                     "tokens_per_s": window_tokens / max(elapsed, 1e-9),
                     "peak_memory_gb": peak_memory_gb(device),
@@ -448,7 +478,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                     metrics["mfu"] = window_flops / max(elapsed, 1e-9) / (peak * 1e12 * world)
                 tracker.log_metrics(metrics, step + 1)
                 window_samples = window_tokens = window_flops = 0
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                bar.set_postfix(loss=f"{step_loss:.4f}")
             if cfg.val_every and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.max_steps) and rank == 0:
                 val = validation_loss(
                     inner,
@@ -470,9 +500,14 @@ def train(cfg: TrainConfig) -> TrainResult:
                 for path in sample_videos(ema, prompts, vae, cfg, out / "samples" / f"step-{step + 1:08d}", device):
                     tracker.log_artifact(path, f"samples/step-{step + 1:08d}")
             if cfg.ckpt_every and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.max_steps):
-                save_checkpoint(ckpt_root, step + 1, consumed, booster, model, optimizer, scheduler, ema, rank)
+                save_checkpoint(
+                    ckpt_root, step + 1, consumed, booster, model, optimizer, scheduler, ema, rank, guard.state()
+                )
                 if rank == 0:
                     checkpoint.prune(ckpt_root, cfg.keep_last)
+            step += 1
+            bar.update(1)
+        bar.close()
 
         # 7. export
         probe_end = probe_loss(inner, probe_batch, cfg, device)
@@ -568,9 +603,88 @@ def peak_memory_gb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kilobytes on Linux
 
 
-def _clip(model, max_norm: float, plugin_name: str) -> float:
+class Guard:
+    """Skip bad steps and decide rollbacks (see GuardConfig); its counters travel with the checkpoints."""
+
+    def __init__(self, cfg: GuardConfig, saved: dict | None = None):
+        self.cfg = cfg
+        saved = saved or {}
+        self.skipped, self.rollbacks = int(saved.get("skipped", 0)), int(saved.get("rollbacks", 0))
+        self.lr_scale = float(saved.get("lr_scale", 1.0))
+        self.good: list[float] = list(saved.get("good", []))  # losses of the last `window` applied steps
+        self.bad_in_a_row = 0
+        self.fired: set[int] = set()  # planted faults fire once: the data moves on after a rollback
+        self.plants = {int(k): v for k, v in cfg.plant.items()}
+
+    def plant(self, step: int, loss: torch.Tensor) -> torch.Tensor:
+        """The loss of step `step + 1` with a planted fault, if one is configured for it (and has not fired)."""
+        kind = self.plants.get(step + 1)
+        if kind is None or step + 1 in self.fired:
+            return loss
+        self.fired.add(step + 1)
+        return loss * float("nan") if kind == "nan" else loss * 1e3
+
+    def check(self, loss: float, grad_norm: float | None) -> str:
+        """'ok', 'non-finite' or 'spike' for a step's global loss and gradient norm (identical on every rank;
+        None where the plugin clips inside its step)."""
+        if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
+            verdict = "non-finite"
+        elif (
+            self.cfg.spike_factor > 0
+            and len(self.good) >= self.cfg.window
+            and loss > self.cfg.spike_factor * float(np.median(self.good))
+        ):
+            verdict = "spike"
+        else:
+            self.good = [*self.good, loss][-self.cfg.window :]
+            self.bad_in_a_row = 0
+            return "ok"
+        self.skipped += 1
+        self.bad_in_a_row += 1
+        return verdict
+
+    def must_roll_back(self) -> bool:
+        return self.cfg.max_bad_steps > 0 and self.bad_in_a_row >= self.cfg.max_bad_steps
+
+    def roll_back(self, step: int, target: Path | None) -> None:
+        if target is None:
+            raise RuntimeError(
+                f"{self.bad_in_a_row} bad steps in a row at step {step} and no checkpoint to roll back to; "
+                "lower optim.lr, raise optim.warmup_steps, or checkpoint earlier (ckpt_every)"
+            )
+        if self.rollbacks >= self.cfg.max_rollbacks:
+            raise RuntimeError(
+                f"{self.bad_in_a_row} bad steps in a row at step {step} after {self.rollbacks} rollbacks "
+                f"(guard.max_rollbacks); the run stops here with its checkpoints intact: lower optim.lr or set "
+                "guard.lr_factor < 1 and resume"
+            )
+        self.rollbacks += 1
+        self.lr_scale *= self.cfg.lr_factor
+        self.bad_in_a_row = 0
+
+    def metrics(self) -> dict[str, float]:
+        return {"guard/skipped_steps": self.skipped, "guard/rollbacks": self.rollbacks, "guard/lr_scale": self.lr_scale}
+
+    def state(self) -> dict:
+        return {"skipped": self.skipped, "rollbacks": self.rollbacks, "lr_scale": self.lr_scale, "good": self.good}
+
+
+def _all_sum(value: float, device: str) -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return float(t)
+
+
+def _scale_lr(scheduler, base_lr: float) -> None:
+    """Set the schedule's base learning rate (after a rollback) and the optimizer's current rate to match."""
+    scheduler.base_lrs = [base_lr for _ in scheduler.base_lrs]
+    for group, fn in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base_lr * fn(scheduler.last_epoch)
+
+
+def _clip(model, max_norm: float, plugin_name: str) -> float | None:
     if plugin_name == "zero2":  # LowLevelZero clips inside its step (max_norm)
-        return float("nan")
+        return None
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf"))
     return float(norm)
 

@@ -57,3 +57,19 @@ def test_an_encoder_bundled_inside_the_folder_is_found_there(pipeline_dir, tmp_p
     bundled = T2VPipeline.from_pretrained(folder)
     assert bundled.resolve_spec("encoders/text_encoder") == str(folder / "encoders" / "text_encoder")
     assert bundled.resolve_spec("google/t5-v1_1-xxl") == "google/t5-v1_1-xxl"  # hub ids stay as they are
+
+
+def test_prompts_are_cleaned_up_like_the_training_captions(pipeline_dir):
+    """Training captions are cleaned (boilerplate opening dropped, first letter capitalised); a prompt is cleaned
+    the same way before encoding, and the toy tokenizer ignores case, so all three prompts are one text."""
+    pipe = T2VPipeline.from_pretrained(pipeline_dir)
+    _, text_encoder = pipe.encoders()
+    ids = [text_encoder.tokenizer(p).input_ids for p in ("A red circle", "a red circle")]
+    assert ids[0] == ids[1] and text_encoder.tokenizer.unk_token_id not in ids[0]
+    kwargs = dict(num_frames=1, height=32, width=32, num_inference_steps=2, progress=False)
+    videos = [
+        pipe(p, generator=torch.Generator().manual_seed(0), **kwargs)[0]
+        for p in ("The video shows a red circle", "a red circle", "A red circle", "a blue square")
+    ]
+    assert (videos[0] == videos[1]).all() and (videos[1] == videos[2]).all()
+    assert not (videos[2] == videos[3]).all()
