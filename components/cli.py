@@ -22,6 +22,7 @@ examples:
   t2v register --tracking-uri sqlite:///mlflow.db   model registry, champion/challenger
   t2v generate "a red circle moves left on a black background" --model models:/t2v-stdit@champion
   t2v model --preset XL/2          parameters and FLOPs of a model preset at a given video shape
+  t2v buckets --gpu-memory 80      the largest batch per bucket that fits an 80 GB GPU (a bucket preset)
 
 Run `t2v <verb> --help` for the options of each verb.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -62,6 +63,11 @@ def summarize(
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
+    add_model_parser(verbs)
+    add_buckets_parser(verbs)
+
+
+def add_model_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "model",
         help="parameters and FLOPs of the STDiT presets",
@@ -100,4 +106,82 @@ def _run(args: argparse.Namespace) -> int:
             f"{r['full_over_stdit']:.2f}",
         )
     Console().print(table)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ buckets
+
+BUCKETS_DESCRIPTION = """\
+The largest batch per bucket (resolution x frames) whose training step fits a GPU's memory, from the memory model
+in model/memory.py (weights, gradients, optimizer states sharded by ZeRO-2 over --dp processes, EMA, activations
+with or without gradient checkpointing), written as a bucket_config that `t2v precompute --buckets FILE` and
+`t2v train --set buckets=FILE` accept. The presets in configs/buckets/ are made with it:
+
+  t2v buckets --gpu-memory 80 --out configs/buckets/80gb.yaml
+"""
+
+
+def add_buckets_parser(verbs: argparse._SubParsersAction) -> None:
+    from model.memory import PRESET_FRAMES, PRESET_RESOLUTIONS
+
+    p = verbs.add_parser(
+        "buckets",
+        help="the largest batch per bucket that fits a GPU's memory (a bucket_config preset)",
+        description=BUCKETS_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--gpu-memory", type=float, required=True, metavar="GB", help="memory per GPU, e.g. 24 40 80 141")
+    p.add_argument("--preset", choices=sorted(STDIT_PRESETS), default="XL/2", help="model preset (default XL/2)")
+    p.add_argument("--dp", type=int, default=8, help="data-parallel processes ZeRO-2 shards over (default 8)")
+    p.add_argument("--no-gradient-checkpointing", action="store_true", help="keep every block's activations")
+    p.add_argument("--text-tokens", type=int, default=300, help="caption tokens (default 300)")
+    p.add_argument("--vae-factor", type=int, default=8, help="pixels per latent pixel (default 8, SD VAE)")
+    p.add_argument("--resolutions", nargs="+", default=list(PRESET_RESOLUTIONS), help="(default %(default)s)")
+    p.add_argument("--frames", nargs="+", type=int, default=list(PRESET_FRAMES), help="(default %(default)s)")
+    p.add_argument("--out", help="write the bucket_config here as YAML (default: print it)")
+    p.set_defaults(run=_run_buckets)
+
+
+def production_arch(preset: str, text_tokens: int) -> Arch:
+    """A preset with the production encoders' sizes: SD VAE latents (4 channels), T5-XXL features (4096)."""
+    return Arch.from_config(
+        {**preset_config(preset), "in_channels": 4, "out_channels": 4, "caption_channels": 4096,
+         "caption_max_length": text_tokens, "mlp_ratio": 4.0, "qk_norm": False, "attention_mode": "spatial_temporal"}
+    )  # fmt: skip
+
+
+def _run_buckets(args: argparse.Namespace) -> int:
+    import yaml
+
+    from model.memory import StepSetup, bucket_preset
+
+    setup = StepSetup(plugin="zero2", dp=args.dp, gradient_checkpointing=not args.no_gradient_checkpointing)
+    preset = bucket_preset(
+        production_arch(args.preset, args.text_tokens),
+        gpu_gb=args.gpu_memory,
+        setup=setup,
+        resolutions=tuple(args.resolutions),
+        frames=tuple(args.frames),
+        vae_factor=args.vae_factor,
+        text_tokens=args.text_tokens,
+    )
+    table = Table(title=f"{args.preset}, {args.gpu_memory:g} GB, zero2 over {args.dp}, batch per bucket")
+    table.add_column("resolution")
+    for n in args.frames:
+        table.add_column(f"{n} frames", justify="right")
+    for r in args.resolutions:
+        table.add_row(r, *(str(preset.get(r, {}).get(str(n), [0, "-"])[1]) for n in args.frames))
+    Console(stderr=args.out is None).print(table)
+    text = (
+        f"# `t2v buckets --gpu-memory {args.gpu_memory:g} --preset {args.preset} --dp {args.dp}"
+        f"{' --no-gradient-checkpointing' if args.no_gradient_checkpointing else ''} --text-tokens {args.text_tokens}`"
+        ": the largest batch per bucket\n# by the memory model in model/memory.py; buckets where one sample does not "
+        "fit are left out.\n" + yaml.safe_dump(preset, sort_keys=False, default_flow_style=None)
+    )
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
     return 0

@@ -111,6 +111,7 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
         stage1_steps: int = 0,
         stage2_steps: int = 0,
         stage3_steps: int = 0,
+        stage2_settings: str = "[]",
         stage3_settings: str = "[]",
         eval_prompts: str = "",
         eval_max_prompts: int = 8,
@@ -150,7 +151,8 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
             train_stage(stage=1, config=stage1_config, steps=stage1_steps, **common), "stage-1", "train", False
         )
         stage2 = named(
-            train_stage(stage=2, config=stage2_config, steps=stage2_steps, init=stage1.outputs["model"], **common),
+            train_stage(stage=2, config=stage2_config, steps=stage2_steps, init=stage1.outputs["model"],
+                        settings=stage2_settings, **common),
             "stage-2", "train", False,
         )  # fmt: skip
         stage3 = named(

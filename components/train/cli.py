@@ -18,7 +18,19 @@ configs/toy/), plus --set key=value overrides (e.g. --set optim.lr=1e-4 --set ma
 Checkpoints go to <out_dir>/checkpoints/step-N/ (atomic); with --resume auto (default) a run continues from the
 latest complete one, so a retried or pre-empted job picks up where it stopped. The final EMA weights are
 exported to <out_dir>/export (diffusers save_pretrained) for the next stage and for evaluation.
-Multi-process: torchrun --nproc_per_node N -m components.train --config ...
+Multi-process: torchrun --nproc_per_node N -m components.train --config ... (multi-node: the rendezvous
+environment of the cluster). Noise, timesteps and caption dropout are drawn per global sample (seed, step, sample
+index), and every bucket batch is a global batch split over the processes, so results do not depend on the number
+of processes. --set sp=2 splits each video's frames over 2 processes (sequence parallelism: all-to-all around
+temporal attention; gloo on CPU, NCCL on GPU).
+
+Per-GPU batch sizes for a GPU size: --set buckets=configs/buckets/80gb.yaml (presets for 24, 40, 80 and 141 GB
+made by `t2v buckets`; the global batch is the preset's batch x data-parallel processes).
+
+NaN or loss spikes (guard.*): a step with a non-finite loss or gradient norm, or a loss above guard.spike_factor x
+the median of the last guard.window steps, is skipped and counted (MLflow: guard/skipped_steps); after
+guard.max_bad_steps bad steps in a row the run rolls back to its latest checkpoint, multiplies the learning rate
+by guard.lr_factor (guard/rollbacks, guard/lr_scale) and moves on with the next batches.
 """
 
 

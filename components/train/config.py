@@ -65,6 +65,7 @@ class TrainConfig:
     max_steps: int = 10_000
     seed: int = 0
     plugin: str = "auto"  # zero2 (LowLevelZero, bf16) on GPU, ddp on CPU
+    buckets: str | dict | None = None  # per-GPU batch sizes by bucket: a preset file (configs/buckets/) or a mapping
     sp: int = 1  # sequence-parallel group size: each video's frames split over sp processes (model.parallel)
     guard: GuardConfig = field(default_factory=GuardConfig)
     num_workers: int = 2

@@ -107,7 +107,11 @@ def collate(samples: list[dict]) -> dict:
 
 
 class BucketBatchSampler(torch.utils.data.Sampler):
-    """Global batches of dataset positions, one bucket per batch; deterministic and resumable."""
+    """Global batches of dataset positions, one bucket per batch; deterministic and resumable.
+
+    The global batches do not depend on the number of processes: a bucket's last, short batch is filled up from the
+    start of the bucket's order (or dropped with drop_last), and every process takes its share
+    (`batch[rank::world_size]`). A bucket batch size below the number of processes is an error."""
 
     def __init__(
         self,
@@ -124,6 +128,12 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         self.buckets = {b: np.flatnonzero(index.bucket.to_numpy() == b) for b in sorted(set(index.bucket))}
         sizes = batch_sizes or index.groupby("bucket").batch_size.first().to_dict()
         self.batch_sizes = {b: int(sizes[b]) for b in self.buckets}
+        small = {b: n for b, n in self.batch_sizes.items() if n < world_size}
+        if small:
+            raise ValueError(
+                f"bucket batch sizes {small} are below the {world_size} data-parallel processes: every process needs "
+                "a sample of every batch; raise the batch sizes in the bucket config or use fewer processes"
+            )
         self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, drop_last
         self.epoch, self.position = 0, 0  # position: batches of this epoch already yielded
 
@@ -136,7 +146,9 @@ class BucketBatchSampler(torch.utils.data.Sampler):
             size = self.batch_sizes[bucket]
             for start in range(0, len(order), size):
                 batch = order[start : start + size].tolist()
-                if len(batch) == size or not self.drop_last:
+                if len(batch) < size and not self.drop_last:
+                    batch = batch + np.resize(order, size - len(batch)).tolist()
+                if len(batch) == size:
                     batches.append(batch)
         return [batches[i] for i in rng.permutation(len(batches))]
 
@@ -167,3 +179,23 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         if state.get("seed", self.seed) != self.seed:
             raise ValueError(f"checkpoint sampler seed {state['seed']} differs from this run's seed {self.seed}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def preset_batch_sizes(index: pd.DataFrame, preset: dict, data_parallel: int) -> dict[str, int]:
+    """Global batch size per bucket from a per-GPU bucket preset {resolution: {frames: [probability, batch]}}
+    (configs/buckets/): the preset's batch for the bucket's resolution and frame count x data-parallel processes."""
+    sizes, missing = {}, []
+    for bucket, row in index.groupby("bucket").first().iterrows():
+        entry = preset.get(str(row.resolution), {})
+        value = entry.get(int(row.num_frames), entry.get(str(row.num_frames)))
+        if value is None:
+            missing.append(bucket)
+            continue
+        sizes[bucket] = int(value[1] if isinstance(value, list | tuple) else value) * data_parallel
+    if missing:
+        raise ValueError(
+            f"buckets {missing} have no batch size in the bucket preset (resolutions {sorted(preset)}): the preset "
+            "leaves out buckets where one sample does not fit this GPU; precompute without them or pick a preset "
+            "for a larger GPU"
+        )
+    return sizes

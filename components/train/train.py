@@ -32,7 +32,7 @@ from components.common.tracking import Tracker, git_commit
 from components.precompute.precompute import resolve
 from components.train import checkpoint
 from components.train.config import STAGE_FRAMES, GuardConfig, TrainConfig, to_dict
-from components.train.data import BucketBatchSampler, EncodingDataset, LatentDataset, collate
+from components.train.data import BucketBatchSampler, EncodingDataset, LatentDataset, collate, preset_batch_sizes
 from model.flow import flow_loss, training_loss
 from model.parallel import new_groups
 from model.pipeline import build_pipeline, to_frames
@@ -343,7 +343,16 @@ def train(cfg: TrainConfig) -> TrainResult:
         sp_group, dp_rank, dp_size = new_groups(cfg.sp)
         # 2. data: the processes of one sequence-parallel group read the same samples
         train_set, val_set, meta = datasets(cfg, device)
-        sampler = BucketBatchSampler(train_set.index, seed=cfg.seed, rank=dp_rank, world_size=dp_size)
+        batch_sizes = None
+        if cfg.buckets is not None:
+            from components.precompute.cli import parse_buckets
+
+            preset = cfg.buckets if isinstance(cfg.buckets, dict) else parse_buckets(cfg.buckets)
+            batch_sizes = preset_batch_sizes(train_set.index, preset, dp_size)
+            log.info("batch sizes from %s: %s (global, %d data-parallel processes)", cfg.buckets, batch_sizes, dp_size)
+        sampler = BucketBatchSampler(
+            train_set.index, seed=cfg.seed, rank=dp_rank, world_size=dp_size, batch_sizes=batch_sizes
+        )
         loader = torch.utils.data.DataLoader(
             train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers
         )

@@ -1,11 +1,15 @@
 import itertools
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import save_file
 
 from components.train.data import BucketBatchSampler, LatentDataset, collate
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def index(counts: dict[str, tuple[int, int]]) -> pd.DataFrame:
@@ -15,17 +19,30 @@ def index(counts: dict[str, tuple[int, int]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_each_batch_is_one_bucket_and_an_epoch_covers_every_sample_once():
+def test_each_batch_is_one_bucket_full_size_and_an_epoch_covers_every_sample():
     idx = index({"a": (10, 4), "b": (7, 2)})
     sampler = BucketBatchSampler(idx, seed=3)
     batches = sampler.epoch_batches(0)
-    assert sorted(i for b in batches for i in b) == list(range(17))
+    assert sorted(set(i for b in batches for i in b)) == list(range(17))
     for b in batches:
         assert len(set(idx.bucket.iloc[b])) == 1
-    assert {len(b) for b in batches if idx.bucket.iloc[b[0]] == "a"} == {4, 2}
+    a = [b for b in batches if idx.bucket.iloc[b[0]] == "a"]
+    assert len(a) == 3 and {len(b) for b in a} == {4}  # the short last batch (2) is filled from the bucket's start
+    assert sum(len(b) for b in batches) == 12 + 8 and len({i for b in a for i in b}) == 10
     assert sampler.epoch_batches(0) == BucketBatchSampler(idx, seed=3).epoch_batches(0)
     assert sampler.epoch_batches(1) != batches
-    assert all(len(b) == 4 or len(b) == 2 for b in BucketBatchSampler(idx, drop_last=True).epoch_batches(0))
+    dropped = BucketBatchSampler(idx, drop_last=True).epoch_batches(0)
+    assert sum(len(b) for b in dropped) == 8 + 6
+
+
+def test_global_batches_do_not_depend_on_the_number_of_processes():
+    idx = index({"a": (5, 4), "b": (3, 2)})
+    whole = list(itertools.islice(iter(BucketBatchSampler(idx, seed=0)), 8))
+    parts = [list(itertools.islice(iter(BucketBatchSampler(idx, seed=0, rank=r, world_size=2)), 8)) for r in (0, 1)]
+    assert [sorted(p0 + p1) for p0, p1 in zip(*parts, strict=True)] == [sorted(b) for b in whole]
+    assert all(len(p) == len(b) // 2 for p, b in zip(parts[0], whole, strict=True))
+    with pytest.raises(ValueError, match="below the 3 data-parallel processes"):
+        BucketBatchSampler(idx, world_size=3)
 
 
 def test_resume_from_consumed_batches_continues_exactly():
@@ -68,3 +85,19 @@ def test_dataset_reads_shards_and_collate_pads_text(tmp_path):
     assert batch["text"].shape == (2, 3, 8) and batch["text_mask"].sum(1).tolist() == [3, 1]
     with pytest.raises(ValueError, match="not a precompute folder"):
         LatentDataset(tmp_path / "missing")
+
+
+def test_a_per_gpu_bucket_preset_gives_global_batch_sizes():
+    from components.train.data import preset_batch_sizes
+
+    idx = pd.DataFrame(
+        [
+            {"bucket": "240p-1f-240x426", "resolution": "240p", "num_frames": 1},
+            {"bucket": "240p-16f-240x426", "resolution": "240p", "num_frames": 16},
+        ]
+    )
+    preset = yaml.safe_load((ROOT / "configs" / "buckets" / "80gb.yaml").read_text())
+    sizes = preset_batch_sizes(idx, preset, data_parallel=8)
+    assert sizes == {"240p-1f-240x426": preset["240p"]["1"][1] * 8, "240p-16f-240x426": preset["240p"]["16"][1] * 8}
+    with pytest.raises(ValueError, match=r"\['240p-16f-240x426'\] have no batch size"):
+        preset_batch_sizes(idx, {"240p": {1: [1.0, 4]}}, data_parallel=1)

@@ -265,3 +265,16 @@ def test_generate_writes_a_playable_mp4_from_the_trained_pipeline(chain, tmp_pat
     assert len(frames) == 8 and frames[0].shape == (32, 32, 3)
     assert out.with_suffix(".gif").read_bytes()[:3] == b"GIF" and "seed 0" in capsys.readouterr().out
     assert main(["generate", "x", "--model", str(tmp_path)]) == 2  # not a pipeline folder: a clear error
+
+
+def test_a_bucket_preset_sets_the_batch_sizes(data, tmp_path, caplog):
+    import logging
+
+    preset = '{"32": {"1": [1.0, 2], "8": [1.0, 1]}}'
+    settings = ["max_steps=2", "val_every=0", "ckpt_every=0", "sample_every=0", f"buckets={preset}", "frames=all"]
+    with caplog.at_level(logging.INFO, logger="components.train.train"):
+        result = train(stage_config(data, tmp_path / "out", 1, *settings))
+    assert result.steps == 2
+    assert "{'32-1f-32x32': 2, '32-8f-32x32': 1} (global, 1 data-parallel processes)" in caplog.text
+    with pytest.raises(ValueError, match="no batch size in the bucket preset"):
+        train(stage_config(data, tmp_path / "bad", 1, "max_steps=1", 'buckets={"32": {"1": [1.0, 2]}}', "frames=all"))

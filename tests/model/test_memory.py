@@ -1,0 +1,97 @@
+"""The memory model against the measured peak of live tensor storage, the largest batch that fits, and the
+committed bucket presets."""
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from model.flops import Arch
+from model.info import _run_buckets
+from model.memory import GB, LiveTensorPeak, StepSetup, bucket_preset, max_batch, step_memory
+from model.stdit import STDiT, preset_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def measured_step_peak(preset: str, batch: int, frames: int, side: int, checkpointing: bool) -> tuple[float, dict]:
+    """Peak bytes of a second fp32 AdamW training step (optimizer states exist), EMA copy alive, on the CPU with
+    torch's default CPU attention kernel (flash attention for CPU: it keeps a log-sum-exp, not the scores)."""
+    torch.manual_seed(0)
+    config = preset_config(preset, in_channels=4, caption_channels=64, caption_max_length=16, sample_size=side)
+    model, ema = STDiT(**config), STDiT(**config).requires_grad_(False)
+    if checkpointing:
+        model.enable_gradient_checkpointing()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x, t, text = torch.randn(batch, 4, frames, side, side), torch.rand(batch) * 1000, torch.randn(batch, 16, 64)
+
+    def step():
+        (model(x, t, text).sample - x).pow(2).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    states = [*model.parameters(), *ema.parameters(), *(v for s in optimizer.state.values() for v in s.values())]
+    with LiveTensorPeak(keep=states) as live:
+        step()
+    setup = StepSetup(plugin="ddp", gradient_checkpointing=checkpointing)
+    estimate = step_memory(
+        Arch.from_config(model.config), batch=batch, frames=frames, height=side, width=side, text_tokens=16,
+        setup=setup,
+    )  # fmt: skip
+    return live.peak, estimate
+
+
+@pytest.mark.parametrize(
+    "preset, batch, frames, checkpointing",
+    [
+        ("tiny", 4, 1, False),
+        ("tiny", 2, 8, False),
+        ("tiny", 4, 1, True),
+        ("tiny", 2, 8, True),
+        ("S/2", 4, 1, False),
+        ("S/2", 2, 8, True),
+    ],
+)
+def test_the_estimate_is_within_20_percent_of_the_measured_peak(preset, batch, frames, checkpointing):
+    peak, estimate = measured_step_peak(preset, batch, frames, 16, checkpointing)
+    ratio = estimate["total"] / peak
+    print(f"{preset} batch {batch} x {frames} frames x 16x16 latent, checkpointing {checkpointing}: "
+          f"measured {peak / 2**20:.1f} MiB, estimated {estimate['total'] / 2**20:.1f} MiB ({ratio:.2f}x)")  # fmt: skip
+    assert 0.8 < ratio < 1.2
+
+
+def test_the_largest_batch_fits_and_one_more_does_not():
+    arch = Arch.from_config({**preset_config("XL/2"), "in_channels": 4, "out_channels": 4, "caption_channels": 4096,
+                             "caption_max_length": 300, "mlp_ratio": 4.0, "qk_norm": False,
+                             "attention_mode": "spatial_temporal"})  # fmt: skip
+    setup = StepSetup(plugin="zero2", dp=8)
+    shape = dict(frames=16, height=30, width=53, text_tokens=300, setup=setup)
+    batches = [max_batch(arch, gpu_gb=gb, **shape) for gb in (24, 40, 80, 141)]
+    assert batches == sorted(batches) and batches[0] >= 1
+    budget = 80 * GB * 0.9 - 2 * GB
+    b = batches[2]
+    assert step_memory(arch, batch=b, **shape)["total"] <= budget < step_memory(arch, batch=b + 1, **shape)["total"]
+    no_ckpt = StepSetup(plugin="zero2", dp=8, gradient_checkpointing=False)
+    assert max_batch(arch, gpu_gb=80, **{**shape, "setup": no_ckpt}) < b  # checkpointing buys batch
+    assert max_batch(arch, gpu_gb=4, **shape) == 0  # the model states alone do not fit
+    preset = bucket_preset(arch, gpu_gb=24, setup=setup, resolutions=("144p", "720p"), frames=(1, 16, 128))
+    assert "128" not in preset["720p"] and preset["144p"]["16"][1] > preset["720p"]["16"][1]
+
+
+@pytest.mark.parametrize("gb", [24, 40, 80, 141])
+def test_the_committed_bucket_presets_are_what_the_memory_model_gives(gb, tmp_path):
+    """configs/buckets/<gb>gb.yaml are generated; a change to the memory model must regenerate them."""
+    from model.memory import PRESET_FRAMES, PRESET_RESOLUTIONS
+
+    out = tmp_path / f"{gb}gb.yaml"
+    args = argparse.Namespace(gpu_memory=gb, preset="XL/2", dp=8, no_gradient_checkpointing=False, text_tokens=300,
+                              vae_factor=8, resolutions=list(PRESET_RESOLUTIONS), frames=list(PRESET_FRAMES),
+                              out=str(out))  # fmt: skip
+    assert _run_buckets(args) == 0
+    committed = ROOT / "configs" / "buckets" / f"{gb}gb.yaml"
+    assert yaml.safe_load(committed.read_text()) == yaml.safe_load(out.read_text()), (
+        f"regenerate with: t2v buckets --gpu-memory {gb} --out {committed.relative_to(ROOT)}"
+    )
