@@ -4,12 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 COLOSSALAI_VERSION ?= 0.5.0
+EXTRAS ?= dev
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install browser demo test lint format bench repro lock clean
+.PHONY: install browser kubectl demo test lint format bench repro lock clean
 
 install: $(VENV)/.installed
 
@@ -19,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	# Keep a torch that is already there (a CUDA base image); otherwise the pinned build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet --no-deps colossalai==$(COLOSSALAI_VERSION)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
 # The demo: the whole KFP DAG on this machine through kfp.local, on the generated toy world with tiny models
@@ -34,7 +35,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-test: install browser
+# kubectl, for the test that renders the Kubernetes manifests (`kubectl kustomize`); Debian's kubernetes-client
+# when the machine has none.
+kubectl:
+	@command -v kubectl >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; }
+
+test: install browser kubectl
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -p no:cacheprovider -q

@@ -34,6 +34,11 @@ class ClusterSettings:
     mount_path: str = "/mnt/data"
     secrets: dict = field(default_factory=lambda: DEFAULT_SECRETS)
     retries: dict = field(default_factory=lambda: {"ingest": 1, "caption": 2, "precompute": 1, "train": 3})
+    # training on more than one node: each stage's task creates a Kubeflow Trainer TrainJob of train_nodes pods
+    # (runtime trainjob_runtime, procs_per_node processes each) and hands it the GPUs and placement set above
+    train_nodes: int = 1
+    procs_per_node: int = 8
+    trainjob_runtime: str = "torch-distributed"
 
     @classmethod
     def load(cls, path: "str | Path | None") -> "ClusterSettings":
@@ -79,9 +84,16 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
     from components.ingest.component import synth_or_ingest
     from components.precompute.component import precompute
     from components.register.component import register
-    from components.train.component import train_stage
+    from components.train.component import train_stage, train_stage_nodes
 
     cluster = cluster or ClusterSettings()
+    if cluster.train_nodes > 1:
+        import functools
+
+        train_stage = functools.partial(  # the launcher variant in place of the in-pod one
+            train_stage_nodes, num_nodes=cluster.train_nodes, procs_per_node=cluster.procs_per_node,
+            runtime=cluster.trainjob_runtime,
+        )  # fmt: skip
 
     def named(task, name: str, step: str, cache: bool = True):
         task.set_display_name(name)

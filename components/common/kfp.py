@@ -16,8 +16,13 @@ def image() -> str:
     return os.environ.get("T2V_IMAGE", DEFAULT_IMAGE)
 
 
-def component(func):
-    """`dsl.component` on the project image, without installing kfp or anything else at start-up."""
+def component(func=None, *, passthroughs: list | None = None):
+    """`dsl.component` on the project image, without installing kfp or anything else at start-up.
+    `passthroughs`: task settings handed to the component as its `dsl.TaskConfig` (`task_config_passthroughs`)."""
     from kfp import dsl
 
-    return dsl.component(func, base_image=image(), install_kfp_package=False)
+    def make(f):
+        extra = {"task_config_passthroughs": passthroughs} if passthroughs else {}
+        return dsl.component(f, base_image=image(), install_kfp_package=False, **extra)
+
+    return make(func) if func is not None else make

@@ -1,8 +1,20 @@
-"""A training stage as a KFP component."""
+"""A training stage as KFP components: in the task's own pod (`train_stage`), or on several nodes through a
+Kubeflow Trainer TrainJob that the task creates and waits for (`train_stage_nodes`)."""
 
+from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.common.kfp import component
+from components.common.kfp import component, image
+
+# The GPUs, placement and env set on a train_stage_nodes task go to the TrainJob's pods, not to the launcher's pod
+# (apply_to_task=False); the volumes (the run's PVC) are needed by both.
+NODE_PASSTHROUGHS = [
+    dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.RESOURCES, apply_to_task=False),
+    dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR, apply_to_task=False),
+    dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.KUBERNETES_TOLERATIONS, apply_to_task=False),
+    dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.ENV, apply_to_task=True),
+    dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.KUBERNETES_VOLUMES, apply_to_task=True),
+]
 
 
 @component
@@ -22,28 +34,70 @@ def train_stage(
     root `data`, starting from the previous stage's `init` when given. Checkpoints live in
     <workdir>/<run_id>/stage<N> (a PVC on the cluster), so a retried task resumes from the last complete one; the
     export, the pipeline folder and the metrics log are copied to the `model` artifact at the end. `settings`: a
-    JSON list of key=value overrides; `steps` > 0 overrides max_steps."""
-    import json
-    import shutil
+    JSON list of key=value overrides; `steps` > 0 overrides max_steps. Several GPUs in the pod: torchrun
+    --standalone with one process per GPU."""
     from pathlib import Path
 
-    from components.train.config import load_config
-    from components.train.train import train
+    import torch
+
+    from components.train.stage import collect, stage_overrides
 
     out_dir = Path(workdir) / run_id / f"stage{stage}"
-    overrides = [f"data={data.path}", f"out_dir={out_dir}", f"stage={stage}", "progress=false", "resume=auto"]
-    overrides += json.loads(settings)
-    if steps > 0:
-        overrides.append(f"max_steps={steps}")
-    if init is not None:
-        overrides.append(f"model.init={Path(init.path) / 'export'}")
-    if tracking_uri:
-        overrides.append(f"tracking_uri={tracking_uri}")
-    result = train(load_config(config, overrides))
-    dest = Path(model.path)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("export", "pipeline"):
-        shutil.copytree(out_dir / name, dest / name, dirs_exist_ok=True)
-    shutil.copyfile(out_dir / "metrics.jsonl", dest / "metrics.jsonl")
-    model.metadata.update({"stage": stage, "steps": result.steps, "resumed_from": result.resumed_from,
-                           "val_loss": result.val_loss.get("val_loss")})  # fmt: skip
+    overrides = stage_overrides(data.path, out_dir, stage, steps, settings, init.path if init else None, tracking_uri)
+    gpus = torch.cuda.device_count()
+    if gpus > 1:
+        from components.train.launcher import run_standalone
+
+        run_standalone(["--config", config, *(a for o in overrides for a in ("--set", o))], gpus)
+    else:
+        from components.train.config import load_config
+        from components.train.train import train
+
+        train(load_config(config, overrides))
+    model.metadata.update({"stage": stage, **collect(out_dir, model.path)})
+
+
+@component(passthroughs=NODE_PASSTHROUGHS)
+def train_stage_nodes(
+    data: Input[Dataset],
+    model: Output[Model],
+    stage: int,
+    config: str,
+    workdir: str,
+    run_id: str,
+    init: Input[Model] = None,
+    steps: int = 0,
+    settings: str = "[]",
+    tracking_uri: str = "",
+    num_nodes: int = 2,
+    procs_per_node: int = 8,
+    runtime: str = "torch-distributed",
+    trainer_image: str = image(),
+    task_config: dsl.TaskConfig = None,
+):
+    """Like train_stage, on `num_nodes` nodes x `procs_per_node` processes: creates a Kubeflow Trainer TrainJob
+    (runtime `runtime`) in this pod's namespace with the GPUs, node selector, tolerations, env and volumes set on
+    this task, waits for it, and fails with the job's reason if it fails. Inputs are copied to the run's volume
+    first (every node reads them there); a retried task attaches to its existing TrainJob."""
+    from pathlib import Path
+
+    from components.train.launcher import NodeSettings, custom_objects_api, run_trainjob, trainjob_manifest
+    from components.train.stage import collect, namespace, on_volume, stage_overrides
+
+    root = Path(workdir) / run_id
+    out_dir = root / f"stage{stage}"
+    data_path = on_volume(data.path, root, "latents")
+    init_path = on_volume(init.path, root, f"init-stage{stage}") if init else None
+    overrides = stage_overrides(data_path, out_dir, stage, steps, settings, init_path, tracking_uri)
+    nodes = NodeSettings.from_task_config(task_config, num_nodes=num_nodes, procs_per_node=procs_per_node)
+    name = f"t2v-{run_id}"[:50].rstrip("-").lower() + f"-stage{stage}"
+    manifest = trainjob_manifest(
+        name,
+        image=trainer_image,
+        args=["--config", config, *(a for o in overrides for a in ("--set", o))],
+        settings=nodes,
+        runtime=runtime,
+        labels={"t2v-pipeline.io/run-id": run_id[:63], "t2v-pipeline.io/stage": str(stage)},
+    )
+    run_trainjob(custom_objects_api(), manifest, namespace())
+    model.metadata.update({"stage": stage, "num_nodes": num_nodes, **collect(out_dir, model.path)})

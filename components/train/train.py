@@ -530,6 +530,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "init": cfg.model.init,
                 "init_sha256": init_sha,
                 "export_sha256": weights_sha256(ema),
+                "resumed_from": start,
+                "val_loss": val.get("val_loss"),
             }
             (export / "train_state.json").write_text(json.dumps(state, indent=2))
             lineage = stage_lineage(cfg, meta, state, tracker.run_id)

@@ -131,3 +131,26 @@ def test_a_retried_training_task_resumes_from_its_checkpoints_on_the_volume(loca
     assert state["steps"] == 6
     checkpoints = sorted(p.name for p in (tmp_path / "volume" / "run-1" / "stage1" / "checkpoints").iterdir())
     assert "step-00000006" in checkpoints and "step-00000004" in checkpoints
+
+
+def test_multi_node_training_tasks_launch_trainjobs_with_the_task_settings(tmp_path):
+    """train_nodes > 1: each stage's task is the TrainJob launcher; its GPUs, node selector and tolerations are
+    passed through to the TrainJob (not applied to the launcher pod), its volumes and env to both."""
+    settings = yaml.safe_load((ROOT / "configs/cluster/h100.yaml").read_text())
+    (tmp_path / "nodes.yaml").write_text(yaml.safe_dump({**settings, "train_nodes": 4, "procs_per_node": 8}))
+    path = compile_pipeline(str(tmp_path / "t2v.yaml"), str(tmp_path / "nodes.yaml"))
+    pipeline, platform = yaml.safe_load_all(path.read_text())
+    tasks = pipeline["root"]["dag"]["tasks"]
+    stages = ["train-stage-nodes", "train-stage-nodes-2", "train-stage-nodes-3"]
+    assert [tasks[s]["taskInfo"]["name"] for s in stages] == ["stage-1", "stage-2", "stage-3"]
+    for name in stages:
+        params = tasks[name]["inputs"]["parameters"]
+        assert params["num_nodes"]["runtimeValue"]["constant"] == 4
+        assert params["procs_per_node"]["runtimeValue"]["constant"] == 8
+        component = pipeline["components"][tasks[name]["componentRef"]["name"]]
+        assert component["inputDefinitions"]["parameters"]["task_config"]["parameterType"] == "TASK_CONFIG"
+        passthroughs = {p["field"]: p.get("applyToTask", False) for p in component["taskConfigPassthroughs"]}
+        assert passthroughs == {"RESOURCES": False, "KUBERNETES_NODE_SELECTOR": False,
+                                "KUBERNETES_TOLERATIONS": False, "ENV": True, "KUBERNETES_VOLUMES": True}  # fmt: skip
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-stage-nodes"]
+    assert k8s["pvcMount"][0]["constant"] == "t2v-data" and k8s["tolerations"][0]["key"] == "nvidia.com/gpu"

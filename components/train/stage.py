@@ -1,0 +1,53 @@
+"""The body of the training components: one stage in this pod, or on several nodes through a TrainJob.
+
+Both keep the stage's checkpoints in <workdir>/<run_id>/stage<N> (a PVC on the cluster), so a retried task
+resumes, and copy the export, the pipeline folder and the metrics log to the component's Model artifact."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+
+def stage_overrides(data: str, out_dir: Path, stage: int, steps: int, settings: str, init: str | None,
+                    tracking_uri: str) -> list[str]:  # fmt: skip
+    overrides = [f"data={data}", f"out_dir={out_dir}", f"stage={stage}", "progress=false", "resume=auto"]
+    overrides += json.loads(settings)
+    if steps > 0:
+        overrides.append(f"max_steps={steps}")
+    if init is not None:
+        overrides.append(f"model.init={Path(init) / 'export'}")
+    if tracking_uri:
+        overrides.append(f"tracking_uri={tracking_uri}")
+    return overrides
+
+
+def collect(out_dir: Path, model_path: str) -> dict:
+    """Copy the stage's results into the Model artifact folder; its train state for the artifact's metadata."""
+    dest = Path(model_path)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("export", "pipeline"):
+        shutil.copytree(out_dir / name, dest / name, dirs_exist_ok=True)
+    shutil.copyfile(out_dir / "metrics.jsonl", dest / "metrics.jsonl")
+    return json.loads((out_dir / "export" / "train_state.json").read_text())
+
+
+def on_volume(path: str, workdir: Path, name: str) -> str:
+    """`path` itself when it is under `workdir` (the shared volume), else a copy there that every node can read
+    (kept across retries: an existing copy is reused)."""
+    if Path(path).resolve().is_relative_to(workdir.resolve()):
+        return path
+    target = workdir / "inputs" / name
+    if not (target / ".complete").exists():
+        shutil.copytree(path, target, dirs_exist_ok=True)
+        (target / ".complete").write_text("")
+    return str(target)
+
+
+def namespace() -> str:
+    """The namespace this pod runs in (the service account's), or $T2V_NAMESPACE, or "default"."""
+    import os
+
+    sa = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return os.environ.get("T2V_NAMESPACE") or (sa.read_text().strip() if sa.exists() else "default")
