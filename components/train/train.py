@@ -597,13 +597,12 @@ def train_flops(model: STDiT, x0: torch.Tensor, text_tokens: int, cfg: TrainConf
     return f.train_step(gradient_checkpointing=cfg.model.gradient_checkpointing)
 
 
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
-
-
 def peak_tflops(device: str) -> float | None:
-    """Dense bf16 peak of the GPU by name (for MFU), None when unknown."""
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    """Dense bf16 peak of the GPU by name (for MFU, model.gpus), None when unknown."""
+    from model.gpus import by_device_name
+
+    spec = by_device_name(torch.cuda.get_device_name(device))
+    return spec.bf16_tflops if spec else None
 
 
 def peak_memory_gb(device: str) -> float:

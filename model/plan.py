@@ -1,0 +1,187 @@
+"""Plan a training recipe before renting GPUs: FLOPs, GPU-hours, dollars, days and memory per stage.
+
+A recipe (configs/plan/*.yaml) names the model and, per stage, the sample shape (frames x height x width in
+pixels), the global batch and either `steps` or `epochs` over `samples` clips:
+
+    model: {preset: XL/2, text_tokens: 120, out_channels: 8}
+    vae_factor: 8
+    gradient_checkpointing: true
+    stages:
+      - {name: video-pretrain, frames: 16, height: 256, width: 256, batch: 512, steps: 80000, samples: 366000}
+
+FLOPs per sample come from model.flops (a training step = forward + backward, + one more forward with gradient
+checkpointing), for STDiT and for the full-attention baseline. Time = FLOPs / (GPUs x peak x MFU). The MFU is
+stated, calibrated from a stage whose GPU-days are known (`calibrate_mfu`), or taken from training runs in MLflow
+(the `mfu` metric the trainer logs on GPUs). Memory per GPU: model.memory at the stage's per-GPU batch, ZeRO-2
+over all GPUs. After training, `compare_with_run` puts the plan next to what an MLflow run measured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model.flops import Arch, forward_flops
+from model.gpus import GPU
+from model.memory import GB, StepSetup, max_batch, step_memory
+from model.stdit import preset_config
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    frames: int
+    height: int
+    width: int
+    batch: int  # global batch
+    steps: int = 0
+    epochs: float = 0.0
+    samples: int = 0  # clips in the stage's data (with epochs: the samples seen = epochs x samples)
+
+    @property
+    def samples_seen(self) -> float:
+        if self.steps:
+            return float(self.steps) * self.batch
+        if self.epochs and self.samples:
+            return self.epochs * self.samples
+        raise ValueError(f"stage {self.name}: give steps, or epochs and samples")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    stages: tuple[Stage, ...]
+    model: dict = field(default_factory=dict)
+    vae_factor: int = 8
+    vae_frames: int = 1  # temporal compression of the VAE (1: a 2D VAE)
+    gradient_checkpointing: bool = True
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        import yaml
+
+        if not Path(path).is_file():
+            raise ValueError(f"recipe {path} not found; see configs/plan/ for examples")
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        stages = tuple(Stage(**s) for s in values.pop("stages", []))
+        if not stages:
+            raise ValueError(f"recipe {path} has no stages")
+        return cls(stages=stages, **values)
+
+    def arch(self, variant: str | None = None) -> Arch:
+        m = {"preset": "XL/2", "text_tokens": 120, "in_channels": 4, "out_channels": 4, "caption_channels": 4096,
+             **self.model}  # fmt: skip
+        config = {**preset_config(m["preset"]), "in_channels": m["in_channels"], "out_channels": m["out_channels"],
+                  "caption_channels": m["caption_channels"], "caption_max_length": m["text_tokens"],
+                  "mlp_ratio": 4.0, "qk_norm": False, "attention_mode": "spatial_temporal"}  # fmt: skip
+        return Arch.from_config(config, variant)
+
+    @property
+    def text_tokens(self) -> int:
+        return int(self.model.get("text_tokens", 120))
+
+    def latent(self, stage: Stage) -> dict:
+        frames = (stage.frames - 1) // self.vae_frames + 1 if self.vae_frames > 1 else stage.frames
+        return {"frames": frames, "height": stage.height // self.vae_factor, "width": stage.width // self.vae_factor}
+
+
+def sample_flops(recipe: Recipe, stage: Stage, variant: str | None = None, checkpointing: bool | None = None) -> float:
+    """Training FLOPs of one sample of `stage` (forward + backward, + recompute with checkpointing)."""
+    ckpt = recipe.gradient_checkpointing if checkpointing is None else checkpointing
+    f = forward_flops(recipe.arch(variant), batch=1, text_tokens=recipe.text_tokens, **recipe.latent(stage))
+    return f.train_step(gradient_checkpointing=ckpt)
+
+
+def calibrate_mfu(recipe: Recipe, stage: Stage, gpu: GPU, gpu_days: float) -> float:
+    """The MFU at which `stage` takes `gpu_days` on `gpu` (e.g. from a published report)."""
+    return sample_flops(recipe, stage) * stage.samples_seen / (gpu_days * 86400 * gpu.bf16_tflops * 1e12)
+
+
+@dataclass
+class StagePlan:
+    stage: Stage
+    flops_per_sample: float
+    full_attention_flops_per_sample: float
+    no_checkpointing_flops_per_sample: float
+    total_flops: float
+    gpu_hours: float
+    dollars: float
+    days: float
+    memory_gb: float  # per GPU at the stage's per-GPU batch
+    per_gpu_batch: float
+    max_per_gpu_batch: int
+    tokens_per_s_per_gpu: float  # video tokens the plan expects each GPU to process per second
+
+    @property
+    def fits(self) -> bool:
+        return self.max_per_gpu_batch >= math.ceil(self.per_gpu_batch)
+
+
+def plan(recipe: Recipe, gpu: GPU, *, num_gpus: int, mfu: float, price_per_hour: float) -> list[StagePlan]:
+    if not 0 < mfu <= 1:
+        raise ValueError(f"mfu={mfu} must be in (0, 1]; typical for DiT training: 0.3-0.5")
+    if num_gpus < 1:
+        raise ValueError(f"num_gpus={num_gpus} must be at least 1")
+    arch = recipe.arch()
+    setup = StepSetup(plugin="zero2", dp=num_gpus, gradient_checkpointing=recipe.gradient_checkpointing)
+    out = []
+    for s in recipe.stages:
+        per_sample = sample_flops(recipe, s)
+        total = per_sample * s.samples_seen
+        gpu_hours = total / (gpu.bf16_tflops * 1e12 * mfu) / 3600
+        shape = {**recipe.latent(s), "text_tokens": recipe.text_tokens, "setup": setup}
+        per_gpu = s.batch / num_gpus
+        memory = step_memory(arch, batch=max(1, math.ceil(per_gpu)), **shape)["total"] / GB
+        tokens = (
+            recipe.latent(s)["frames"]
+            * (recipe.latent(s)["height"] // arch.patch_size)
+            * (recipe.latent(s)["width"] // arch.patch_size)
+        )
+        samples_per_s = gpu.bf16_tflops * 1e12 * mfu / per_sample
+        out.append(
+            StagePlan(
+                stage=s,
+                flops_per_sample=per_sample,
+                full_attention_flops_per_sample=sample_flops(recipe, s, "full"),
+                no_checkpointing_flops_per_sample=sample_flops(recipe, s, checkpointing=False),
+                total_flops=total,
+                gpu_hours=gpu_hours,
+                dollars=gpu_hours * price_per_hour,
+                days=gpu_hours / num_gpus / 24,
+                memory_gb=memory,
+                per_gpu_batch=per_gpu,
+                max_per_gpu_batch=max_batch(arch, gpu_gb=gpu.memory_gb, **shape),
+                tokens_per_s_per_gpu=samples_per_s * tokens,
+            )
+        )
+    return out
+
+
+def days_from_throughput(stage: Stage, samples_per_s_per_gpu: float) -> float:
+    """GPU-days of `stage` at a measured throughput (samples per second per GPU)."""
+    return stage.samples_seen / samples_per_s_per_gpu / 86400
+
+
+def mlflow_measurements(tracking_uri: str, run_id: str) -> dict[str, float]:
+    """Means of a training run's tokens_per_s, peak_memory_gb and mfu (those it logged), from MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    out = {}
+    for key in ("tokens_per_s", "peak_memory_gb", "mfu", "samples_per_s"):
+        history = [m.value for m in client.get_metric_history(run_id, key)]
+        if history:
+            out[key] = max(history) if key == "peak_memory_gb" else sum(history) / len(history)
+    out["world_size"] = float(run.data.params.get("world_size", 1) or 1)
+    return out
+
+
+def compare_with_run(stage_plan: StagePlan, measured: dict[str, float], num_gpus: int) -> dict[str, dict]:
+    """Plan vs measurement: {metric: {"plan", "measured", "ratio"}} for tokens/s per GPU, peak memory and MFU."""
+    rows = {}
+    if "tokens_per_s" in measured:
+        rows["tokens_per_s_per_gpu"] = (stage_plan.tokens_per_s_per_gpu, measured["tokens_per_s"] / num_gpus)
+    if "peak_memory_gb" in measured:
+        rows["peak_memory_gb"] = (stage_plan.memory_gb, measured["peak_memory_gb"])
+    return {k: {"plan": p, "measured": m, "ratio": m / p if p else float("nan")} for k, (p, m) in rows.items()}
