@@ -3,7 +3,7 @@
 A recipe (configs/plan/*.yaml) names the model and, per stage, the sample shape (frames x height x width in
 pixels), the global batch and either `steps` or `epochs` over `samples` clips:
 
-    model: {preset: XL/2, text_tokens: 120, out_channels: 8}
+    model: {preset: XL/2, text_tokens: 120, out_channels: 8}   # also in_channels, caption_channels, overrides
     vae_factor: 8
     gradient_checkpointing: true
     stages:
@@ -71,7 +71,8 @@ class Recipe:
     def arch(self, variant: str | None = None) -> Arch:
         m = {"preset": "XL/2", "text_tokens": 120, "in_channels": 4, "out_channels": 4, "caption_channels": 4096,
              **self.model}  # fmt: skip
-        config = {**preset_config(m["preset"]), "in_channels": m["in_channels"], "out_channels": m["out_channels"],
+        config = {**preset_config(m["preset"], **m.get("overrides", {})), "in_channels": m["in_channels"],
+                  "out_channels": m["out_channels"],
                   "caption_channels": m["caption_channels"], "caption_max_length": m["text_tokens"],
                   "mlp_ratio": 4.0, "qk_norm": False, "attention_mode": "spatial_temporal"}  # fmt: skip
         return Arch.from_config(config, variant)

@@ -406,7 +406,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             system_metrics_s=cfg.system_metrics_every or None,
             local_log=out / "metrics.jsonl" if rank == 0 else None,
         )
-        tracker.log_params({**to_dict(cfg), "data.meta": meta.get("encoders", {}), "plugin.resolved": plugin_name})
+        tracker.log_params({**to_dict(cfg), "data.meta": meta.get("encoders", {}), "plugin.resolved": plugin_name,
+                            "world_size": world, "data_parallel": dp_size})  # fmt: skip
 
         # 6. loop
         probe_batch = collate([train_set[i] for i in sampler.epoch_batches(0)[0]])

@@ -95,3 +95,31 @@ def test_the_committed_bucket_presets_are_what_the_memory_model_gives(gb, tmp_pa
     assert yaml.safe_load(committed.read_text()) == yaml.safe_load(out.read_text()), (
         f"regenerate with: t2v buckets --gpu-memory {gb} --out {committed.relative_to(ROOT)}"
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("frames", [1, 16])
+def test_the_estimate_is_within_15_percent_of_cuda_max_memory_allocated(frames):
+    """S/2, fp32 AdamW + EMA on the GPU (flash/efficient attention), a 32x32 latent, second step."""
+    device = torch.device("cuda")
+    config = preset_config("S/2", in_channels=4, caption_channels=64, caption_max_length=16, sample_size=32)
+    model, ema = STDiT(**config).to(device), STDiT(**config).to(device).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = 8 if frames == 1 else 2
+    x = torch.randn(batch, 4, frames, 32, 32, device=device)
+    t, text = torch.rand(batch, device=device) * 1000, torch.randn(batch, 16, 64, device=device)
+    for i in range(2):
+        if i == 1:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        (model(x, t, text).sample - x).pow(2).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    peak = torch.cuda.max_memory_allocated()
+    estimate = step_memory(Arch.from_config(model.config), batch=batch, frames=frames, height=32, width=32,
+                           text_tokens=16, setup=StepSetup(plugin="ddp", gradient_checkpointing=False))  # fmt: skip
+    print(f"S/2 {batch}x{frames}x32x32 on {torch.cuda.get_device_name()}: max_memory_allocated "
+          f"{peak / 2**20:.0f} MiB, estimate {estimate['total'] / 2**20:.0f} MiB")  # fmt: skip
+    assert estimate["total"] == pytest.approx(peak, rel=0.15)
+    del ema
