@@ -135,6 +135,7 @@ def add_buckets_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(STDIT_PRESETS), default="XL/2", help="model preset (default XL/2)")
     p.add_argument("--dp", type=int, default=8, help="data-parallel processes ZeRO-2 shards over (default 8)")
     p.add_argument("--no-gradient-checkpointing", action="store_true", help="keep every block's activations")
+    p.add_argument("--online-encoders", action="store_true", help="T5-XXL and the VAE on the GPU (encoding online)")
     p.add_argument("--text-tokens", type=int, default=300, help="caption tokens (default 300)")
     p.add_argument("--vae-factor", type=int, default=8, help="pixels per latent pixel (default 8, SD VAE)")
     p.add_argument("--resolutions", nargs="+", default=list(PRESET_RESOLUTIONS), help="(default %(default)s)")
@@ -154,9 +155,11 @@ def production_arch(preset: str, text_tokens: int) -> Arch:
 def _run_buckets(args: argparse.Namespace) -> int:
     import yaml
 
-    from model.memory import StepSetup, bucket_preset
+    from model.memory import ONLINE_ENCODER_PARAMS, StepSetup, bucket_preset
 
-    setup = StepSetup(plugin="zero2", dp=args.dp, gradient_checkpointing=not args.no_gradient_checkpointing)
+    encoders = sum(ONLINE_ENCODER_PARAMS.values()) if getattr(args, "online_encoders", False) else 0
+    setup = StepSetup(plugin="zero2", dp=args.dp, gradient_checkpointing=not args.no_gradient_checkpointing,
+                      encoder_params=encoders)  # fmt: skip
     preset = bucket_preset(
         production_arch(args.preset, args.text_tokens),
         gpu_gb=args.gpu_memory,
@@ -175,7 +178,8 @@ def _run_buckets(args: argparse.Namespace) -> int:
     Console(stderr=args.out is None).print(table)
     text = (
         f"# `t2v buckets --gpu-memory {args.gpu_memory:g} --preset {args.preset} --dp {args.dp}"
-        f"{' --no-gradient-checkpointing' if args.no_gradient_checkpointing else ''} --text-tokens {args.text_tokens}`"
+        f"{' --no-gradient-checkpointing' if args.no_gradient_checkpointing else ''}"
+        f"{' --online-encoders' if getattr(args, 'online_encoders', False) else ''} --text-tokens {args.text_tokens}`"
         ": the largest batch per bucket\n# by the memory model in model/memory.py; buckets where one sample does not "
         "fit are left out.\n" + yaml.safe_dump(preset, sort_keys=False, default_flow_style=None)
     )

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from model.flops import Arch, param_counts
 
 GB = 2**30
+# Weights kept on the GPU when encoding online (parameters, about): T5-v1.1-XXL's encoder and the SD VAE
+ONLINE_ENCODER_PARAMS = {"t5-v1_1-xxl-encoder": 4_760_000_000, "sd-vae": 83_650_000}
 SPATIAL, TEMPORAL, CROSS = 9, 9, 4  # activations per token and block, in units of C (see above)
 EDGE = 4  # patch embedding and final layer, per token, in units of C
 

@@ -55,6 +55,7 @@ class Recipe:
     vae_factor: int = 8
     vae_frames: int = 1  # temporal compression of the VAE (1: a 2D VAE)
     gradient_checkpointing: bool = True
+    online_encoders: bool = False  # the VAE and T5 run in the training step (their weights on every GPU)
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
@@ -124,7 +125,11 @@ def plan(recipe: Recipe, gpu: GPU, *, num_gpus: int, mfu: float, price_per_hour:
     if num_gpus < 1:
         raise ValueError(f"num_gpus={num_gpus} must be at least 1")
     arch = recipe.arch()
-    setup = StepSetup(plugin="zero2", dp=num_gpus, gradient_checkpointing=recipe.gradient_checkpointing)
+    from model.memory import ONLINE_ENCODER_PARAMS
+
+    encoders = sum(ONLINE_ENCODER_PARAMS.values()) if recipe.online_encoders else 0
+    setup = StepSetup(plugin="zero2", dp=num_gpus, gradient_checkpointing=recipe.gradient_checkpointing,
+                      encoder_params=encoders)  # fmt: skip
     out = []
     for s in recipe.stages:
         per_sample = sample_flops(recipe, s)
