@@ -1,9 +1,6 @@
 """Training on several processes (torchrun, ddp over gloo, one thread each so that two fit on two cores) gives the
 same numbers as one process with the same global batch; sequence parallelism likewise."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,21 +8,24 @@ import torch
 from safetensors.torch import load_file
 
 from components.evaluate.report import read_metrics_log
+from components.train.launcher import run_standalone
 
 ROOT = Path(__file__).resolve().parents[3]
 COMMON = ["plugin=ddp", "log_every=1", "val_every=0", "sample_every=0", "system_metrics_every=0", "num_workers=0"]
 
 
 def run_train(processes: int, data: Path, out: Path, *settings: str) -> None:
-    """`t2v train` under torchrun with `processes` processes (one thread each), the toy config."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    args = ["-m", "components.train", "--config", str(ROOT / "configs" / "toy" / "train.yaml"), "--no-progress"]
+    """`t2v train` through the launcher's one-machine path (torchrun --standalone, `processes` processes with one
+    thread each), the toy config."""
+    args = ["--config", str(ROOT / "configs" / "toy" / "train.yaml"), "--no-progress"]
     args += ["--data", str(data), "--out-dir", str(out)]
     for item in (*COMMON, *settings):
         args += ["--set", item]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    done = subprocess.run([*launcher, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OMP_NUM_THREADS", "1")
+        env.setenv("MKL_NUM_THREADS", "1")
+        env.chdir(ROOT)
+        run_standalone(args, processes)
 
 
 def losses(out: Path) -> list[float]:
