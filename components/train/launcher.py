@@ -11,8 +11,9 @@ selector, tolerations, volumes and, on the trainer container, env and volume mou
 to the component (`dsl.TaskConfig`), so the launcher pod itself stays small.
 
 Waiting: the launcher polls the job until its Complete or Failed condition; a failed job raises `TrainJobFailed`
-with the job's reason and message. A retried launcher finds its job by name and waits for it instead of starting
-a second one.
+with the job's reason and message. A retried launcher finds its job by name: a running or finished one is waited
+for (never a second copy); a failed one is deleted and created again, and resumes from the checkpoints on the
+volume.
 """
 
 from __future__ import annotations
@@ -173,7 +174,17 @@ def run_trainjob(
     except ApiException as err:
         if err.status != 409:
             raise
-        report(f"TrainJob {namespace}/{name} exists (a retried launcher): waiting for it")
+        existing = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        if condition(existing, "Failed"):  # a retry after a failure: start again (it resumes from checkpoints)
+            report(f"TrainJob {namespace}/{name} failed before: deleting it and starting again")
+            api.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Foreground"
+            )
+            _wait_gone(api, namespace, name, poll_s, timeout_s)
+            api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+            report(f"created TrainJob {namespace}/{name}: {manifest['spec']['trainer']['numNodes']} nodes")
+        else:
+            report(f"TrainJob {namespace}/{name} exists (a retried launcher): waiting for it")
     started, last = time.monotonic(), None
     while True:
         try:
@@ -197,6 +208,22 @@ def run_trainjob(
             last = state
         if timeout_s is not None and time.monotonic() - started > timeout_s:
             raise TrainJobFailed(f"TrainJob {namespace}/{name} still running after {timeout_s:.0f} s: {state}")
+        time.sleep(poll_s)
+
+
+def _wait_gone(api, namespace: str, name: str, poll_s: float, timeout_s: float | None) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    started = time.monotonic()
+    while True:
+        try:
+            api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as err:
+            if err.status == 404:
+                return
+            raise
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            raise TrainJobFailed(f"TrainJob {namespace}/{name} was not deleted within {timeout_s:.0f} s")
         time.sleep(poll_s)
 
 

@@ -42,7 +42,9 @@ SECRETS = {"mlflow-db", "s3-credentials"}  # created by the runbook (docs/cluste
 def kubectl() -> str:
     path = shutil.which("kubectl")
     if path is None:
-        pytest.fail("kubectl is not on PATH: `make test` installs it (the manifests are rendered with `kubectl kustomize`)")
+        pytest.fail(
+            "kubectl is not on PATH: `make test` installs it (the manifests are rendered with `kubectl kustomize`)"
+        )
     return path
 
 
@@ -88,7 +90,9 @@ def dropped_fields(given, parsed, path: str = "") -> list[str]:
     if isinstance(given, list):
         if not isinstance(parsed, list) or len(parsed) != len(given):
             return [path]
-        return [p for i, (g, q) in enumerate(zip(given, parsed)) for p in dropped_fields(g, q, f"{path}[{i}]")]
+        return [
+            p for i, (g, q) in enumerate(zip(given, parsed, strict=True)) for p in dropped_fields(g, q, f"{path}[{i}]")
+        ]
     return []
 
 
@@ -111,7 +115,9 @@ def validate_runtime(doc: dict) -> list[str]:
         parsed = models.TrainerV1alpha1ClusterTrainingRuntime.from_dict(doc).to_dict()
     except Exception as err:  # pydantic's ValidationError and type errors alike
         return [f"ClusterTrainingRuntime {name}: {err}"]
-    problems = [f"ClusterTrainingRuntime {name}: field unknown to {RUNTIME_API}: {p}" for p in dropped_fields(doc, parsed)]
+    problems = [
+        f"ClusterTrainingRuntime {name}: field unknown to {RUNTIME_API}: {p}" for p in dropped_fields(doc, parsed)
+    ]
     for job in (doc.get("spec") or {}).get("template", {}).get("spec", {}).get("replicatedJobs") or []:
         template = job.get("template") or {}
         wrapped = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"{name}-{job.get('name')}"},
@@ -148,8 +154,11 @@ def pod_specs(doc: dict) -> list[tuple[str, dict]]:
         jobs = spec.get("template", {}).get("spec", {}).get("replicatedJobs") or []
     elif kind == "JobSet":
         jobs = spec.get("replicatedJobs") or []
-    return [(f"{where} job {j.get('name')}", j.get("template", {}).get("spec", {}).get("template", {}).get("spec") or {})
-            for j in jobs]  # fmt: skip
+    return [(f"{where} job {j.get('name')}", _job_pod(j.get("template") or {})) for j in jobs]
+
+
+def _job_pod(job_template: dict) -> dict:
+    return (job_template.get("spec") or {}).get("template", {}).get("spec") or {}
 
 
 def containers(pod: dict) -> list[dict]:
@@ -204,8 +213,12 @@ def check_pod_security(doc: dict) -> list[str]:
 
 def _binds_pipeline(binding: dict) -> bool:
     namespace = binding.get("metadata", {}).get("namespace")
-    return any(s.get("kind") == "ServiceAccount" and s.get("name") == PIPELINE_SA
-               and s.get("namespace", namespace) in (NAMESPACE, None) for s in binding.get("subjects") or [])  # fmt: skip
+    return any(
+        s.get("kind") == "ServiceAccount"
+        and s.get("name") == PIPELINE_SA
+        and s.get("namespace", namespace) == NAMESPACE
+        for s in binding.get("subjects") or []
+    )
 
 
 def check_rbac(docs) -> list[str]:
@@ -404,8 +417,10 @@ def test_a_container_without_limits_or_an_init_container_without_requests_is_rep
 @pytest.mark.parametrize(
     ("breakage", "expected"),
     [
-        (lambda pod, c: (pod["securityContext"].pop("runAsNonRoot"), c["securityContext"].pop("runAsNonRoot")),
-         "may run as root"),
+        (
+            lambda pod, c: (pod["securityContext"].pop("runAsNonRoot"), c["securityContext"].pop("runAsNonRoot")),
+            "may run as root",
+        ),
         (lambda pod, c: c["securityContext"].update(runAsUser=0), "runAsUser 0"),
         (lambda pod, c: pod["securityContext"].update(runAsUser=0), "pod runAsUser 0"),
         (lambda pod, c: c["securityContext"].update(allowPrivilegeEscalation=True), "allowPrivilegeEscalation"),

@@ -26,7 +26,7 @@ class StandInAPI(ThreadingHTTPServer):
 
     def __init__(self, script):
         super().__init__(("127.0.0.1", 0), Handler)
-        self.jobs, self.script, self.gets, self.created = {}, script, {}, []
+        self.jobs, self.script, self.gets, self.created, self.deleted = {}, script, {}, [], []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -62,6 +62,14 @@ class Handler(BaseHTTPRequestHandler):
         self.server.jobs[key] = {**body, "status": {}}
         self.server.created.append(key)
         self.reply(201, self.server.jobs[key])
+
+    def do_DELETE(self):
+        namespace, _, name = self.parts()[:3]
+        if self.server.jobs.pop((namespace, name), None) is None:
+            return self.reply(404, {"kind": "Status", "status": "Failure", "reason": "NotFound"})
+        self.server.gets.pop(name, None)
+        self.server.deleted.append((namespace, name))
+        self.reply(200, {"kind": "Status", "status": "Success"})
 
     def do_GET(self):
         namespace, _, name = self.parts()[:3]
@@ -162,3 +170,16 @@ def test_an_invalid_trainjob_is_refused_and_a_hung_one_times_out(api_server):
         validate_trainjob({**manifest(), "spec": {**manifest()["spec"], "trainer": {"numNode": 2}}})
     with pytest.raises(TrainJobFailed, match="still running after"):
         run_trainjob(api, manifest("t2v-hung"), "t2v", poll_s=0.01, timeout_s=0.05, report=lambda _: None)
+
+
+@pytest.mark.parametrize("api_server", [[RUNNING, FAILED]], indirect=True)
+def test_a_retry_after_a_failed_trainjob_starts_it_again(api_server):
+    api = custom_objects_api(f"http://127.0.0.1:{api_server.server_port}")
+    with pytest.raises(TrainJobFailed):
+        run_trainjob(api, manifest(), "t2v", poll_s=0.01, report=lambda _: None)
+    # the failed job is still there when the retry looks (its 3rd read); the new one runs, then completes
+    api_server.script = [RUNNING, COMPLETE, FAILED]
+    reports = []
+    run_trainjob(api, manifest(), "t2v", poll_s=0.01, report=reports.append)
+    assert api_server.deleted == [("t2v", "t2v-run1-stage2")] and len(api_server.created) == 2
+    assert "failed before: deleting it" in reports[0] and "complete" in reports[-1]
