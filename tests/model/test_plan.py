@@ -17,13 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def counted_training_flops(preset: str, mode: str, frames: int, side: int) -> tuple[float, float, float]:
-    """(forward FLOPs, forward + backward FLOPs) that torch counts for a model on the meta device, attention
-    through the math backend (the fused CPU kernel would be counted as zero), and the analytic attention share."""
+    """(forward FLOPs, forward + backward FLOPs) that torch counts for the model on the CPU, attention through the
+    math backend (the fused CPU kernel would be counted as zero), and the analytic attention share. (Not on the
+    meta device: once colossalai is imported, its meta kernels fail on layer norms without weights.)"""
+    torch.manual_seed(0)
     config = preset_config(preset, in_channels=4, caption_channels=64, caption_max_length=16, sample_size=side)
-    with torch.device("meta"):
-        model = STDiT(**config, attention_mode=mode)
-        x, t, text = torch.randn(2, 4, frames, side, side), torch.rand(2) * 1000, torch.randn(2, 16, 64)
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as forward:
+    model = STDiT(**config, attention_mode=mode)
+    x, t, text = torch.randn(2, 4, frames, side, side), torch.rand(2) * 1000, torch.randn(2, 16, 64)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as forward:
         model(x, t, text)
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as step:
         model(x, t, text).sample.sum().backward()
@@ -39,8 +40,8 @@ def counted_training_flops(preset: str, mode: str, frames: int, side: int) -> tu
         ("tiny", "spatial_temporal", 1, 16),
         ("tiny", "spatial_temporal", 8, 16),
         ("S/2", "spatial_temporal", 1, 32),
-        ("S/2", "spatial_temporal", 16, 32),
-        ("S/2", "full", 16, 32),
+        ("S/2", "spatial_temporal", 16, 16),
+        ("S/2", "full", 16, 16),
     ],
 )
 def test_analytic_training_flops_agree_with_torch_within_5_percent(preset, mode, frames, side):
