@@ -64,6 +64,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     s.add_argument("--cluster", help="cluster settings YAML")
     s.add_argument("--image", help="the project image")
     s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument")
+    s.add_argument("--namespace", help="the KFP profile namespace to run in (multi-user KFP), e.g. t2v")
+    s.add_argument("--service-account", help="the run's service account, e.g. t2v-pipeline (creates TrainJobs)")
     s.add_argument("--dry-run", action="store_true", help="print what would be sent and stop")
     s.set_defaults(run=_submit)
 
@@ -93,15 +95,17 @@ def _submit(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(str(Path(tmp) / "t2v-pipeline.yaml"), args.cluster, args.image)
         request = {"host": args.host, "experiment": args.experiment, "run_name": args.run_name,
+                   "namespace": args.namespace, "service_account": args.service_account,
                    "arguments": arguments, "package_bytes": package.stat().st_size}  # fmt: skip
         if args.dry_run:
             print(json.dumps(request, indent=2))
             return 0
         import kfp
 
-        client = kfp.Client(host=args.host)
+        client = kfp.Client(host=args.host, **({"namespace": args.namespace} if args.namespace else {}))
         run = client.create_run_from_pipeline_package(
-            str(package), arguments=arguments, run_name=args.run_name, experiment_name=args.experiment
-        )
+            str(package), arguments=arguments, run_name=args.run_name, experiment_name=args.experiment,
+            namespace=args.namespace, service_account=args.service_account,
+        )  # fmt: skip
     print(f"run {run.run_id} created on {args.host}")
     return 0

@@ -75,6 +75,9 @@ def test_submit_dry_run_prints_the_request(capsys):
     assert main(args) == 0
     request = json.loads(capsys.readouterr().out)
     assert request["arguments"] == {"caption_shards": 8} and request["host"] == "http://kfp.example:80"
+    assert main([*args, "--namespace", "t2v", "--service-account", "t2v-pipeline"]) == 0
+    request = json.loads(capsys.readouterr().out)
+    assert request["namespace"] == "t2v" and request["service_account"] == "t2v-pipeline"
     assert main(["pipeline", "submit", "--host", "h", "--set", "nonsense", "--dry-run"]) == 2
     assert main(["pipeline", "compile", "--cluster", "missing.yaml"]) == 2
     assert "cluster settings missing.yaml not found" in capsys.readouterr().err
