@@ -157,7 +157,7 @@ def _run_buckets(args: argparse.Namespace) -> int:
 
     from model.memory import ONLINE_ENCODER_PARAMS, StepSetup, bucket_preset
 
-    encoders = sum(ONLINE_ENCODER_PARAMS.values()) if getattr(args, "online_encoders", False) else 0
+    encoders = sum(ONLINE_ENCODER_PARAMS.values()) if args.online_encoders else 0
     setup = StepSetup(plugin="zero2", dp=args.dp, gradient_checkpointing=not args.no_gradient_checkpointing,
                       encoder_params=encoders)  # fmt: skip
     preset = bucket_preset(
@@ -179,7 +179,7 @@ def _run_buckets(args: argparse.Namespace) -> int:
     text = (
         f"# `t2v buckets --gpu-memory {args.gpu_memory:g} --preset {args.preset} --dp {args.dp}"
         f"{' --no-gradient-checkpointing' if args.no_gradient_checkpointing else ''}"
-        f"{' --online-encoders' if getattr(args, 'online_encoders', False) else ''} --text-tokens {args.text_tokens}`"
+        f"{' --online-encoders' if args.online_encoders else ''} --text-tokens {args.text_tokens}`"
         ": the largest batch per bucket\n# by the memory model in model/memory.py; buckets where one sample does not "
         "fit are left out.\n" + yaml.safe_dump(preset, sort_keys=False, default_flow_style=None)
     )

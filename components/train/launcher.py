@@ -115,25 +115,30 @@ def validate_trainjob(manifest: dict) -> None:
     from kubeflow_trainer_api import models
 
     parsed = models.TrainerV1alpha1TrainJob.from_dict(manifest).to_dict()
-    dropped = _missing(manifest, parsed)
+    dropped = dropped_fields(manifest, parsed)
     if manifest.get("apiVersion") != API_VERSION or manifest.get("kind") != "TrainJob":
         raise ValueError(f"not a {API_VERSION} TrainJob: {manifest.get('apiVersion')} {manifest.get('kind')}")
     if dropped:
         raise ValueError(f"TrainJob fields unknown to {API_VERSION} (Trainer 2.3): {dropped}")
 
 
-def _missing(given, parsed, path: str = "") -> list[str]:
-    """Paths present in `given` but absent from `parsed` (what a model ignored)."""
+def dropped_fields(given, parsed, path: str = "") -> list[str]:
+    """Paths in `given` that are missing from `parsed`: what an API model (kubeflow-trainer-api) silently ignored
+    when it parsed `given`."""
     if isinstance(given, dict):
         if not isinstance(parsed, dict):
             return [path or "."]
         out = []
         for key, value in given.items():
             where = f"{path}.{key}" if path else key
-            out += _missing(value, parsed[key], where) if key in parsed else [where]
+            out += dropped_fields(value, parsed[key], where) if key in parsed else [where]
         return out
-    if isinstance(given, list) and isinstance(parsed, list):
-        return [p for i, (g, q) in enumerate(zip(given, parsed, strict=False)) for p in _missing(g, q, f"{path}[{i}]")]
+    if isinstance(given, list):
+        if not isinstance(parsed, list) or len(parsed) != len(given):
+            return [path]
+        return [
+            p for i, (g, q) in enumerate(zip(given, parsed, strict=True)) for p in dropped_fields(g, q, f"{path}[{i}]")
+        ]
     return []
 
 

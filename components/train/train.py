@@ -427,9 +427,10 @@ def train(cfg: TrainConfig) -> TrainResult:
             batch = next(batches)
             consumed += 1
             x0 = batch["latent"].to(device)
-            # the global batch's mean loss, whatever its split: this rank's sum / global batch size, times the
-            # data-parallel size because gradients are averaged over all processes (see model.parallel)
-            global_batch = _all_sum(float(x0.shape[0]), device) / cfg.sp
+            # the global batch's mean loss, whatever its split: this rank's sum / global batch size (every batch is
+            # full-size, see BucketBatchSampler), times the data-parallel size because gradients are averaged over
+            # all processes (see model.parallel)
+            global_batch = sampler.batch_sizes[train_set.index.bucket.iloc[batch["index"][0]]]
             loss = training_loss(
                 model,
                 x0,

@@ -21,6 +21,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from components.train.launcher import dropped_fields
+
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 KUSTOMIZATIONS = ["base", "overlays/onprem", "overlays/cloud"]
@@ -75,25 +77,6 @@ def find(docs, kind: str, name: str) -> dict:
 
 # ---------------------------------------------------------------------------------------------------------------
 # schema validation
-
-
-def dropped_fields(given, parsed, path: str = "") -> list[str]:
-    """Paths in `given` that are missing from `parsed` (what a model silently ignored)."""
-    if isinstance(given, dict):
-        if not isinstance(parsed, dict):
-            return [path or "."]
-        out = []
-        for key, value in given.items():
-            where = f"{path}.{key}" if path else key
-            out += dropped_fields(value, parsed[key], where) if key in parsed else [where]
-        return out
-    if isinstance(given, list):
-        if not isinstance(parsed, list) or len(parsed) != len(given):
-            return [path]
-        return [
-            p for i, (g, q) in enumerate(zip(given, parsed, strict=True)) for p in dropped_fields(g, q, f"{path}[{i}]")
-        ]
-    return []
 
 
 def validate_core(doc: dict) -> list[str]:

@@ -87,9 +87,9 @@ def test_the_committed_bucket_presets_are_what_the_memory_model_gives(gb, tmp_pa
     from model.memory import PRESET_FRAMES, PRESET_RESOLUTIONS
 
     out = tmp_path / f"{gb}gb.yaml"
-    args = argparse.Namespace(gpu_memory=gb, preset="XL/2", dp=8, no_gradient_checkpointing=False, text_tokens=300,
-                              vae_factor=8, resolutions=list(PRESET_RESOLUTIONS), frames=list(PRESET_FRAMES),
-                              out=str(out))  # fmt: skip
+    args = argparse.Namespace(gpu_memory=gb, preset="XL/2", dp=8, no_gradient_checkpointing=False,
+                              online_encoders=False, text_tokens=300, vae_factor=8, out=str(out),
+                              resolutions=list(PRESET_RESOLUTIONS), frames=list(PRESET_FRAMES))  # fmt: skip
     assert _run_buckets(args) == 0
     committed = ROOT / "configs" / "buckets" / f"{gb}gb.yaml"
     assert yaml.safe_load(committed.read_text()) == yaml.safe_load(out.read_text()), (
