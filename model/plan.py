@@ -63,10 +63,20 @@ class Recipe:
 
         if not Path(path).is_file():
             raise ValueError(f"recipe {path} not found; see configs/plan/ for examples")
+        from dataclasses import fields
+
         values = yaml.safe_load(Path(path).read_text()) or {}
-        stages = tuple(Stage(**s) for s in values.pop("stages", []))
+        raw = values.pop("stages", None) or []
+        for where, given, known in (
+            ("recipe", values, {f.name for f in fields(cls)} - {"stages"}),
+            *((f"stage {i + 1}", st, {f.name for f in fields(Stage)}) for i, st in enumerate(raw)),
+        ):
+            unknown = sorted(set(given) - known)
+            if unknown:
+                raise ValueError(f"{path}: {where} has unknown keys {unknown}; known: {sorted(known)}")
+        stages = tuple(Stage(**st) for st in raw)
         if not stages:
-            raise ValueError(f"recipe {path} has no stages")
+            raise ValueError(f"recipe {path} has no stages; see configs/plan/opensora-1.0.yaml")
         return cls(stages=stages, **values)
 
     def arch(self, variant: str | None = None) -> Arch:

@@ -91,3 +91,16 @@ def test_plan_verb_prints_the_stages(capsys):
     assert "hq-highres" in out and "total" in out and "67.7 GPU-days" in out
     assert main([*args[:-4], "--calibrate", "nope"]) == 2
     assert "expected STAGE=GPU_DAYS" in capsys.readouterr().err
+
+
+def test_a_recipe_with_unknown_keys_or_no_stages_is_refused_by_name(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages:\n  - {name: s1, frames: 16, height: 256, width: 256, batch: 8, step: 10}\n")
+    with pytest.raises(ValueError, match=r"stage 1 has unknown keys \['step'\]"):
+        Recipe.load(bad)
+    bad.write_text("modle: {preset: XL/2}\nstages: []\n")
+    with pytest.raises(ValueError, match=r"recipe has unknown keys \['modle'\]"):
+        Recipe.load(bad)
+    bad.write_text("stages: []\n")
+    with pytest.raises(ValueError, match="has no stages"):
+        Recipe.load(bad)
