@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 
 from components.caption.caption import CaptionConfig, caption
-from components.caption.tiny import build_tiny_llava_next
-from components.ingest.ingest import IngestConfig, ingest, with_overrides
-from components.ingest.synth import SynthConfig, synth
+from components.common import settings
+from components.common.toy.synth import SynthConfig, synth
+from components.common.toy.tiny import build_tiny_llava_next
+from components.ingest.ingest import IngestConfig, ingest
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -38,8 +39,9 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="t2v-bench-caption-"))
     try:
         toy = synth(SynthConfig(out_dir=str(work / "toy"), videos=videos, images=0, size=128))
-        cfg = with_overrides(
-            IngestConfig(inputs=(str(toy),), out_dir=str(work / "ingest"), progress=False), dedup_distance=None
+        cfg = settings.updated(
+            IngestConfig(inputs=(str(toy),), out_dir=str(work / "ingest"), progress=False),
+            {"filters.dedup_distance": None},
         )
         ingest(cfg)
         model = build_tiny_llava_next(work / "model")

@@ -57,12 +57,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from components.evaluate.adherence import CHANCE
-    from pipelines.local import latest_outputs, run_local, toy_arguments
+    from pipelines.local import latest_outputs, local_arguments, run_local
 
     root = Path(args.root or tempfile.mkdtemp(prefix="t2v-demo-bench-"))
-    quick = {"synth_videos": 8, "synth_images": 4, "stage1_steps": 4, "stage2_steps": 4, "stage3_steps": 2,
-             "eval_max_prompts": 2, "eval_steps": 2}  # fmt: skip
-    arguments = toy_arguments(root, **(quick if args.quick else {}))
+    quick = ["synth.videos=8", "synth.images=4", "stage1.max_steps=4", "stage2.max_steps=4", "stage3.max_steps=2",
+             "evaluate.max_prompts=2", "evaluate.steps=2"]  # fmt: skip
+    arguments = local_arguments(
+        root, str(Path(__file__).resolve().parents[1] / "params.yaml"), quick if args.quick else []
+    )
     times = _TaskTimes()
     logging.getLogger().addFilter(times)
     start = time.perf_counter()

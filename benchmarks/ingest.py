@@ -29,7 +29,7 @@ import av
 import numpy as np
 
 from components.common.video import write_video
-from components.ingest.ingest import IngestConfig, ingest, with_overrides
+from components.ingest.ingest import IngestConfig, ingest
 
 
 def texture_video(path: Path, rng: np.random.Generator, *, width: int, height: int, fps: int, scenes: int, seconds):
@@ -61,7 +61,7 @@ def decode_only(paths: list[Path]) -> float:
 
 
 def timed_ingest(src: Path, out: Path, mode: str) -> tuple[float, int]:
-    cfg = with_overrides(IngestConfig(inputs=(str(src),), out_dir=str(out), progress=False), clip_mode=mode)
+    cfg = IngestConfig(inputs=(str(src),), out_dir=str(out), clip_mode=mode, progress=False)
     start = time.perf_counter()
     result = ingest(cfg)
     return time.perf_counter() - start, result.clips

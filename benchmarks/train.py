@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from components.common.tiny import word_tokenizer
+from components.common.toy.tiny import word_tokenizer
 from model.flow import FlowConfig, training_loss
 from model.stdit import STDiT, preset_config
 

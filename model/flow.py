@@ -13,7 +13,7 @@ All randomness of a training sample (its noise, its timestep, whether its captio
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,17 +21,24 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from tqdm.auto import tqdm
 
 
+def _setting(default, help: str):
+    """A field with its description, read by the settings CLI (components.common.settings)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class FlowConfig:
-    num_train_timesteps: int = 1000
-    logit_mean: float = 0.0
-    logit_std: float = 1.0
-    resolution_shift: bool = True
-    shift: float | None = None  # a fixed shift in place of the resolution-aware one (SD3 uses 3.0)
-    base_pixels: int = 512 * 512  # image area at which the shift is 1
-    base_latent_frames: int = 1
-    spatial_compression: int = 8  # image pixels per latent pixel along each side (the VAE's factor)
-    caption_dropout: float = 0.1
+    """Rectified flow: timestep sampling, the resolution- and length-aware shift, caption dropout."""
+
+    num_train_timesteps: int = _setting(1000, "timesteps of the discrete schedule the model is conditioned on")
+    logit_mean: float = _setting(0.0, "mean of the logit-normal timestep distribution")
+    logit_std: float = _setting(1.0, "standard deviation of the logit-normal timestep distribution")
+    resolution_shift: bool = _setting(True, "shift timesteps towards noise for larger and longer latents")
+    shift: float | None = _setting(None, "a fixed shift in place of the resolution-aware one (SD3 uses 3.0)")
+    base_pixels: int = _setting(512 * 512, "image area at which the shift is 1")
+    base_latent_frames: int = _setting(1, "latent frames at which the shift is 1")
+    spatial_compression: int = _setting(8, "image pixels per latent pixel along each side (the VAE's factor)")
+    caption_dropout: float = _setting(0.1, "share of captions replaced by the null caption (for guidance)")
 
 
 def timestep_shift_factor(cfg: FlowConfig, latent_shape: tuple[int, ...]) -> float:

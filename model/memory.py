@@ -199,7 +199,7 @@ def bucket_preset(
     """A bucket_config {resolution: {frames: [1.0, batch]}} with the largest batch that fits `gpu_gb` for each
     bucket (the widest aspect ratio's latent size, which has the most tokens); buckets where not even one sample
     fits are left out."""
-    from components.precompute.buckets import ASPECT_RATIOS, bucket_size, resolution_area
+    from model.buckets import ASPECT_RATIOS, bucket_size, resolution_area
 
     preset: dict[str, dict[str, list]] = {}
     for resolution in resolutions:

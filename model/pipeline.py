@@ -19,6 +19,7 @@ import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from tqdm.auto import tqdm
 
+from model.encoders import DEFAULT_TEXT_ENCODER, DEFAULT_VAE
 from model.flow import FlowConfig, sample
 from model.stdit import STDiT
 
@@ -37,8 +38,8 @@ class T2VPipeline(DiffusionPipeline):
         self,
         transformer: STDiT,
         scheduler: FlowMatchEulerDiscreteScheduler,
-        vae_spec: str = "stabilityai/sd-vae-ft-ema",
-        text_encoder_spec: str = "DeepFloyd/t5-v1_1-xxl",
+        vae_spec: str = DEFAULT_VAE,
+        text_encoder_spec: str = DEFAULT_TEXT_ENCODER,
         max_text_tokens: int = 300,
         flow: dict | None = None,
         default_num_frames: int = 16,
@@ -79,7 +80,7 @@ class T2VPipeline(DiffusionPipeline):
     def encoders(self):
         """(vae, text encoder), loaded on first use from their specs."""
         if self._encoders is None:
-            from components.precompute.encoders import TextEncoder, load_vae
+            from model.encoders import TextEncoder, load_vae
 
             device = str(self.transformer.device)
             self._encoders = (
@@ -103,7 +104,7 @@ class T2VPipeline(DiffusionPipeline):
         progress: bool = True,
     ) -> list[np.ndarray]:
         """One uint8 video (T, H, W, 3) per prompt; shape defaults to the one the model was trained at."""
-        from components.caption.cleanup import clean_caption
+        from model.prompts import clean_caption
 
         prompts = [clean_caption(p) for p in ([prompt] if isinstance(prompt, str) else list(prompt))]
         num_frames = num_frames or self.config.default_num_frames

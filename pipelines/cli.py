@@ -10,22 +10,16 @@ The whole training system as one Kubeflow Pipelines v2 DAG: synth-or-ingest -> c
 merged) -> precompute -> stage-1 -> stage-2 -> stage-3 -> evaluate -> register.
 
   compile   write the IR YAML (upload it in the KFP UI, or `submit` it)
-  run       run the DAG on this machine through kfp.local (the toy world by default: tiny models, pixel space)
+  run       run the DAG on this machine through kfp.local (the toy recipe params.yaml by default: tiny models)
   submit    create a run on a KFP host (--dry-run prints what would be sent)
-Pipeline arguments: --set name=value (repeatable; e.g. --set source=s3://bucket/videos/ --set caption_shards=16).
+
+Every step's settings come from a recipe (--recipe FILE: a section per step, only what differs from the defaults;
+configs/recipes/production.yaml on a cluster, params.yaml for the toy world) and --set overrides:
+  --set source=s3://bucket/videos/        a pipeline parameter (source, workdir, tracking_uri)
+  --set caption.num_shards=16             a step setting, section.key=value (stage1..stage3 for the stages)
 """
 
-
-def _arguments(items: list[str]) -> dict:
-    import yaml
-
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected name=value, e.g. --set caption_shards=8")
-        key, value = item.split("=", 1)
-        out[key] = yaml.safe_load(value) if value else ""
-    return out
+PARAMETERS = ("source", "workdir", "tracking_uri")
 
 
 def compile_pipeline(out: str, cluster: str | None = None, image: str | None = None) -> Path:
@@ -55,7 +49,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     c.set_defaults(run=_compile)
     r = sub.add_parser("run", help="run the DAG locally with kfp.local (toy world by default)")
     r.add_argument("--root", default="outputs/pipeline", help="artifacts, work, MLflow store (default %(default)s)")
-    r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument")
+    r.add_argument("--recipe", default="params.yaml", help="the recipe (default %(default)s: the toy world)")
+    r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="parameter or section.key=value")
     r.set_defaults(run=_run)
     s = sub.add_parser("submit", help="create a run on a Kubeflow Pipelines host")
     s.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow:80")
@@ -63,7 +58,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     s.add_argument("--run-name", help="(default: pipeline name and time)")
     s.add_argument("--cluster", help="cluster settings YAML")
     s.add_argument("--image", help="the project image")
-    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument")
+    s.add_argument("--recipe", help="a recipe file, sent as text (default: the image's production recipe)")
+    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="parameter or section.key=value")
     s.add_argument("--namespace", help="the KFP profile namespace to run in (multi-user KFP), e.g. t2v")
     s.add_argument("--service-account", help="the run's service account, e.g. t2v-pipeline (creates TrainJobs)")
     s.add_argument("--dry-run", action="store_true", help="print what would be sent and stop")
@@ -78,10 +74,11 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from pipelines.demo import summary
-    from pipelines.local import latest_outputs, run_local, toy_arguments
+    from pipelines.local import latest_outputs, local_arguments, run_local, split_settings
 
     root = Path(args.root)
-    arguments = toy_arguments(root, **_arguments(args.set))
+    parameters, overrides = split_settings(args.set, PARAMETERS)
+    arguments = local_arguments(root, args.recipe, overrides, **parameters)
     run_local(arguments, root)
     evaluation, decision = latest_outputs(root)
     print("\n" + summary(evaluation, decision, arguments["tracking_uri"]))  # after kfp.local's indented log
@@ -91,7 +88,17 @@ def _run(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     import tempfile
 
-    arguments = _arguments(args.set)
+    from pipelines.local import split_settings
+
+    arguments, overrides = split_settings(args.set, PARAMETERS)
+    if overrides:
+        arguments["overrides"] = json.dumps(overrides)
+    if args.recipe:
+        import yaml
+
+        from components.common.settings import read_recipe
+
+        arguments["recipe"] = yaml.safe_dump(read_recipe(args.recipe), sort_keys=False)
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(str(Path(tmp) / "t2v-pipeline.yaml"), args.cluster, args.image)
         request = {"host": args.host, "experiment": args.experiment, "run_name": args.run_name,

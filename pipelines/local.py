@@ -4,42 +4,51 @@ in this Python environment, artifacts under <root>/kfp (Kubernetes settings are 
 import json
 from pathlib import Path
 
-TOY = {
-    "source": "synth",
-    # shapes a quarter of the frame wide, and 10 stills per 2 videos: the colour of a shape carries enough of the
-    # loss to be learned in minutes, and stills keep teaching it in stage 2 (images and videos mixed)
-    "synth_shape_scale": 0.24,
-    "synth_images": 240,
-    "captioner": "metadata",
-    "caption_shards": 2,
-    "vae": "none:2",
-    "max_text_tokens": 16,
-    "buckets": json.dumps({"32": {"1": [1.0, 16], "8": [1.0, 8]}}),
-    "frame_interval": 4,
-    "stage1_config": "configs/toy/train.yaml",
-    "stage2_config": "configs/toy/train.yaml",
-    "stage3_config": "configs/toy/train.yaml",
-    "stage1_steps": 800,
-    "stage2_steps": 1200,
-    "stage3_steps": 400,
-    "stage2_settings": json.dumps(["frames=all"]),
-    "stage3_settings": json.dumps(["subset={motion: 0.0}"]),
-    "eval_prompts": "configs/toy/prompts.txt",
-    "eval_max_prompts": 16,
-    "eval_guidance_scale": 4.0,
-}
+import yaml
+
+TOY_RECIPE = "params.yaml"  # the toy world's recipe, which `dvc repro` reads too
+TINY_MODELS = "data/models/"  # where DVC's tiny-models stage writes the tiny encoders a toy recipe names
 
 
-def toy_arguments(root: Path, **overrides) -> dict:
-    """Pipeline arguments for the toy world under `root`: tiny random T5 built there, a local MLflow store."""
-    from components.precompute.tiny import build_tiny_t5
+def split_settings(items: list[str], parameters: tuple[str, ...]) -> tuple[dict, list[str]]:
+    """`--set` items: pipeline parameters by name (source=..., tracking_uri=...), the rest recipe overrides
+    (section.key=value)."""
+    arguments, overrides = {}, []
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected name=value, e.g. --set source=s3://bucket/videos/")
+        key, value = item.split("=", 1)
+        if key in parameters:
+            arguments[key] = value
+        elif "." in key:
+            overrides.append(item)
+        else:
+            raise ValueError(
+                f"--set {item!r}: not a pipeline parameter {list(parameters)} nor a recipe setting (section.key=value, "
+                "e.g. stage2.max_steps=100)"
+            )
+    return arguments, overrides
+
+
+def local_arguments(root: Path, recipe: str = TOY_RECIPE, overrides: list[str] = (), **parameters) -> dict:
+    """Pipeline arguments for a run under `root`: the recipe as text, its overrides, a work folder and a local MLflow
+    store there. A recipe that names the tiny models (data/models/, as the toy one does) gets them built under
+    <root>/models instead."""
+    from components.common.settings import read_recipe, sections_of
 
     root = root.resolve()
-    t5 = root / "models" / "t5"
-    if not (t5 / "config.json").exists():
-        build_tiny_t5(t5, seed=0)
-    return {**TOY, "workdir": str(root / "work"), "text_encoder": str(t5),
-            "tracking_uri": f"sqlite:///{root / 'mlflow.db'}", **overrides}  # fmt: skip
+    values = read_recipe(recipe)
+    items = list(overrides)
+    encoder = str(sections_of(values, ("precompute",)).get("text_encoder", ""))
+    if encoder.startswith(TINY_MODELS):
+        from components.common.toy.tiny import build_tiny_t5
+
+        t5 = root / "models" / encoder.removeprefix(TINY_MODELS)
+        if not (t5 / "config.json").exists():
+            build_tiny_t5(t5, seed=0)
+        items.insert(0, f"precompute.text_encoder={t5}")
+    return {"recipe": yaml.safe_dump(values, sort_keys=False), "overrides": json.dumps(items),
+            "workdir": str(root / "work"), "tracking_uri": f"sqlite:///{root / 'mlflow.db'}", **parameters}  # fmt: skip
 
 
 def run_local(arguments: dict, root: Path):

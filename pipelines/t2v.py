@@ -75,8 +75,16 @@ class ClusterSettings:
         return task
 
 
+PRODUCTION_RECIPE = "configs/recipes/production.yaml"  # in the image; a recipe given as YAML text works as well
+
+
 def build_pipeline(cluster: "ClusterSettings | None" = None):
-    """The pipeline function (a kfp GraphComponent), with `cluster` applied to its tasks."""
+    """The pipeline function (a kfp GraphComponent), with `cluster` applied to its tasks.
+
+    Its parameters are the few that change per run (the footage, the recipe, overrides, where runs and MLflow
+    live); every step's settings come from the recipe (`recipe`: a path in the image or YAML text, a section per
+    step) and `overrides` (a JSON list of "section.key=value", e.g. ["stage2.max_steps=100"]), which each task reads
+    for its own step, so a task cannot drift from what `t2v <verb>` would do."""
     from kfp import dsl
 
     from components.caption.component import caption_merge, caption_shard, caption_shard_ids
@@ -104,85 +112,36 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
                   "three stages, evaluation and registration")  # fmt: skip
     def t2v_pipeline(
         source: str = "synth",
+        recipe: str = PRODUCTION_RECIPE,
+        overrides: str = "[]",
         workdir: str = "/mnt/data/runs",
-        synth_videos: int = 48,
-        synth_images: int = 24,
-        synth_shape_scale: float = 0.14,
-        val_fraction: float = 0.1,
-        caption_shards: int = 2,
-        captioner: str = "vlm",
-        caption_model: str = "llava-hf/llava-v1.6-mistral-7b-hf",
-        vae: str = "stabilityai/sd-vae-ft-ema",
-        text_encoder: str = "DeepFloyd/t5-v1_1-xxl",
-        max_text_tokens: int = 300,
-        buckets: str = '{"256": {"1": [1.0, 32], "16": [1.0, 4]}}',
-        frame_interval: int = 2,
-        stage1_config: str = "configs/train/stage1.yaml",
-        stage2_config: str = "configs/train/stage2.yaml",
-        stage3_config: str = "configs/train/stage3.yaml",
-        stage1_steps: int = 0,
-        stage2_steps: int = 0,
-        stage3_steps: int = 0,
-        stage2_settings: str = "[]",
-        stage3_settings: str = "[]",
-        eval_prompts: str = "",
-        eval_max_prompts: int = 8,
-        eval_steps: int = 30,
-        eval_guidance_scale: float = 7.0,
         tracking_uri: str = "",
-        model_name: str = "t2v-stdit",
-        register_metric: str = "val_loss",
-        register_margin: float = 0.0,
     ):
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-        data = named(
-            synth_or_ingest(source=source, synth_videos=synth_videos, synth_images=synth_images,
-                            synth_shape_scale=synth_shape_scale, val_fraction=val_fraction),
-            "synth-or-ingest", "ingest",
-        )  # fmt: skip
-        shards = named(caption_shard_ids(num_shards=caption_shards), "caption-shards", "light")
+        settings = {"recipe": recipe, "overrides": overrides}
+        data = named(synth_or_ingest(source=source, **settings), "synth-or-ingest", "ingest")
+        shards = named(caption_shard_ids(**settings), "caption-shards", "light")
         with dsl.ParallelFor(shards.output) as shard:
-            part = named(
-                caption_shard(manifest=data.outputs["manifest"], shard=shard, num_shards=caption_shards,
-                                 captioner=captioner, model=caption_model),
-                "caption-shard", "caption",
-            )  # fmt: skip
+            part = named(caption_shard(manifest=data.outputs["manifest"], shard=shard, **settings), "caption-shard",
+                         "caption")  # fmt: skip
         captioned = named(
-            caption_merge(manifest=data.outputs["manifest"], parts=dsl.Collected(part.outputs["part"]),
-                             captioner=captioner, model=caption_model),
+            caption_merge(manifest=data.outputs["manifest"], parts=dsl.Collected(part.outputs["part"]), **settings),
             "caption-merge", "light",
         )  # fmt: skip
-        latents = named(
-            precompute(captioned=captioned.outputs["captioned"], vae=vae, text_encoder=text_encoder,
-                          max_text_tokens=max_text_tokens, buckets=buckets, frame_interval=frame_interval),
-            "precompute", "precompute",
-        )  # fmt: skip
+        latents = named(precompute(captioned=captioned.outputs["captioned"], **settings), "precompute", "precompute")
         common = {"data": latents.outputs["latents"], "workdir": workdir, "run_id": run_id,
-                  "tracking_uri": tracking_uri}  # fmt: skip
-        stage1 = named(
-            train_stage(stage=1, config=stage1_config, steps=stage1_steps, **common), "stage-1", "train", False
-        )
-        stage2 = named(
-            train_stage(stage=2, config=stage2_config, steps=stage2_steps, init=stage1.outputs["model"],
-                        settings=stage2_settings, **common),
-            "stage-2", "train", False,
-        )  # fmt: skip
-        stage3 = named(
-            train_stage(stage=3, config=stage3_config, steps=stage3_steps, init=stage2.outputs["model"],
-                     settings=stage3_settings, **common),
-            "stage-3", "train", False,
-        )  # fmt: skip
+                  "tracking_uri": tracking_uri, **settings}  # fmt: skip
+        stage1 = named(train_stage(stage=1, **common), "train-stage-1", "train", False)
+        stage2 = named(train_stage(stage=2, init=stage1.outputs["model"], **common), "train-stage-2", "train", False)
+        stage3 = named(train_stage(stage=3, init=stage2.outputs["model"], **common), "train-stage-3", "train", False)
         evaluation = named(
-            evaluate(model=stage3.outputs["model"], data=latents.outputs["latents"],
-                        stage1=stage1.outputs["model"], stage2=stage2.outputs["model"], prompts=eval_prompts,
-                        max_prompts=eval_max_prompts, steps=eval_steps, guidance_scale=eval_guidance_scale,
-                        model_name=model_name, tracking_uri=tracking_uri),
+            evaluate(model=stage3.outputs["model"], data=latents.outputs["latents"], stage1=stage1.outputs["model"],
+                     stage2=stage2.outputs["model"], tracking_uri=tracking_uri, **settings),
             "evaluate", "evaluate", False,
         )  # fmt: skip
         named(
-            register(model=stage3.outputs["model"], evaluation=evaluation.outputs["evaluation"],
-                        tracking_uri=tracking_uri, run_id=run_id, name=model_name, metric=register_metric,
-                        margin=register_margin),
+            register(model=stage3.outputs["model"], evaluation=evaluation.outputs["evaluation"], run_id=run_id,
+                     tracking_uri=tracking_uri, **settings),
             "register", "register", False,
         )  # fmt: skip
 

@@ -1,5 +1,6 @@
 import sys
 
-from components.cli import main
+from components.caption.cli import add_parser
+from components.common.cli import module_main
 
-sys.exit(main(["caption", *sys.argv[1:]]))
+sys.exit(module_main(add_parser, "caption"))

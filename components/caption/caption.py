@@ -22,33 +22,35 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from components.caption.captioners import DEFAULT_PROMPT, FAMILIES, MetadataCaptioner, VLMCaptioner
-from components.caption.cleanup import append_scores, clean_caption
+from components.caption.cleanup import append_scores
 from components.caption.frames import clip_frames
+from components.common.settings import setting
 from components.common.video import atomic_path
+from model.prompts import clean_caption
 
 CAPTIONERS = ("metadata", "vlm")
 
 
 @dataclass(frozen=True)
 class CaptionConfig:
-    manifest: str = "data/ingest/manifest.parquet"
-    out_dir: str = "data/caption"
-    captioner: str = "vlm"
-    model: str = "llava-hf/llava-v1.6-mistral-7b-hf"
-    family: str | None = None  # from the model's config when not given
-    prompt: str = DEFAULT_PROMPT
-    frames: int | None = None  # per clip; the family's default when not given
-    batch_size: int = 8
-    min_new_tokens: int = 0
-    max_new_tokens: int = 200
-    dtype: str = "auto"  # bf16 on GPU, fp32 on CPU
-    device: str | None = None
-    trust_remote_code: bool = False
-    from_column: str | None = None  # metadata captioner: take captions from this manifest column
-    append_scores: tuple[str, ...] = ()  # e.g. ("aes", "motion"), Open-Sora 1.2's score conditioning
-    shard: int = 0
-    num_shards: int = 1
-    progress: bool = True
+    manifest: str = setting("data/ingest/manifest.parquet", "ingest manifest")
+    out_dir: str = setting("data/caption", "output folder (parts/ keeps the finished batches)")
+    captioner: str = setting("vlm", "vlm: a vision-language model; metadata: captions that came with the data")
+    model: str = setting("llava-hf/llava-v1.6-mistral-7b-hf", "captioning model: hub id or local folder")
+    family: str | None = setting(None, f"model family {FAMILIES}; read from the model's config when not given")
+    prompt: str = setting(DEFAULT_PROMPT, "instruction given with the frames")
+    frames: int | None = setting(None, "frames per clip (default: the family's)")
+    batch_size: int = setting(8, "clips per generate call")
+    min_new_tokens: int = setting(0, "shortest caption, in tokens")
+    max_new_tokens: int = setting(200, "longest caption, in tokens")
+    dtype: str = setting("auto", "auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32")
+    device: str | None = setting(None, "cuda, cuda:1, cpu (default: cuda when present)")
+    trust_remote_code: bool = setting(False, "run code shipped with the model")
+    from_column: str | None = setting(None, "metadata captioner: take captions from this manifest column")
+    append_scores: tuple[str, ...] = setting((), "score columns appended to captions, e.g. aes motion (Open-Sora 1.2)")
+    shard: int = setting(0, "this run's shard, 0-based")
+    num_shards: int = setting(1, "number of shards (clip i goes to shard i mod n)")
+    progress: bool = setting(True, "progress bar")
 
 
 @dataclass

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from components.caption.caption import CAPTIONERS, CaptionConfig, caption
-from components.caption.captioners import DEFAULT_FRAMES, FAMILIES
+from components.caption.caption import CaptionConfig, caption
+from components.common.cli import add_verb
 
+HELP = "a caption per clip: vision-language model or metadata"
 DESCRIPTION = """\
 Give every clip of an ingest manifest a caption.
 
@@ -26,55 +27,10 @@ outputs are written to --out-dir: manifest.parquet (the input with `text` filled
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    d = CaptionConfig()
-    p = verbs.add_parser(
-        "caption",
-        help="a caption per clip: vision-language model or metadata",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--manifest", default=d.manifest, help=f"ingest manifest (default {d.manifest})")
-    p.add_argument("--out-dir", default=d.out_dir, help=f"(default {d.out_dir})")
-    p.add_argument("--captioner", choices=CAPTIONERS, default=d.captioner, help="(default vlm)")
-    p.add_argument("--model", default=d.model, help=f"hub id or local folder (default {d.model})")
-    p.add_argument("--family", choices=FAMILIES, help="model family; read from the model's config by default")
-    p.add_argument("--prompt", default=d.prompt, help="instruction given with the frames")
-    p.add_argument("--frames", type=int, help=f"frames per clip (default per family: {DEFAULT_FRAMES})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
-    p.add_argument("--min-new-tokens", type=int, default=d.min_new_tokens, help=f"(default {d.min_new_tokens})")
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help=f"(default {d.max_new_tokens})")
-    p.add_argument("--dtype", default=d.dtype, help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32")
-    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when present)")
-    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off)")
-    p.add_argument("--from-column", help="metadata captioner: take captions from this manifest column")
-    p.add_argument("--append-scores", nargs="*", default=[], metavar="COLUMN", help="e.g. aes motion")
-    p.add_argument("--shard", type=int, default=0, help="this run's shard, 0-based (default 0)")
-    p.add_argument("--num-shards", type=int, default=1, help="number of shards (default 1)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=_run)
+    add_verb(verbs, "caption", CaptionConfig, _run, help=HELP, description=DESCRIPTION)
 
 
-def _run(args: argparse.Namespace) -> int:
-    cfg = CaptionConfig(
-        manifest=args.manifest,
-        out_dir=args.out_dir,
-        captioner=args.captioner,
-        model=args.model,
-        family=args.family,
-        prompt=args.prompt,
-        frames=args.frames,
-        batch_size=args.batch_size,
-        min_new_tokens=args.min_new_tokens,
-        max_new_tokens=args.max_new_tokens,
-        dtype=args.dtype,
-        device=args.device,
-        trust_remote_code=args.trust_remote_code,
-        from_column=args.from_column,
-        append_scores=tuple(args.append_scores),
-        shard=args.shard,
-        num_shards=args.num_shards,
-        progress=not args.no_progress,
-    )
+def _run(cfg: CaptionConfig) -> int:
     result = caption(cfg)
     print(f"shard {cfg.shard}/{cfg.num_shards}: {result.captioned} captioned, {result.skipped} already done")
     if result.complete:

@@ -6,35 +6,29 @@ from components.common.kfp import component
 
 
 @component
-def caption_shard_ids(num_shards: int) -> list[int]:
-    """[0, ..., num_shards - 1]: the items the caption shards fan out over."""
-    if num_shards < 1:
-        raise ValueError(f"num_shards={num_shards} must be at least 1")
-    return list(range(num_shards))
+def caption_shard_ids(recipe: str, overrides: str = "[]") -> list[int]:
+    """[0, ..., num_shards - 1] (the recipe's caption.num_shards): the items the caption shards fan out over."""
+    from components.caption.caption import CaptionConfig
+    from components.common.kfp import step_settings
+
+    return list(range(step_settings(CaptionConfig, recipe, overrides, ("caption",)).num_shards))
 
 
 @component
-def caption_shard(
-    manifest: Input[Dataset],
-    part: Output[Dataset],
-    shard: int,
-    num_shards: int,
-    captioner: str = "vlm",
-    model: str = "llava-hf/llava-v1.6-mistral-7b-hf",
-    batch_size: int = 8,
-):
-    """Caption shard `shard` of `num_shards` (clip i goes to shard i mod n); the part file is the output."""
+def caption_shard(manifest: Input[Dataset], part: Output[Dataset], shard: int, recipe: str, overrides: str = "[]"):
+    """Caption shard `shard` of caption.num_shards (clip i goes to shard i mod n); the part file is the output."""
     import shutil
     from pathlib import Path
 
     from components.caption.caption import CaptionConfig, caption, part_path
+    from components.common.kfp import step_settings
 
     work = Path(part.path).with_name("work")
-    cfg = CaptionConfig(manifest=str(Path(manifest.path) / "manifest.parquet"), out_dir=str(work),
-                        captioner=captioner, model=model, batch_size=batch_size, shard=shard,
-                        num_shards=num_shards, progress=False)  # fmt: skip
+    fixed = {"manifest": str(Path(manifest.path) / "manifest.parquet"), "out_dir": str(work), "shard": shard,
+             "progress": False}  # fmt: skip
+    cfg = step_settings(CaptionConfig, recipe, overrides, ("caption",), fixed)
     result = caption(cfg)
-    shutil.copyfile(part_path(work, shard, num_shards), part.path)
+    shutil.copyfile(part_path(work, shard, cfg.num_shards), part.path)
     part.metadata.update({"shard": shard, "captioned": result.captioned})
 
 
@@ -43,8 +37,8 @@ def caption_merge(
     manifest: Input[Dataset],
     parts: Input[list[Dataset]],
     captioned: Output[Dataset],
-    captioner: str = "vlm",
-    model: str = "llava-hf/llava-v1.6-mistral-7b-hf",
+    recipe: str,
+    overrides: str = "[]",
 ):
     """Merge the shards' part files into the captioned manifest (captions.parquet, manifest.parquet, summary)."""
     from pathlib import Path
@@ -52,13 +46,15 @@ def caption_merge(
     import pandas as pd
 
     from components.caption.caption import CaptionConfig, write_outputs
+    from components.common.kfp import step_settings
 
     out = Path(captioned.path)
     out.mkdir(parents=True, exist_ok=True)
     source = Path(manifest.path) / "manifest.parquet"
-    cfg = CaptionConfig(manifest=str(source), out_dir=str(out), captioner=captioner, model=model,
-                        num_shards=len(parts), progress=False)  # fmt: skip
+    fixed = {"manifest": str(source), "out_dir": str(out), "num_shards": len(parts), "progress": False}
+    cfg = step_settings(CaptionConfig, recipe, overrides, ("caption",), fixed)
+    clips = len(pd.read_parquet(source))
     summary = write_outputs(pd.read_parquet(source), [Path(p.path) for p in parts], out, cfg)
-    if summary["clips"] != len(pd.read_parquet(source)):
-        raise ValueError(f"{summary['clips']} captions for {len(pd.read_parquet(source))} clips: a shard is missing")
+    if summary["clips"] != clips:
+        raise ValueError(f"{summary['clips']} captions for {clips} clips: a shard is missing")
     captioned.metadata.update({"clips": summary["clips"], "words_mean": summary["words_mean"]})

@@ -26,3 +26,27 @@ def component(func=None, *, passthroughs: list | None = None):
         return dsl.component(f, base_image=image(), install_kfp_package=False, **extra)
 
     return make(func) if func is not None else make
+
+
+def step_settings(cls, recipe: str, overrides: str, sections: tuple[str, ...], fixed: dict | None = None):
+    """A task's settings for its step: the recipe's `sections`, the pipeline's overrides addressed to them
+    (a JSON list of "section.key=value"), then what the task itself fixes (its artifacts' paths)."""
+    import json
+
+    from components.common import settings
+
+    items = json.loads(overrides or "[]")
+    if not isinstance(items, list):
+        raise ValueError(f"overrides {overrides!r}: expected a JSON list of section.key=value items")
+    return settings.load(cls, recipe=recipe, sections=sections, overrides=settings.scoped(items, sections), fixed=fixed)
+
+
+def section_value(recipe: str, overrides: str, section: str, key: str, default):
+    """One value of another step's section (a task that must agree with a later step, without importing it)."""
+    import json
+
+    from components.common import settings
+
+    values = settings.sections_of(settings.read_recipe(recipe), (section,))
+    values = settings.apply_overrides(values, settings.scoped(json.loads(overrides or "[]"), (section,)), None)
+    return values.get(key, default)

@@ -8,6 +8,7 @@ JSON-lines file (`local_log`), which reports read when there is no server.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -181,3 +182,30 @@ class Tracker:
         if self._thread.is_alive():
             log.warning("MLflow did not take the last records within %.0f s; they are dropped", timeout_s)
         self.enabled = False
+
+
+def read_metrics_log(path: Path) -> dict[int, dict]:
+    """step -> metrics from a training metrics.jsonl (a resumed run's repeated steps: the last record wins)."""
+    steps: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            steps.setdefault(int(record.pop("step")), {}).update(record)
+    return dict(sorted(steps.items()))
+
+
+PLOTTED = ("loss", "val_loss", "lr", "grad_norm")  # what the inputs determine (throughput and memory are not)
+
+
+def write_plots(log: Path, folder: Path) -> list[Path]:
+    """DVC plots of a training log: `<folder>/<metric>.json`, a list of {step, <metric>} per metric in PLOTTED
+    (`dvc plots show` reads JSON, not JSON lines)."""
+    steps = read_metrics_log(log) if log.exists() else {}
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in PLOTTED:
+        rows = [{"step": step, name: values[name]} for step, values in steps.items() if name in values]
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+        written.append(path)
+    return written

@@ -1,5 +1,6 @@
 import sys
 
-from components.cli import main
+from components.common.cli import module_main
+from components.evaluate.cli import add_parser
 
-sys.exit(main(["evaluate", *sys.argv[1:]]))
+sys.exit(module_main(add_parser, "evaluate"))

@@ -14,28 +14,29 @@ def evaluate(
     report: Output[HTML],
     metrics: Output[Metrics],
     evaluation: Output[Dataset],
-    prompts: str = "",
-    max_prompts: int = 8,
-    steps: int = 30,
-    guidance_scale: float = 7.0,
-    seed: int = 0,
-    val_timesteps: int = 10,
-    model_name: str = "t2v-stdit",
+    recipe: str,
+    overrides: str = "[]",
     tracking_uri: str = "",
 ):
-    """Evaluate the final stage's pipeline on the held-out split, and with a tracking URI also the registry's
-    champion of `model_name` when there is one (for the register step's decision); loss curves of all stages."""
+    """Evaluate the final stage's pipeline on the held-out split with the recipe's `evaluate` section; with a
+    tracking URI also the registry's champion of the recipe's register.name when there is one (for the register
+    step's decision); loss curves of all stages."""
+    import dataclasses
     from pathlib import Path
 
+    from components.common.kfp import section_value, step_settings
+    from components.common.registry import MODEL_NAME
     from components.evaluate.evaluate import EvalConfig, write_kfp_outputs
     from components.evaluate.evaluate import evaluate as run_evaluate
 
-    baseline = f"models:/{model_name}@champion" if tracking_uri else None
-    cfg = EvalConfig(model=str(Path(model.path) / "pipeline"), data=data.path, out_dir=evaluation.path,
-                     prompts=prompts or None, max_prompts=max_prompts, steps=steps, guidance_scale=guidance_scale,
-                     seed=seed, val_timesteps=val_timesteps, baseline=baseline,
-                     loss_curves=(stage1.path, stage2.path, model.path), tracking_uri=tracking_uri or None,
-                     progress=False)  # fmt: skip
+    fixed = {"model": str(Path(model.path) / "pipeline"), "data": data.path, "out_dir": evaluation.path,
+             "loss_curves": [stage1.path, stage2.path, model.path], "progress": False}  # fmt: skip
+    if tracking_uri:
+        fixed["tracking_uri"] = tracking_uri
+    cfg = step_settings(EvalConfig, recipe, overrides, ("evaluate",), fixed)
+    if cfg.baseline is None and cfg.tracking_uri:  # the registry's champion, judged on the same held-out set
+        name = section_value(recipe, overrides, "register", "name", MODEL_NAME)
+        cfg = dataclasses.replace(cfg, baseline=f"models:/{name}@champion")
     result = run_evaluate(cfg)
     write_kfp_outputs(evaluation.path, report, metrics)
     evaluation.metadata.update({"val_loss": result["metrics"]["val_loss"]})

@@ -18,46 +18,53 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from components.common.settings import setting
 from components.evaluate import adherence
 from components.evaluate.metrics import video_metrics
 
 log = logging.getLogger(__name__)
 
+TRACKING_FILE = "tracking.json"  # the MLflow run that holds an evaluation's outputs
+
 
 @dataclass(frozen=True)
 class EvalConfig:
-    model: str = "data/train/stage3/pipeline"  # pipeline folder or models:/<name>@<alias> or models:/<name>/<version>
-    data: str = "data/precompute"  # precompute folder or root: its held-out (val) split
-    out_dir: str = "outputs/evaluate"
-    baseline: str | None = None  # evaluated the same way, e.g. models:/t2v-stdit@champion (for `t2v register`)
-    prompts: str | None = None  # a file of prompts, one per line; default: the held-out captions
-    max_prompts: int = 8
-    num_frames: int | None = None  # shape for prompt-file prompts; default: the model's
-    height: int | None = None
-    width: int | None = None
-    steps: int = 30
-    guidance_scale: float = 7.0
-    seed: int = 0
-    fps: int = 8
-    val_timesteps: int = 10
-    val_max_samples: int = 256
-    clip_model: str | None = None  # transformers CLIP id/path: CLIPScore
-    fvd_model: str | None = None  # I3D TorchScript file: FVD
-    fvd_videomae: str | None = None  # transformers VideoMAE id/path: content-debiased FVD
-    fvd_max_videos: int = 256
-    vbench_dimensions: tuple[str, ...] = ()
-    loss_curves: tuple[str, ...] = field(default_factory=tuple)  # training out_dirs; default: from the lineage
-    tracking_uri: str | None = None
-    experiment: str = "t2v-pipeline"
-    device: str = "auto"
-    progress: bool = True
+    model: str = setting("data/train/stage3/pipeline", "pipeline folder or models:/NAME@ALIAS or models:/NAME/VERSION")
+    data: str = setting("data/precompute", "precompute folder or root: its held-out (val) split")
+    out_dir: str = setting("outputs/evaluate", "output folder, replaced as a whole")
+    baseline: str | None = setting(None, "the model to compare with, e.g. models:/t2v-stdit@champion (for register)")
+    prompts: str | None = setting(None, "file with one prompt per line (default: the held-out captions)")
+    max_prompts: int = setting(8, "prompts sampled")
+    num_frames: int | None = setting(None, "frames for prompt-file prompts (default: the model's)")
+    height: int | None = setting(None, "pixels for prompt-file prompts (default: the model's)")
+    width: int | None = setting(None, "pixels for prompt-file prompts (default: the model's)")
+    steps: int = setting(30, "sampling steps")
+    guidance_scale: float = setting(7.0, "classifier-free guidance scale")
+    seed: int = setting(0, "first sample's seed (sample i: seed + i)")
+    fps: int = setting(8, "frame rate of the sample files")
+    val_timesteps: int = setting(10, "timesteps of the validation loss")
+    val_max_samples: int = setting(256, "held-out samples of the validation loss")
+    clip_model: str | None = setting(None, "CLIP id/path for CLIPScore, e.g. openai/clip-vit-large-patch14")
+    fvd_model: str | None = setting(None, "I3D TorchScript file for FVD (i3d_torchscript.pt)")
+    fvd_videomae: str | None = setting(None, "VideoMAE id/path for content-debiased FVD")
+    fvd_max_videos: int = setting(256, "videos per side of FVD")
+    vbench_dimensions: tuple[str, ...] = setting((), "VBench dimensions, e.g. motion_smoothness (needs vbench)")
+    loss_curves: tuple[str, ...] = setting((), "training out_dirs whose loss curves are plotted (default: lineage)")
+    tracking_uri: str | None = setting(None, "MLflow tracking URI (none: no tracking)")
+    experiment: str = setting("t2v-pipeline", "MLflow experiment")
+    device: str = setting("auto", "auto, cpu or cuda")
+    progress: bool = setting(True, "progress bar")
+
+    def __post_init__(self):
+        if self.max_prompts < 1:
+            raise ValueError(f"max_prompts={self.max_prompts} must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,7 @@ def load_prompts(cfg: EvalConfig, val) -> list[Prompt]:
 
 
 def held_out(data: str):
-    from components.precompute.precompute import resolve
-    from components.train.data import LatentDataset
+    from components.common.latents import LatentDataset, resolve
 
     folder = resolve(data)
     val = LatentDataset(folder, split="val")
@@ -198,7 +204,7 @@ def weighted_metrics(cfg: EvalConfig, records: list[dict], real: list[np.ndarray
 
 
 def evaluate_one(pipe, name: str, val, meta, prompts, cfg: EvalConfig, folder: Path, device: str) -> dict:
-    from components.train.train import validation_loss
+    from components.common.validation import validation_loss
 
     check_compatible(pipe, meta, name)
     metrics = validation_loss(
@@ -225,9 +231,9 @@ def evaluate_one(pipe, name: str, val, meta, prompts, cfg: EvalConfig, folder: P
 
 def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate `cfg.model` (and `cfg.baseline`); write the outputs to `cfg.out_dir` (replaced as a whole)."""
+    from components.common.registry import NotRegistered, load_pipeline
     from components.evaluate.features import vbench_available, vbench_scores
     from components.evaluate.report import loss_curves, write_report
-    from components.register.registry import NotRegistered, load_pipeline
 
     device = device_of(cfg.device)
     folder, val, meta = held_out(cfg.data)
@@ -272,8 +278,10 @@ def evaluate(cfg: EvalConfig) -> dict:
             plt.close(curves)
         _relative_paths(result, tmp, out)
         tracker = _tracker(cfg, result)
-        result["mlflow_run_id"] = tracker.run_id
+        # the run id beside the results, not in them: metrics.json holds only what the inputs determine (DVC)
+        (tmp / TRACKING_FILE).write_text(json.dumps({"mlflow_run_id": tracker.run_id}) + "\n")
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
+        result["mlflow_run_id"] = tracker.run_id
         write_report(result, tmp, tmp / "report.html")
         _log_outputs(tracker, result, tmp)
         if out.exists():

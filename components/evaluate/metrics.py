@@ -16,7 +16,7 @@ import itertools
 import cv2
 import numpy as np
 
-from components.ingest.scores import motion_score, to_analysis_gray
+from components.common.scores import motion_score, to_analysis_gray
 
 
 def _gray(video: np.ndarray) -> np.ndarray:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from components.common.tracking import read_metrics_log
+
 DESCRIPTIONS = {
     "val_loss": "rectified-flow loss on the held-out split at fixed timesteps and noise (lower is better)",
     "temporal_consistency": "correlation of consecutive frames, 1 = steady (higher is smoother)",
@@ -129,16 +131,6 @@ def write_report(result: dict, root: Path, path: Path) -> Path:
     parts += [f"<script>{_MEDIA_SCRIPT}</script></body></html>"]
     path.write_text("".join(parts))
     return path
-
-
-def read_metrics_log(path: Path) -> dict[int, dict]:
-    """step -> metrics from a training metrics.jsonl (a resumed run's repeated steps: the last record wins)."""
-    steps: dict[int, dict] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            steps.setdefault(int(record.pop("step")), {}).update(record)
-    return dict(sorted(steps.items()))
 
 
 def stage_dirs(pipe, given: tuple[str, ...]) -> list[Path]:

@@ -1,5 +1,6 @@
 import sys
 
-from components.cli import main
+from components.common.cli import module_main
+from components.generate.cli import add_parser
 
-sys.exit(main(["generate", *sys.argv[1:]]))
+sys.exit(module_main(add_parser, "generate"))

@@ -20,7 +20,7 @@ import logging
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -29,10 +29,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from components.common.scores import hamming
+from components.common.settings import setting
 from components.common.video import atomic_path
 from components.ingest.media import ANALYSIS_VERSION, IMAGE_SUFFIXES, AnalysisConfig, Rejected, analyze
 from components.ingest.plugins import load_scorers
-from components.ingest.scores import hamming
 
 log = logging.getLogger(__name__)
 
@@ -45,33 +46,43 @@ CLIP_MODES = ("rows", "copy", "reencode")
 
 @dataclass(frozen=True)
 class FilterConfig:
-    """Clip thresholds; None switches a filter off."""
+    """Clip thresholds; none switches a filter off."""
 
-    min_motion: float | None = None
-    max_motion: float | None = None
-    min_sharpness: float | None = None
-    min_brightness: float | None = 0.02
-    max_brightness: float | None = 0.98
-    dedup_distance: int | None = 4  # phash Hamming distance at or below which a later clip is a near-duplicate
-    min_aesthetic: float | None = None  # needs the aesthetic scorer
-    max_text_area: float | None = None  # needs the text-area (OCR) scorer
+    min_motion: float | None = setting(None, "drop clips with less motion (pixels/frame at <=320 px)")
+    max_motion: float | None = setting(None, "drop clips with more motion")
+    min_sharpness: float | None = setting(None, "drop clips less sharp (variance of the Laplacian)")
+    min_brightness: float | None = setting(0.02, "drop darker clips (mean in [0, 1])")
+    max_brightness: float | None = setting(0.98, "drop brighter clips")
+    dedup_distance: int | None = setting(4, "drop a clip within this many phash bits of an earlier one (none: off)")
+    min_aesthetic: float | None = setting(None, "drop clips scoring lower (needs aesthetic_model and aesthetic_head)")
+    max_text_area: float | None = setting(None, "drop clips with more of the frame covered by text (needs ocr_model)")
 
 
 @dataclass(frozen=True)
 class IngestConfig:
-    inputs: tuple[str, ...] = ()
-    out_dir: str = "data/ingest"
+    inputs: tuple[str, ...] = setting((), "folders, globs, list files, files or URLs", positional=True)
+    out_dir: str = setting("data/ingest", "output folder")
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
-    max_bytes: int = 20 * 2**30
-    val_fraction: float = 0.05
-    split_seed: int = 0
-    clip_mode: str = "rows"
-    workers: int = 1
-    aesthetic_model: str | None = None  # a transformers CLIP folder; with aesthetic_head, adds the "aes" column
-    aesthetic_head: str | None = None  # a torch state dict of the MLP on CLIP embeddings
-    ocr_model: str | None = None  # a DB text detector (ONNX); adds the "ocr" column (text area share)
-    progress: bool = True
+    max_bytes: int = setting(20 * 2**30, "larger files are quarantined")
+    val_fraction: float = setting(0.05, "share of source videos held out (the validation split)")
+    split_seed: int = setting(0, "seed of the split")
+    clip_mode: str = setting(
+        "rows",
+        "rows: (source, start, end) rows only; copy: clip files by stream copy from keyframes; "
+        "reencode: frame-exact H.264 clip files",
+    )
+    workers: int = setting(1, "processes")
+    aesthetic_model: str | None = setting(None, "CLIP model (id or folder) for the aesthetic score (column aes)")
+    aesthetic_head: str | None = setting(None, "MLP head (torch state dict) on CLIP embeddings for the aesthetic score")
+    ocr_model: str | None = setting(None, "DB text detector (ONNX) for the text-area score (column ocr)")
+    progress: bool = setting(True, "progress bar")
+
+    def __post_init__(self):
+        if self.clip_mode not in CLIP_MODES:
+            raise ValueError(f"clip_mode={self.clip_mode!r} must be one of {CLIP_MODES}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction={self.val_fraction} must be in [0, 1)")
 
 
 @dataclass
@@ -401,17 +412,3 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         ignored=len(ignored),
         summary=summary,
     )
-
-
-def with_overrides(cfg: IngestConfig, **values) -> IngestConfig:
-    """`cfg` with top-level, analysis.* or filters.* fields replaced by name."""
-    top, analysis, filters = {}, {}, {}
-    analysis_fields, filter_fields = set(asdict(cfg.analysis)), set(asdict(cfg.filters))
-    for key, value in values.items():
-        if key in analysis_fields:
-            analysis[key] = value
-        elif key in filter_fields:
-            filters[key] = value
-        else:
-            top[key] = value
-    return replace(cfg, analysis=replace(cfg.analysis, **analysis), filters=replace(cfg.filters, **filters), **top)

@@ -19,13 +19,14 @@ from PIL import Image, UnidentifiedImageError
 from scenedetect.common import FrameTimecode
 from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
-from components.ingest.scores import (
+from components.common.scores import (
     brightness_score,
     motion_score,
     phash,
     sharpness_score,
     to_analysis_gray,
 )
+from components.common.settings import setting
 
 # Part of every cache key: bump it when a change to the analysis changes its results, so caches recompute.
 ANALYSIS_VERSION = 2
@@ -46,17 +47,19 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    min_seconds: float = 2.0
-    max_seconds: float = 15.0
-    detector: str = "content"
-    scene_threshold: float = 27.0
-    min_scene_frames: int = 15
-    score_interval: float = 0.5
-    max_score_pairs: int = 4
-    max_pixels: int = 4096 * 2304
-    max_duration: float = 3 * 3600.0
-    min_decoded_share: float = 0.9  # below this share of the frames the header promises, a file is truncated
-    min_fps: float = 1.0  # slower timing means broken timestamps, not a real video
+    """How each file is cut into clips and scored."""
+
+    min_seconds: float = setting(2.0, "shortest clip; shorter scenes are dropped")
+    max_seconds: float = setting(15.0, "longest clip; longer scenes are cut into consecutive clips")
+    detector: str = setting("content", "scene detector: content (fast) or adaptive")
+    scene_threshold: float = setting(27.0, "scene detector threshold (content: 27, adaptive: 3)")
+    min_scene_frames: int = setting(15, "shortest scene the detector reports, in frames")
+    score_interval: float = setting(0.5, "seconds between frames kept for scoring")
+    max_score_pairs: int = setting(4, "frame pairs per clip for the motion score")
+    max_pixels: int = setting(4096 * 2304, "larger frames are quarantined")
+    max_duration: float = setting(3 * 3600.0, "longer files are quarantined (seconds)")
+    min_decoded_share: float = setting(0.9, "a file that decodes fewer of the frames its header promises is truncated")
+    min_fps: float = setting(1.0, "a lower frame rate (from decoded timestamps) marks broken timing")
 
 
 @dataclass

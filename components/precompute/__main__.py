@@ -1,5 +1,6 @@
 import sys
 
-from components.cli import main
+from components.common.cli import module_main
+from components.precompute.cli import add_parser
 
-sys.exit(main(["precompute", *sys.argv[1:]]))
+sys.exit(module_main(add_parser, "precompute"))

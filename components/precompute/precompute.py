@@ -17,39 +17,29 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from components.common.video import read_frames
-from components.precompute.buckets import assign, available_frames, resize_crop, validate
-from components.precompute.encoders import TextEncoder, describe, load_vae
+from components.common.latents import EncodingConfig, clip_video, plan
+from components.common.settings import setting
+from model.buckets import validate
+from model.encoders import TextEncoder, describe, load_vae
 
 PRECOMPUTE_VERSION = 1
-DEFAULT_BUCKETS = {"256": {1: (1.0, 32), 16: (1.0, 4)}}
 
 
 @dataclass(frozen=True)
-class PrecomputeConfig:
-    manifest: str = "data/caption/manifest.parquet"
-    out_root: str = "data/precompute"
-    vae: str = "stabilityai/sd-vae-ft-ema"
-    text_encoder: str = "DeepFloyd/t5-v1_1-xxl"
-    max_text_tokens: int = 300
-    bucket_config: dict = field(default_factory=lambda: DEFAULT_BUCKETS)
-    frame_interval: int = 1
-    target_fps: float | None = None  # when set, the interval is round(fps / target_fps) per clip
-    seed: int = 0
-    shard_size: int = 256
-    batch_size: int = 8
-    storage_dtype: str = "float32"  # or bfloat16 / float16, to halve the disk
-    device: str | None = None
-    progress: bool = True
+class PrecomputeConfig(EncodingConfig):
+    out_root: str = setting("data/precompute", "where the keyed folders go (<out_root>/<key>/, LATEST)")
+    shard_size: int = setting(256, "clips per safetensors shard")
+    batch_size: int = setting(8, "clips per encoder call")
+    storage_dtype: str = setting("float32", "float32, bfloat16 or float16 (half the disk)")
+    progress: bool = setting(True, "progress bar")
 
 
 @dataclass
@@ -80,45 +70,6 @@ def cache_key(cfg: PrecomputeConfig, manifest_hash: str) -> str:
         "storage_dtype": cfg.storage_dtype,
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def interval_of(row: dict, cfg: PrecomputeConfig) -> int:
-    if cfg.target_fps and row.get("fps"):
-        return max(1, round(float(row["fps"]) / cfg.target_fps))
-    return cfg.frame_interval
-
-
-def plan(manifest: pd.DataFrame, cfg: PrecomputeConfig) -> pd.DataFrame:
-    """One row per clip that fits a bucket: the bucket and the frame indices to read."""
-    rows = []
-    for row in manifest.to_dict("records"):
-        interval = interval_of(row, cfg)
-        bucket = assign(
-            row["clip_id"],
-            int(row["height"]),
-            int(row["width"]),
-            int(row["num_frames"]),
-            cfg.bucket_config,
-            interval=interval,
-            seed=cfg.seed,
-        )
-        if bucket is None:
-            continue
-        spare = available_frames(int(row["num_frames"]), interval) - bucket.num_frames
-        first = int(row["start_frame"]) + (spare // 2) * interval  # centred in the clip
-        indices = [first + k * interval for k in range(bucket.num_frames)]
-        rows.append({**row, **asdict(bucket), "bucket": bucket.key, "frame_indices": indices, "interval": interval})
-    return pd.DataFrame(rows)
-
-
-def clip_video(row: dict) -> torch.Tensor:
-    """(3, T, H, W) in [-1, 1]: the planned frames, resized and centre-cropped to the bucket."""
-    frames = read_frames(
-        row["source"], list(row["frame_indices"]), float(row["fps"] or 1.0), image=row["kind"] == "image"
-    )
-    frames = [resize_crop(f, int(row["height"]), int(row["width"])) for f in frames]
-    video = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float()  # (3, T, H, W)
-    return video / 127.5 - 1.0
 
 
 def precompute(cfg: PrecomputeConfig) -> PrecomputeResult:
@@ -212,13 +163,3 @@ def precompute(cfg: PrecomputeConfig) -> PrecomputeResult:
         raise
     (Path(cfg.out_root) / "LATEST").write_text(key + "\n")
     return PrecomputeResult(out, key, False, len(index), meta["skipped"], index)
-
-
-def resolve(folder: str | Path) -> Path:
-    """A precompute folder, given itself or its root (through LATEST)."""
-    folder = Path(folder)
-    if (folder / "index.parquet").exists():
-        return folder
-    if (folder / "LATEST").exists():
-        return folder / (folder / "LATEST").read_text().strip()
-    raise ValueError(f"{folder} is not a precompute folder or root (no index.parquet, no LATEST); run `t2v precompute`")

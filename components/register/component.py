@@ -10,22 +10,23 @@ def register(
     model: Input[Model],
     evaluation: Input[Dataset],
     decision: Output[Artifact],
-    tracking_uri: str,
     run_id: str,
-    name: str = "t2v-stdit",
-    metric: str = "val_loss",
-    margin: float = 0.0,
+    recipe: str,
+    overrides: str = "[]",
+    tracking_uri: str = "",
 ):
-    """Register the final pipeline as a version of `name` with lineage (this pipeline run's id included); the
-    champion moves only when the evaluation shows the new version better by more than `margin`."""
+    """Register the final pipeline as a version of the recipe's register.name with lineage (this pipeline run's id
+    included); the champion moves only when the evaluation shows the new version better by more than
+    register.margin."""
     from pathlib import Path
 
+    from components.common.kfp import step_settings
     from components.register.register import RegisterConfig
     from components.register.register import register as run_register
 
-    result = run_register(
-        RegisterConfig(model=str(Path(model.path) / "pipeline"), evaluation=evaluation.path, name=name,
-                       tracking_uri=tracking_uri, metric=metric, margin=margin, pipeline_run_id=run_id,
-                       decision_path=decision.path)
-    )  # fmt: skip
+    fixed = {"model": str(Path(model.path) / "pipeline"), "evaluation": evaluation.path, "pipeline_run_id": run_id,
+             "decision_path": decision.path}  # fmt: skip
+    if tracking_uri:
+        fixed["tracking_uri"] = tracking_uri
+    result = run_register(step_settings(RegisterConfig, recipe, overrides, ("register",), fixed))
     decision.metadata.update({k: v for k, v in result.items() if v is not None})

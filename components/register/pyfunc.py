@@ -10,7 +10,7 @@ from __future__ import annotations
 import mlflow.pyfunc
 import numpy as np
 
-from components.register.registry import PIPELINE_ARTIFACT
+from components.common.registry import PIPELINE_ARTIFACT
 
 DEFAULT_PARAMS = {
     "num_frames": 0,

@@ -24,8 +24,9 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from components.common.registry import MODEL_NAME, PIPELINE_ARTIFACT, client
+from components.common.settings import setting
 from components.common.tracking import experiment_id, git_commit
-from components.register.registry import MODEL_NAME, PIPELINE_ARTIFACT, client
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +36,22 @@ TAG_LIMIT = 5000  # MLflow's model-version tag value limit
 
 @dataclass(frozen=True)
 class RegisterConfig:
-    model: str = "data/train/stage3/pipeline"
-    evaluation: str = "outputs/evaluate"  # `t2v evaluate` out_dir (metrics.json)
-    name: str = MODEL_NAME
-    tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI
-    experiment: str = "t2v-pipeline"
-    metric: str = "val_loss"
-    mode: str = "auto"  # min, max, or auto: min for losses, FVD and flicker, max otherwise
-    margin: float = 0.0  # the challenger must be better by more than this (in the metric's units)
-    pipeline_run_id: str | None = None  # the KFP run that produced the model (default: $KFP_RUN_ID)
-    bundle_max_mb: float = 512.0
-    dvc_lock: str = "dvc.lock"
-    decision_path: str | None = None  # default: <evaluation>/decision.json
+    model: str = setting("data/train/stage3/pipeline", "pipeline folder to register")
+    evaluation: str = setting("outputs/evaluate", "`t2v evaluate` out_dir (metrics.json)")
+    name: str = setting(MODEL_NAME, "registered model name")
+    tracking_uri: str | None = setting(None, "MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI)")
+    experiment: str = setting("t2v-pipeline", "MLflow experiment of the register run")
+    metric: str = setting("val_loss", "decision metric from metrics.json")
+    mode: str = setting("auto", "min, max, or auto: min for losses, FVD and flicker, max otherwise")
+    margin: float = setting(0.0, "the challenger must be better by more than this (in the metric's units)")
+    pipeline_run_id: str | None = setting(None, "the KFP run that produced the model (default: $KFP_RUN_ID)")
+    bundle_max_mb: float = setting(512.0, "local encoders up to this size are copied into the version")
+    dvc_lock: str = setting("dvc.lock", "for the data's DVC md5")
+    decision_path: str | None = setting(None, "decision JSON (default: <evaluation>/decision.json)")
+
+    def __post_init__(self):
+        if self.mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode={self.mode!r} must be auto, min or max")
 
 
 def lower_is_better(metric: str, mode: str) -> bool:
@@ -79,6 +84,12 @@ def dvc_md5(lock: Path, folder: str) -> str | None:
     return None
 
 
+def evaluation_run_id(folder: Path) -> str:
+    """The MLflow run of an evaluation (its tracking.json), "" when it was not tracked."""
+    path = folder / "tracking.json"
+    return str(json.loads(path.read_text()).get("mlflow_run_id") or "") if path.exists() else ""
+
+
 def lineage_tags(cfg: RegisterConfig, pipeline: Path, evaluation: dict) -> dict[str, str]:
     data = evaluation["data"]
     tags = {
@@ -87,7 +98,7 @@ def lineage_tags(cfg: RegisterConfig, pipeline: Path, evaluation: dict) -> dict[
         "manifest_sha256": str(data.get("manifest_sha256") or ""),
         "data_dvc_md5": dvc_md5(Path(cfg.dvc_lock), data["folder"]) or "",
         "pipeline_run_id": cfg.pipeline_run_id or os.environ.get("KFP_RUN_ID", ""),
-        "evaluation_run_id": str(evaluation.get("mlflow_run_id") or ""),
+        "evaluation_run_id": evaluation_run_id(Path(cfg.evaluation)),
     }
     lineage_path = pipeline / "lineage.json"
     for stage in json.loads(lineage_path.read_text()) if lineage_path.exists() else []:

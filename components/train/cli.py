@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from components.train.config import load_config
+from components.common import settings
+from components.common.cli import add_verb
+from components.train.config import STAGE_FRAMES, TrainConfig, stage_sections
 from components.train.train import train
 
+HELP = "train one STDiT stage (1 images, 2 video, 3 high-quality) with ColossalAI"
 DESCRIPTION = """\
 Train one stage of STDiT on a precompute folder with the ColossalAI Booster (ddp on CPU, zero2 with bf16 on
 GPU). Stage 1 trains on images (from scratch or from PixArt), stage 2 on videos from stage 1's export (the
 temporal attention starts as a no-op), stage 3 on a high-quality subset from stage 2's export.
 
-The configuration is a YAML file that overrides only what differs from the defaults (see configs/train/ and
-configs/toy/), plus --set key=value overrides (e.g. --set optim.lr=1e-4 --set max_steps=500).
+Settings: the defaults below, a recipe's `train` and `stage<N>` sections (--recipe params.yaml --stage 2), a YAML
+file of what differs (--config configs/train/stage1.yaml), flags, and --set key=value (e.g. --set optim.lr=1e-4).
 
 Checkpoints go to <out_dir>/checkpoints/step-N/ (atomic); with --resume auto (default) a run continues from the
 latest complete one, so a retried or pre-empted job picks up where it stopped. The final EMA weights are
@@ -35,30 +38,23 @@ by guard.lr_factor (guard/rollbacks, guard/lr_scale) and moves on with the next 
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    p = verbs.add_parser(
-        "train",
-        help="train one STDiT stage (1 images, 2 video, 3 high-quality) with ColossalAI",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", help="stage YAML (configs/train/stage1.yaml, ...)")
-    p.add_argument("--stage", type=int, choices=(1, 2, 3), help="overrides the config's stage")
-    p.add_argument("--data", help="precompute folder (overrides the config)")
-    p.add_argument("--out-dir", help="output folder (overrides the config)")
-    p.add_argument("--resume", help="auto (default), none, or a checkpoint folder")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, repeatable")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(run=_run)
+    add_verb(verbs, "train", TrainConfig, _run, help=HELP, description=DESCRIPTION, sections=_sections)
 
 
-def _run(args: argparse.Namespace) -> int:
-    overrides = list(args.set)
-    for key, value in (("stage", args.stage), ("data", args.data), ("out_dir", args.out_dir), ("resume", args.resume)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    if args.no_progress:
-        overrides.append("progress=false")
-    cfg = load_config(args.config, overrides)
+def _stage(args: argparse.Namespace) -> int:
+    """The stage whose recipe section (`stage<N>`, over `train`) applies: --stage, or --set stage=N, else 1."""
+    given = [item.split("=", 1)[1] for item in args.set if item.startswith("stage=")]
+    stage = getattr(args, "setting:stage", None) or (int(given[-1]) if given else 1)
+    if stage not in STAGE_FRAMES:
+        raise ValueError(f"stage={stage} must be 1, 2 or 3")
+    return stage
+
+
+def _sections(args: argparse.Namespace) -> tuple[str, str]:
+    return stage_sections(_stage(args))
+
+
+def _run(cfg: TrainConfig) -> int:
     result = train(cfg)
     last = result.val_loss.get("val_loss")
     print(
@@ -69,3 +65,11 @@ def _run(args: argparse.Namespace) -> int:
         else f"stage {cfg.stage}: already at step {result.steps}; export: {result.export_dir}"
     )
     return 0
+
+
+def config_from_argv(argv: list[str]) -> TrainConfig:
+    """The settings `t2v train ARGV` would train with (the KFP component runs a stage in-process with these)."""
+    parser = argparse.ArgumentParser(prog="t2v train")
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", *argv])
+    return settings.from_args(TrainConfig, args, sections=_sections(args))

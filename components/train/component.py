@@ -22,38 +22,36 @@ def train_stage(
     data: Input[Dataset],
     model: Output[Model],
     stage: int,
-    config: str,
     workdir: str,
     run_id: str,
+    recipe: str,
+    overrides: str = "[]",
     init: Input[Model] = None,
-    steps: int = 0,
-    settings: str = "[]",
     tracking_uri: str = "",
 ):
-    """Train stage `stage` from `config` (a YAML in the image, e.g. configs/train/stage1.yaml) on the precompute
-    root `data`, starting from the previous stage's `init` when given. Checkpoints live in
-    <workdir>/<run_id>/stage<N> (a PVC on the cluster), so a retried task resumes from the last complete one; the
-    export, the pipeline folder and the metrics log are copied to the `model` artifact at the end. `settings`: a
-    JSON list of key=value overrides; `steps` > 0 overrides max_steps. Several GPUs in the pod: torchrun
-    --standalone with one process per GPU."""
+    """Train stage `stage` with the recipe's `train` and `stage<N>` sections on the precompute root `data`,
+    starting from the previous stage's `init` when given. Checkpoints live in <workdir>/<run_id>/stage<N> (a PVC on
+    the cluster), so a retried task resumes from the last complete one; the export, the pipeline folder and the
+    metrics log are copied to the `model` artifact at the end. Several GPUs in the pod: torchrun --standalone with
+    one process per GPU."""
     from pathlib import Path
 
     import torch
 
-    from components.train.stage import collect, stage_overrides
+    from components.train.stage import collect, stage_arguments
 
     out_dir = Path(workdir) / run_id / f"stage{stage}"
-    overrides = stage_overrides(data.path, out_dir, stage, steps, settings, init.path if init else None, tracking_uri)
+    argv = stage_arguments(recipe, overrides, stage, data.path, out_dir, init.path if init else None, tracking_uri)
     gpus = torch.cuda.device_count()
     if gpus > 1:
         from components.train.launcher import run_standalone
 
-        run_standalone(["--config", config, *(a for o in overrides for a in ("--set", o))], gpus)
+        run_standalone(argv, gpus)
     else:
-        from components.train.config import load_config
+        from components.train.cli import config_from_argv
         from components.train.train import train
 
-        train(load_config(config, overrides))
+        train(config_from_argv(argv))
     model.metadata.update({"stage": stage, **collect(out_dir, model.path)})
 
 
@@ -62,12 +60,11 @@ def train_stage_nodes(
     data: Input[Dataset],
     model: Output[Model],
     stage: int,
-    config: str,
     workdir: str,
     run_id: str,
+    recipe: str,
+    overrides: str = "[]",
     init: Input[Model] = None,
-    steps: int = 0,
-    settings: str = "[]",
     tracking_uri: str = "",
     num_nodes: int = 2,
     procs_per_node: int = 8,
@@ -82,19 +79,19 @@ def train_stage_nodes(
     from pathlib import Path
 
     from components.train.launcher import NodeSettings, custom_objects_api, run_trainjob, trainjob_manifest
-    from components.train.stage import collect, namespace, on_volume, stage_overrides
+    from components.train.stage import collect, namespace, on_volume, stage_arguments
 
     root = Path(workdir) / run_id
     out_dir = root / f"stage{stage}"
     data_path = on_volume(data.path, root, "latents")
     init_path = on_volume(init.path, root, f"init-stage{stage}") if init else None
-    overrides = stage_overrides(data_path, out_dir, stage, steps, settings, init_path, tracking_uri)
+    argv = stage_arguments(recipe, overrides, stage, data_path, out_dir, init_path, tracking_uri)
     nodes = NodeSettings.from_task_config(task_config, num_nodes=num_nodes, procs_per_node=procs_per_node)
     name = f"t2v-{run_id}"[:50].rstrip("-").lower() + f"-stage{stage}"
     manifest = trainjob_manifest(
         name,
         image=trainer_image,
-        args=["--config", config, *(a for o in overrides for a in ("--set", o))],
+        args=argv,
         settings=nodes,
         runtime=runtime,
         labels={"t2v-pipeline.io/run-id": run_id[:63], "t2v-pipeline.io/stage": str(stage)},

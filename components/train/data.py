@@ -9,101 +9,10 @@ the batches the interrupted one would have. Batches are global: with several pro
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors import safe_open
-
-
-class LatentDataset(torch.utils.data.Dataset):
-    """Samples of one split of a precompute folder: dicts with latent (C, T, h, w), text (L, C_text), ids."""
-
-    def __init__(self, folder: str | Path, split: str | None = "train"):
-        self.folder = Path(folder)
-        index_path = self.folder / "index.parquet"
-        if not index_path.exists():
-            raise ValueError(f"{self.folder} is not a precompute folder (no index.parquet); run `t2v precompute`")
-        index = pd.read_parquet(index_path)
-        self.index = (index if split is None else index[index.split == split]).reset_index(drop=True)
-        self._handles: dict[str, object] = {}
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def _shard(self, name: str):
-        if name not in self._handles:  # memory-mapped; opened lazily, once per worker
-            self._handles[name] = safe_open(self.folder / name, framework="pt")
-        return self._handles[name]
-
-    def __getitem__(self, i: int) -> dict:
-        row = self.index.iloc[int(i)]
-        shard = self._shard(row.shard)
-        return {
-            "latent": shard.get_tensor(f"{row.clip_id}.latent").float(),
-            "text": shard.get_tensor(f"{row.clip_id}.text").float(),
-            "clip_id": row.clip_id,
-            "bucket": row.bucket,
-            "index": int(i),
-        }
-
-
-class EncodingDataset(torch.utils.data.Dataset):
-    """The same samples as LatentDataset, encoded on access (online encoding): frames are read, resize-cropped
-    and encoded by the VAE, captions by the text encoder, per sample. `index` has LatentDataset's columns."""
-
-    def __init__(self, planned: pd.DataFrame, vae, text_encoder, split: str | None = "train"):
-        rows = planned if split is None else planned[planned.get("split", "train") == split]
-        self.index = rows.reset_index(drop=True).copy()
-        f, c = vae.spatial_compression, vae.latent_channels
-        t = vae.temporal_compression
-        self.index["latent_shape"] = [
-            [c, (n - 1) // t + 1 if t > 1 else n, h // f, w // f]
-            for n, h, w in zip(self.index.num_frames, self.index.height, self.index.width, strict=True)
-        ]
-        self.vae, self.text_encoder = vae, text_encoder
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    @torch.no_grad()
-    def __getitem__(self, i: int) -> dict:
-        from components.precompute.precompute import clip_video
-
-        row = self.index.iloc[int(i)].to_dict()
-        latent = self.vae.encode(clip_video(row)[None])[0].float().cpu()
-        text, mask = self.text_encoder.encode([str(row["text"])])
-        return {
-            "latent": latent,
-            "text": text[0][mask[0]].float().cpu(),
-            "clip_id": row["clip_id"],
-            "bucket": row["bucket"],
-            "index": int(i),
-        }
-
-
-def collate(samples: list[dict]) -> dict:
-    """Stack latents (B, C, T, h, w); pad texts to the longest (B, L, C_text) with a mask (B, L)."""
-    shapes = {tuple(s["latent"].shape) for s in samples}
-    if len(shapes) != 1:
-        raise ValueError(f"a batch mixes latent shapes {sorted(shapes)}; batches must come from one bucket")
-    longest = max(1, max(s["text"].shape[0] for s in samples))
-    channels = samples[0]["text"].shape[1]
-    text = torch.zeros(len(samples), longest, channels)
-    mask = torch.zeros(len(samples), longest, dtype=torch.bool)
-    for k, s in enumerate(samples):
-        n = s["text"].shape[0]
-        text[k, :n], mask[k, :n] = s["text"], True
-        if n == 0:
-            mask[k, 0] = True  # an empty caption attends to one zero token instead of nothing
-    return {
-        "latent": torch.stack([s["latent"] for s in samples]),
-        "text": text,
-        "text_mask": mask,
-        "clip_id": [s["clip_id"] for s in samples],
-        "index": [s["index"] for s in samples],
-    }
 
 
 class BucketBatchSampler(torch.utils.data.Sampler):

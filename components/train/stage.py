@@ -9,18 +9,27 @@ import json
 import shutil
 from pathlib import Path
 
+import yaml
 
-def stage_overrides(data: str, out_dir: Path, stage: int, steps: int, settings: str, init: str | None,
+
+def stage_arguments(recipe: str, overrides: str, stage: int, data: str, out_dir: Path, init: str | None,
                     tracking_uri: str) -> list[str]:  # fmt: skip
-    overrides = [f"data={data}", f"out_dir={out_dir}", f"stage={stage}", "progress=false", "resume=auto"]
-    overrides += json.loads(settings)
-    if steps > 0:
-        overrides.append(f"max_steps={steps}")
+    """The `t2v train` arguments of a pipeline's stage task (for this process, torchrun or a TrainJob's pods): the
+    recipe (written beside the checkpoints, so every node reads the same one), the pipeline's overrides for this
+    stage, then what the task fixes (data, output folder, start weights, tracking)."""
+    from components.common.settings import read_recipe, scoped
+    from components.train.config import stage_sections
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recipe_path = out_dir / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(read_recipe(recipe), sort_keys=False))
+    items = scoped(json.loads(overrides or "[]"), stage_sections(stage))
+    fixed = [f"data={data}", f"out_dir={out_dir}", "progress=false", "resume=auto"]
     if init is not None:
-        overrides.append(f"model.init={Path(init) / 'export'}")
+        fixed.append(f"model.init={Path(init) / 'export'}")
     if tracking_uri:
-        overrides.append(f"tracking_uri={tracking_uri}")
-    return overrides
+        fixed.append(f"tracking_uri={tracking_uri}")
+    return ["--recipe", str(recipe_path), "--stage", str(stage), *(a for o in [*items, *fixed] for a in ("--set", o))]
 
 
 def collect(out_dir: Path, model_path: str) -> dict:

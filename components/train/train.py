@@ -28,12 +28,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from components.common.tracking import Tracker, git_commit
-from components.precompute.precompute import resolve
+from components.common.latents import EncodingDataset, LatentDataset, collate, plan, resolve
+from components.common.settings import read_yaml, to_dict
+from components.common.tracking import Tracker, git_commit, write_plots
+from components.common.validation import probe_loss, validation_loss
 from components.train import checkpoint
-from components.train.config import STAGE_FRAMES, GuardConfig, TrainConfig, to_dict
-from components.train.data import BucketBatchSampler, EncodingDataset, LatentDataset, collate, preset_batch_sizes
-from model.flow import flow_loss, training_loss
+from components.train.config import STAGE_FRAMES, GuardConfig, TrainConfig
+from components.train.data import BucketBatchSampler, preset_batch_sizes
+from model.flow import training_loss
 from model.parallel import new_groups
 from model.pipeline import build_pipeline, to_frames
 from model.stdit import STDiT, preset_config
@@ -126,8 +128,7 @@ def datasets(cfg: TrainConfig, device: str):
 
         import pandas as pd
 
-        from components.precompute.encoders import TextEncoder, describe, load_vae
-        from components.precompute.precompute import plan
+        from model.encoders import TextEncoder, describe, load_vae
 
         on = cfg.online
         manifest_path = Path(on.manifest)
@@ -213,60 +214,6 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 @torch.no_grad()
-def validation_loss(
-    model: STDiT,
-    val: LatentDataset,
-    device: str,
-    *,
-    timesteps: int = 10,
-    max_samples: int = 256,
-    seed: int = 0,
-    num_train_timesteps: int = 1000,
-) -> dict[str, float]:
-    """Rectified-flow loss at `timesteps` evenly spaced timesteps with fixed noise per sample (Open-Sora 1.2's
-    validation), averaged per bucket (`val_loss/<bucket>`) and over all samples (`val_loss`)."""
-    if len(val) == 0:
-        return {}
-    was_training = model.training
-    model.eval()
-    ts = (torch.arange(timesteps) + 0.5) / timesteps
-    per_bucket: dict[str, list[float]] = {}
-    for i in range(min(len(val), max_samples)):
-        sample = val[i]
-        batch = collate([sample])
-        g = torch.Generator().manual_seed(seed * 1_000_003 + i)
-        x0 = batch["latent"].to(device)
-        noise = torch.randn(x0.shape, generator=g).to(device)
-        text, mask = batch["text"].to(device), batch["text_mask"].to(device)
-        losses = [
-            flow_loss(model, x0, noise, t.view(1).to(device), text, mask, num_train_timesteps=num_train_timesteps)
-            for t in ts
-        ]
-        per_bucket.setdefault(sample["bucket"], []).append(float(torch.cat(losses).mean()))
-    model.train(was_training)
-    out = {f"val_loss/{b}": float(np.mean(v)) for b, v in per_bucket.items()}
-    out["val_loss"] = float(np.mean([x for v in per_bucket.values() for x in v]))
-    return out
-
-
-@torch.no_grad()
-def probe_loss(model: STDiT, batch: dict, cfg: TrainConfig, device: str) -> float:
-    """Loss on a fixed batch at fixed timesteps and noise: comparable across steps, runs and stages."""
-    was_training = model.training
-    model.eval()
-    x0 = batch["latent"].to(device)
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
-    text, mask = batch["text"].to(device), batch["text_mask"].to(device)
-    n = cfg.flow.num_train_timesteps
-    losses = [
-        flow_loss(model, x0, noise, torch.full((x0.shape[0],), t, device=device), text, mask, num_train_timesteps=n)
-        for t in (0.25, 0.5, 0.75)
-    ]
-    model.train(was_training)
-    return float(torch.cat(losses).mean())
-
-
-@torch.no_grad()
 def sample_videos(model: STDiT, prompts: LatentDataset, vae, cfg: TrainConfig, folder: Path, device: str) -> list[Path]:
     """Generate from the first `sample_count` held-out captions (their latent shapes), decode, write mp4s."""
     from components.common.video import write_video
@@ -345,9 +292,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         train_set, val_set, meta = datasets(cfg, device)
         batch_sizes = None
         if cfg.buckets is not None:
-            from components.precompute.cli import parse_buckets
-
-            preset = cfg.buckets if isinstance(cfg.buckets, dict) else parse_buckets(cfg.buckets)
+            preset = cfg.buckets if isinstance(cfg.buckets, dict) else read_yaml(cfg.buckets, "bucket preset")
             batch_sizes = preset_batch_sizes(train_set.index, preset, dp_size)
             log.info("batch sizes from %s: %s (global, %d data-parallel processes)", cfg.buckets, batch_sizes, dp_size)
         sampler = BucketBatchSampler(
@@ -411,7 +356,9 @@ def train(cfg: TrainConfig) -> TrainResult:
 
         # 6. loop
         probe_batch = collate([train_set[i] for i in sampler.epoch_batches(0)[0]])
-        probe_start = probe_loss(inner, probe_batch, cfg, device)
+        probe_start = probe_loss(
+            inner, probe_batch, device, seed=cfg.seed, num_train_timesteps=cfg.flow.num_train_timesteps
+        )
         losses: list[float] = []
         val: dict[str, float] = {}
         guard = Guard(cfg.guard, state.get("guard") if source is not None else None)
@@ -504,7 +451,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                     tracker.log_metrics(val, step + 1)
             if cfg.sample_every and (step + 1) % cfg.sample_every == 0 and rank == 0:
                 if vae is None:
-                    from components.precompute.encoders import load_vae
+                    from model.encoders import load_vae
 
                     vae = load_vae(meta["encoders"]["vae"])
                 prompts = val_set if len(val_set) else train_set
@@ -521,7 +468,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         bar.close()
 
         # 7. export
-        probe_end = probe_loss(inner, probe_batch, cfg, device)
+        probe_end = probe_loss(
+            inner, probe_batch, device, seed=cfg.seed, num_train_timesteps=cfg.flow.num_train_timesteps
+        )
         tracker.log_metrics({"probe_loss": probe_end}, cfg.max_steps)
         export = out / "export"
         if rank == 0:
@@ -550,6 +499,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             pipe.save_pretrained(out / "pipeline")
             (out / "pipeline" / "lineage.json").write_text(json.dumps(lineage, indent=2))
             tracker.log_artifact(export / "config.json", "export")
+            write_plots(out / "metrics.jsonl", out / "plots")  # DVC plots (`dvc plots show`)
         torch.distributed.barrier()
         tracker.close()
         return TrainResult(
@@ -570,8 +520,7 @@ def stage_lineage(cfg: TrainConfig, meta: dict, state: dict, run_id: str | None)
         "data_key": meta.get("key", ""),
         "manifest_sha256": meta.get("manifest_sha256", ""),
         "mlflow_run_id": run_id,
-        **_git_tags(),
-    }
+    }  # the git commit is a tag of the MLflow run and of the registered version, not part of the weights' folder
     return [*chain, record]
 
 

@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 
 from components.caption.caption import CaptionConfig, caption
-from components.ingest.ingest import IngestConfig, ingest, with_overrides
-from components.ingest.synth import SynthConfig, synth
+from components.common import settings
+from components.common.toy.synth import SynthConfig, synth
+from components.common.toy.tiny import build_tiny_t5
+from components.ingest.ingest import IngestConfig, ingest
 from components.precompute.precompute import PrecomputeConfig, precompute
-from components.precompute.tiny import build_tiny_t5
-from components.train.config import load_config
+from components.train.config import TrainConfig
 from components.train.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +23,7 @@ def toy_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
     toy = synth(SynthConfig(out_dir=str(root / "toy"), videos=8, images=6, cut_videos=1, size=32, seconds=2.0))
     cfg = IngestConfig(inputs=(str(toy),), out_dir=str(root / "ingest"), progress=False, val_fraction=0.2)
-    ingest(with_overrides(cfg, dedup_distance=None))
+    ingest(settings.updated(cfg, {"filters.dedup_distance": None}))
     caption(CaptionConfig(manifest=str(root / "ingest" / "manifest.parquet"), out_dir=str(root / "caption"),
                           captioner="metadata", progress=False))  # fmt: skip
     result = precompute(
@@ -40,10 +41,9 @@ def toy_data(tmp_path_factory):
 
 
 def toy_stage_config(data, out, stage, *overrides):
-    return load_config(
-        ROOT / "configs" / "toy" / "train.yaml",
-        [f"data={data}", f"out_dir={out}", f"stage={stage}", "progress=false", *overrides],
-    )
+    """The toy recipe's shared training settings (params.yaml, section `train`) for `stage`, with test overrides."""
+    items = [f"data={data}", f"out_dir={out}", f"stage={stage}", "progress=false", *overrides]
+    return settings.load(TrainConfig, recipe=ROOT / "params.yaml", sections=("train",), overrides=items)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from components.cli import main
+from t2v.cli import main
 
 
 def test_t2v_help_lists_the_verbs():
@@ -15,7 +15,7 @@ def test_t2v_help_lists_the_verbs():
 
 def test_python_m_entry_point():
     out = subprocess.run(
-        [sys.executable, "-m", "components.cli", "--version"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "t2v.cli", "--version"], capture_output=True, text=True, check=True
     ).stdout
     assert out.startswith("t2v ")
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
+from model.cli import _run_buckets
 from model.flops import Arch
-from model.info import _run_buckets
 from model.memory import GB, LiveTensorPeak, StepSetup, bucket_preset, max_batch, step_memory
 from model.stdit import STDiT, preset_config
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from components.precompute.tiny import build_tiny_t5
+from components.common.toy.tiny import build_tiny_t5
 from model.pipeline import T2VPipeline, build_pipeline
 from tests.model.helpers import randomize, tiny_stdit
 

@@ -7,11 +7,11 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from components.cli import main
 from model.flops import Arch, forward_flops
 from model.gpus import gpu
 from model.plan import Recipe, calibrate_mfu, days_from_throughput, plan
 from model.stdit import STDiT, preset_config
+from t2v.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,8 @@ def test_dvc_repro_runs_every_stage(tmp_path):
         shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["synth"].update(videos=6, images=2, cut_videos=1)
-    params["train"].update(stage1_steps=4, stage2_steps=4, stage3_steps=2)
+    for stage, steps in ((1, 4), (2, 4), (3, 2)):
+        params[f"stage{stage}"]["max_steps"] = steps
     params["evaluate"].update(max_prompts=2, steps=2, val_timesteps=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from components.cli import main
 from pipelines.cli import compile_pipeline
+from t2v.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDER = ["synth-or-ingest", "for-loop-1", "caption-merge", "precompute", "train-stage", "train-stage-2",
@@ -34,7 +34,8 @@ def test_every_step_runs_after_the_one_before(ir):
     assert list(loop["dag"]["tasks"]) == ["caption-shard"]  # the fan-out, one task per shard
     assert tasks["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith("caption-shard-ids-Output")
     names = {name: task["taskInfo"]["name"] for name, task in tasks.items()}
-    assert [names[n] for n in ("train-stage", "train-stage-2", "train-stage-3")] == ["stage-1", "stage-2", "stage-3"]
+    assert [names[n] for n in ("train-stage", "train-stage-2", "train-stage-3")] == [
+        "train-stage-1", "train-stage-2", "train-stage-3"]  # fmt: skip
 
 
 def test_training_runs_on_gpus_with_shm_pvc_secrets_and_tolerations(ir):
@@ -71,10 +72,12 @@ def test_training_retries_and_is_never_served_from_cache(ir):
 
 
 def test_submit_dry_run_prints_the_request(capsys):
-    args = ["pipeline", "submit", "--host", "http://kfp.example:80", "--set", "caption_shards=8", "--dry-run"]
+    args = ["pipeline", "submit", "--host", "http://kfp.example:80", "--set", "source=s3://bucket/videos/",
+            "--set", "caption.num_shards=8", "--dry-run"]  # fmt: skip
     assert main(args) == 0
     request = json.loads(capsys.readouterr().out)
-    assert request["arguments"] == {"caption_shards": 8} and request["host"] == "http://kfp.example:80"
+    assert request["arguments"] == {"source": "s3://bucket/videos/", "overrides": '["caption.num_shards=8"]'}
+    assert request["host"] == "http://kfp.example:80"
     assert main([*args, "--namespace", "t2v", "--service-account", "t2v-pipeline"]) == 0
     request = json.loads(capsys.readouterr().out)
     assert request["namespace"] == "t2v" and request["service_account"] == "t2v-pipeline"
@@ -83,14 +86,18 @@ def test_submit_dry_run_prints_the_request(capsys):
     assert "cluster settings missing.yaml not found" in capsys.readouterr().err
 
 
+# the toy recipe at a small size: what the DVC and benchmark quick runs use too
+SMALL = ["synth.videos=8", "synth.images=4", "stage1.max_steps=4", "stage2.max_steps=4", "stage3.max_steps=2",
+         "evaluate.max_prompts=2", "evaluate.steps=2"]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def local_run(tmp_path_factory):
     """The whole DAG once through kfp.local on a small toy world with tiny step counts."""
-    from pipelines.local import latest_outputs, run_local, toy_arguments
+    from pipelines.local import latest_outputs, local_arguments, run_local
 
     root = tmp_path_factory.mktemp("kfp-local")
-    arguments = toy_arguments(root, synth_videos=8, synth_images=4, stage1_steps=4, stage2_steps=4, stage3_steps=2,
-                              eval_max_prompts=2, eval_steps=2)  # fmt: skip
+    arguments = local_arguments(root, str(ROOT / "params.yaml"), SMALL)
     run_local(arguments, root)
     return root, arguments, *latest_outputs(root)
 
@@ -124,9 +131,9 @@ def test_a_retried_training_task_resumes_from_its_checkpoints_on_the_volume(loca
     attempts = []
     for steps in (4, 6):  # the first attempt stops at step 4 (as if killed after that checkpoint)
         model = dsl.Model(name="model", uri=str(tmp_path / f"attempt-{steps}" / "model"))
-        train_stage.python_func(data=latents, model=model, stage=1, config=str(ROOT / "configs/toy/train.yaml"),
-                                workdir=str(tmp_path / "volume"), run_id="run-1", steps=steps,
-                                settings=json.dumps(["ckpt_every=2", "val_every=0"]))  # fmt: skip
+        overrides = json.dumps([f"stage1.max_steps={steps}", "stage1.ckpt_every=2", "stage1.val_every=0"])
+        train_stage.python_func(data=latents, model=model, stage=1, workdir=str(tmp_path / "volume"), run_id="run-1",
+                                recipe=(ROOT / "params.yaml").read_text(), overrides=overrides)  # fmt: skip
         attempts.append(model)
     assert attempts[0].metadata["resumed_from"] == 0
     assert attempts[1].metadata["resumed_from"] == 4 and attempts[1].metadata["steps"] == 6
@@ -145,7 +152,7 @@ def test_multi_node_training_tasks_launch_trainjobs_with_the_task_settings(tmp_p
     pipeline, platform = yaml.safe_load_all(path.read_text())
     tasks = pipeline["root"]["dag"]["tasks"]
     stages = ["train-stage-nodes", "train-stage-nodes-2", "train-stage-nodes-3"]
-    assert [tasks[s]["taskInfo"]["name"] for s in stages] == ["stage-1", "stage-2", "stage-3"]
+    assert [tasks[s]["taskInfo"]["name"] for s in stages] == ["train-stage-1", "train-stage-2", "train-stage-3"]
     for name in stages:
         params = tasks[name]["inputs"]["parameters"]
         assert params["num_nodes"]["runtimeValue"]["constant"] == 4

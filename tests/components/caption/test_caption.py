@@ -9,11 +9,13 @@ import pytest
 
 from components.caption.caption import CaptionConfig, caption, part_path, read_part
 from components.caption.captioners import MetadataCaptioner, VLMCaptioner
-from components.caption.cleanup import append_scores, clean_caption
+from components.caption.cleanup import append_scores
 from components.caption.frames import clip_frames, frame_indices
-from components.caption.tiny import build_tiny_llava_next, build_tiny_llava_next_video
-from components.ingest.ingest import IngestConfig, ingest, with_overrides
-from components.ingest.synth import SynthConfig, synth
+from components.common import settings
+from components.common.toy.synth import SynthConfig, synth
+from components.common.toy.tiny import build_tiny_llava_next, build_tiny_llava_next_video
+from components.ingest.ingest import IngestConfig, ingest
+from model.prompts import clean_caption
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +23,9 @@ def manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     toy = synth(SynthConfig(out_dir=str(root / "toy"), videos=5, images=2, cut_videos=1))
     ingest(
-        with_overrides(
-            IngestConfig(inputs=(str(toy),), out_dir=str(root / "ingest"), progress=False), dedup_distance=None
+        settings.updated(
+            IngestConfig(inputs=(str(toy),), out_dir=str(root / "ingest"), progress=False),
+            {"filters.dedup_distance": None},
         )
     )
     return root / "ingest" / "manifest.parquet"

@@ -5,9 +5,9 @@ import csv
 import numpy as np
 import pytest
 
+from components.common.toy.synth import SynthConfig, synth
 from components.common.video import read_frames
 from components.evaluate.adherence import ATTRIBUTES, accuracy, detect, parse_prompt, shuffle_chance
-from components.ingest.synth import SynthConfig, synth
 
 
 @pytest.fixture(scope="module")

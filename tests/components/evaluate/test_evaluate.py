@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from components.common.toy.tiny import build_tiny_clip, build_tiny_i3d, build_tiny_videomae
 from components.evaluate.evaluate import EvalConfig, evaluate
-from components.evaluate.tiny import build_tiny_clip, build_tiny_i3d, build_tiny_videomae
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from components.common.toy.tiny import build_tiny_clip, build_tiny_i3d, build_tiny_videomae
 from components.evaluate.features import (
     CLIPScorer,
     I3DFeatures,
@@ -10,7 +11,6 @@ from components.evaluate.features import (
     frechet_distance,
     vbench_available,
 )
-from components.evaluate.tiny import build_tiny_clip, build_tiny_i3d, build_tiny_videomae
 
 
 @pytest.fixture(scope="module")

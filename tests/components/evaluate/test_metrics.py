@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from components.common.toy.synth import render
 from components.evaluate.metrics import flicker, motion, temporal_consistency, video_metrics
-from components.ingest.synth import render
 
 
 def moving_square(frames=8, size=64, speed=2.0):

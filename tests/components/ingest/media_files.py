@@ -8,8 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from components.common.toy.synth import render
 from components.common.video import write_video
-from components.ingest.synth import render
 
 
 def scenes_video(path: Path, scene_frames: list[int], fps: int = 24, size: int = 64, **options) -> Path:

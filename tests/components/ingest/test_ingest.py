@@ -4,11 +4,12 @@ import shutil
 import pandas as pd
 import pytest
 
-from components.cli import main
+from components.common import settings
+from components.common.toy.synth import SynthConfig, synth
 from components.ingest import ingest as ingest_module
-from components.ingest.ingest import IngestConfig, assign_splits, discover, ingest, near_duplicates, with_overrides
+from components.ingest.ingest import IngestConfig, assign_splits, discover, ingest, near_duplicates
 from components.ingest.media import AnalysisConfig, analyze
-from components.ingest.synth import SynthConfig, synth
+from t2v.cli import main
 from tests.components.ingest import media_files as mf
 
 GIB = 2**30
@@ -55,7 +56,7 @@ def config(library, out, **overrides):
         max_bytes=GIB,
         progress=False,
     )
-    return with_overrides(cfg, **{"dedup_distance": None, **overrides})
+    return settings.updated(cfg, {"filters.dedup_distance": None, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +184,7 @@ def test_long_scenes_are_split_and_short_ones_dropped_with_a_reason(tmp_path):
 
 
 def test_filters_reject_clips_with_the_reason(library, tmp_path):
-    result = ingest(config(library, tmp_path, min_brightness=0.5))
+    result = ingest(config(library, tmp_path, **{"filters.min_brightness": 0.5}))
     rejected = pd.read_parquet(tmp_path / "rejected_clips.parquet")
     manifest = pd.read_parquet(tmp_path / "manifest.parquet")
     assert (manifest.brightness >= 0.5).all()
@@ -195,7 +196,7 @@ def test_byte_identical_files_are_kept_once_even_with_dedup_off(tmp_path):
     toy = synth(SynthConfig(out_dir=str(tmp_path / "toy"), videos=2, images=1, size=32, seconds=2.0))
     shutil.copy(toy / "videos" / "toy_0000.mp4", toy / "videos" / "copy_of_0000.mp4")
     cfg = IngestConfig(inputs=(str(toy),), out_dir=str(tmp_path / "out"), progress=False)
-    result = ingest(with_overrides(cfg, dedup_distance=None))
+    result = ingest(settings.updated(cfg, {"filters.dedup_distance": None}))
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
     rejected = pd.read_parquet(tmp_path / "out" / "rejected_clips.parquet")
     assert result.clips == 3 and manifest.clip_id.is_unique
@@ -218,7 +219,7 @@ def test_discover_reads_list_files_and_globs(library, tmp_path):
 
 def test_cli_reports_quarantine_in_its_exit_status(library, tmp_path, capsys):
     good = ["ingest", str(library / "toy"), "--out-dir", str(tmp_path / "a"), "--no-progress"]
-    assert main([*good, "--dedup-distance", "-1"]) == 0
+    assert main([*good, "--filters.dedup-distance", "none"]) == 0
     bad = ["ingest", str(library / "bad" / "notes.mp4"), str(library / "toy"), "--out-dir", str(tmp_path / "b")]
     assert main([*bad, "--no-progress"]) == 3
     out = capsys.readouterr().out
@@ -255,7 +256,12 @@ def test_decoding_wins_over_a_header_that_lies_about_duration(tmp_path):
 def test_frames_and_durations_over_the_limits_are_quarantined(tmp_path):
     big = mf.scenes_video(tmp_path / "big.mp4", [60], size=96)
     long = mf.scenes_video(tmp_path / "long.mp4", [24 * 4])
-    cfg = config(tmp_path, tmp_path / "out", inputs=(str(big), str(long)), max_pixels=80 * 80, max_duration=3.0)
+    cfg = config(
+        tmp_path,
+        tmp_path / "out",
+        inputs=(str(big), str(long)),
+        **{"analysis.max_pixels": 80 * 80, "analysis.max_duration": 3.0},
+    )
     result = ingest(cfg)
     quarantine = pd.read_parquet(tmp_path / "out" / "quarantine.parquet")
     assert result.quarantined == {"over_limit": 2}

@@ -6,9 +6,10 @@ import pytest
 import torch
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from components.ingest.ingest import IngestConfig, ingest, with_overrides
+from components.common import settings
+from components.common.toy.synth import SynthConfig, synth
+from components.ingest.ingest import IngestConfig, ingest
 from components.ingest.plugins import AestheticScorer, TextAreaScorer, mlp_from_state_dict
-from components.ingest.synth import SynthConfig, synth
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +98,15 @@ def test_ingest_adds_and_filters_on_model_scores(aesthetic_files, db_detector, t
         ocr_model=str(db_detector),
         progress=False,
     )
-    ingest(with_overrides(cfg, dedup_distance=None))
+    ingest(settings.updated(cfg, {"filters.dedup_distance": None}))
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
     assert {"aes", "ocr"} <= set(manifest.columns) and manifest.aes.notna().all()
     threshold = float(manifest.aes.median())
-    result = ingest(with_overrides(cfg, dedup_distance=None, min_aesthetic=threshold, out_dir=str(tmp_path / "f")))
+    result = ingest(
+        settings.updated(
+            cfg, {"filters.dedup_distance": None, "filters.min_aesthetic": threshold, "out_dir": str(tmp_path / "f")}
+        )
+    )
     rejected = pd.read_parquet(tmp_path / "f" / "rejected_clips.parquet")
     assert result.clips == (manifest.aes >= threshold).sum() and rejected.reason.str.startswith("aesthetic").all()
 
@@ -109,9 +114,9 @@ def test_ingest_adds_and_filters_on_model_scores(aesthetic_files, db_detector, t
 def test_model_scores_without_a_model_fail_before_any_work(tmp_path):
     cfg = IngestConfig(inputs=(str(tmp_path),), out_dir=str(tmp_path / "out"))
     with pytest.raises(ValueError, match="--aesthetic-model"):
-        ingest(with_overrides(cfg, min_aesthetic=5.0))
+        ingest(settings.updated(cfg, {"filters.min_aesthetic": 5.0}))
     with pytest.raises(ValueError, match="--ocr-model"):
-        ingest(with_overrides(cfg, max_text_area=0.1))
+        ingest(settings.updated(cfg, {"filters.max_text_area": 0.1}))
     with pytest.raises(ValueError, match="no such file"):
-        ingest(with_overrides(cfg, ocr_model=str(tmp_path / "missing.onnx")))
+        ingest(settings.updated(cfg, {"ocr_model": str(tmp_path / "missing.onnx")}))
     assert not (tmp_path / "out" / "manifest.parquet").exists()

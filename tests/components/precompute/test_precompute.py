@@ -2,17 +2,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from components.caption.caption import CaptionConfig, caption
+from components.common import settings
+from components.common.latents import plan
+from components.common.toy.synth import SynthConfig, synth
+from components.common.toy.tiny import build_tiny_t5, build_tiny_vae, build_tiny_video_vae
 from components.common.video import read_frames
-from components.ingest.ingest import IngestConfig, ingest, with_overrides
-from components.ingest.synth import SynthConfig, synth
-from components.precompute.buckets import assign, bucket_size, resize_crop, validate
-from components.precompute.cli import parse_buckets
-from components.precompute.encoders import PatchAutoencoder, TextEncoder, load_vae
-from components.precompute.precompute import PrecomputeConfig, plan, precompute
-from components.precompute.tiny import build_tiny_t5, build_tiny_vae, build_tiny_video_vae
+from components.ingest.ingest import IngestConfig, ingest
+from components.precompute.precompute import PrecomputeConfig, precompute
+from model.buckets import assign, bucket_size, resize_crop, validate
+from model.encoders import PatchAutoencoder, TextEncoder, load_vae
 
 TOY_BUCKETS = {"64": {1: (1.0, 8), 16: (1.0, 4)}}
 
@@ -22,7 +24,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     toy = synth(SynthConfig(out_dir=str(root / "toy"), videos=4, images=2, cut_videos=1))
     cfg = IngestConfig(inputs=(str(toy),), out_dir=str(root / "ingest"), progress=False, val_fraction=0.3)
-    ingest(with_overrides(cfg, dedup_distance=None))
+    ingest(settings.updated(cfg, {"filters.dedup_distance": None}))
     caption(CaptionConfig(manifest=str(root / "ingest" / "manifest.parquet"), out_dir=str(root / "caption"),
                           captioner="metadata", progress=False))  # fmt: skip
     return {
@@ -67,7 +69,7 @@ def test_bad_bucket_configs_name_the_entry():
         validate({"256": {16: (1.0,)}})
     with pytest.raises(ValueError, match="unknown resolution"):
         validate({"4k": {1: (1.0, 1)}})
-    assert parse_buckets('{"64": {"1": [1.0, 8]}}') == {"64": {1: (1.0, 8)}}
+    assert validate(yaml.safe_load('{"64": {"1": [1.0, 8]}}')) == {"64": {1: [1.0, 8]}}  # frames as integers
 
 
 def test_resize_crop_covers_then_crops_the_centre():

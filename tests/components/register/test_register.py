@@ -126,7 +126,7 @@ def test_pyfunc_loads_from_the_registry_and_generates(registry):
 def test_generate_from_the_registry_writes_a_playable_mp4(registry, tmp_path):
     import av
 
-    from components.cli import main
+    from t2v.cli import main
 
     uri, _, _ = registry
     out = tmp_path / "champion.mp4"
@@ -140,7 +140,7 @@ def test_generate_from_the_registry_writes_a_playable_mp4(registry, tmp_path):
 
 
 def test_the_registered_pipeline_bundles_its_small_local_text_encoder(registry):
-    from components.register.registry import pipeline_folder
+    from components.common.registry import pipeline_folder
 
     uri, _, _ = registry
     folder, info = pipeline_folder(f"models:/{NAME}/1", uri)

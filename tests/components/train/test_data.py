@@ -7,7 +7,8 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from components.train.data import BucketBatchSampler, LatentDataset, collate
+from components.common.latents import LatentDataset, collate
+from components.train.data import BucketBatchSampler
 
 ROOT = Path(__file__).resolve().parents[3]
 

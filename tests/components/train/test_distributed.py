@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from components.evaluate.report import read_metrics_log
+from components.common.tracking import read_metrics_log
 from components.train.launcher import run_standalone
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -17,7 +17,7 @@ COMMON = ["plugin=ddp", "log_every=1", "val_every=0", "sample_every=0", "system_
 def run_train(processes: int, data: Path, out: Path, *settings: str) -> None:
     """`t2v train` through the launcher's one-machine path (torchrun --standalone, `processes` processes with one
     thread each), the toy config."""
-    args = ["--config", str(ROOT / "configs" / "toy" / "train.yaml"), "--no-progress"]
+    args = ["--recipe", str(ROOT / "params.yaml"), "--no-progress"]
     args += ["--data", str(data), "--out-dir", str(out)]
     for item in (*COMMON, *settings):
         args += ["--set", item]

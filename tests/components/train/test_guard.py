@@ -7,7 +7,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from components.evaluate.report import read_metrics_log
+from components.common.tracking import read_metrics_log
 from components.train.config import GuardConfig
 from components.train.train import Guard, train
 from tests.components.conftest import toy_stage_config

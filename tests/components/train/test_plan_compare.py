@@ -3,10 +3,10 @@
 import pytest
 import yaml
 
-from components.cli import main
 from components.train.train import train
 from model.gpus import GPU
 from model.plan import Recipe, compare_with_run, mlflow_measurements, plan
+from t2v.cli import main
 from tests.components.conftest import toy_stage_config
 
 
@@ -18,7 +18,7 @@ def test_the_plan_is_compared_with_a_training_run(toy_data, tmp_path, capsys):
     measured = mlflow_measurements(db, result.run_id)
     assert measured["tokens_per_s"] > 0 and measured["peak_memory_gb"] > 0 and measured["world_size"] == 1
 
-    # the toy run's recipe: configs/toy/train.yaml's model on 32 px stills in pixel space (none:4), batch 4
+    # the toy run's recipe: params.yaml's training model on 32 px stills in pixel space (none:4), batch 4
     recipe_file = tmp_path / "toy.yaml"
     recipe_file.write_text(yaml.safe_dump({
         "model": {"preset": "tiny", "text_tokens": 16, "in_channels": 48, "out_channels": 48, "caption_channels": 32,

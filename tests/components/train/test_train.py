@@ -1,5 +1,6 @@
 """The three stages on the toy world, with the ColossalAI Booster (ddp, one CPU process)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -12,10 +13,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from components.evaluate.report import read_metrics_log
+from components.common.latents import EncodingConfig, LatentDataset, collate
+from components.common.tracking import read_metrics_log
 from components.train import checkpoint
 from components.train.config import load_config
-from components.train.data import LatentDataset, collate
 from components.train.train import train
 from model.stdit import STDiT
 from tests.components.conftest import toy_stage_config
@@ -108,7 +109,7 @@ def test_a_half_written_checkpoint_is_never_taken(tmp_path):
 def test_sigkill_mid_run_then_resume_is_bit_identical(data, tmp_path):
     straight = train(stage_config(data, tmp_path / "a", 1, "max_steps=80", "ckpt_every=5", "val_every=0"))
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "components.train", "--config", str(ROOT / "configs" / "toy" / "train.yaml"),
+    args = [sys.executable, "-m", "components.train", "--recipe", str(ROOT / "params.yaml"),
             "--data", str(data), "--out-dir", str(out), "--no-progress",
             "--set", "max_steps=80", "--set", "ckpt_every=5", "--set", "val_every=0"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -219,7 +220,8 @@ def test_training_outlives_a_dead_tracking_server(data, tmp_path):
 
 def test_online_encoding_trains_exactly_as_precomputed_latents(data, tmp_path):
     settings = json.loads((data / "meta.json").read_text())["config"]
-    online = json.dumps({k: v for k, v in settings.items() if k not in ("out_root", "progress", "device")})
+    encoding = {f.name for f in dataclasses.fields(EncodingConfig)} - {"device"}  # what a sample is
+    online = json.dumps({k: v for k, v in settings.items() if k in encoding})
     cached = train(stage_config(data, tmp_path / "cached", 2, "max_steps=6", "val_every=3"))
     live = train(stage_config(data, tmp_path / "online", 2, "max_steps=6", "val_every=3", f"online={online}"))
     # latents are bit-equal; T5 embeddings of one caption alone vs in a padded batch differ by ~1e-7
@@ -253,7 +255,7 @@ def test_stage_one_can_start_from_a_pixart_checkpoint(data, tmp_path):
 def test_generate_writes_a_playable_mp4_from_the_trained_pipeline(chain, tmp_path, capsys):
     import av
 
-    from components.cli import main
+    from t2v.cli import main
 
     _, _, three = chain
     out = tmp_path / "red.mp4"

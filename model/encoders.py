@@ -14,6 +14,10 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
+# the production encoders (Open-Sora 1.0/1.1): the SD VAE and T5 v1.1 XXL
+DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
+DEFAULT_TEXT_ENCODER = "DeepFloyd/t5-v1_1-xxl"
+
 
 def _from_pretrained(load, spec: str, name: str, marker: str = "config.json", **kwargs):
     """load(spec) for a model folder or hub id; load(spec, subfolder=name) for a pipeline folder or hub id."""

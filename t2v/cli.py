@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 DESCRIPTION = """\
@@ -39,18 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbs = parser.add_subparsers(title="verbs", metavar="<verb>", required=True)
     from components.caption import cli as caption_cli
+    from components.common.toy import cli as toy_cli
     from components.evaluate import cli as evaluate_cli
     from components.generate import cli as generate_cli
     from components.ingest import cli as ingest_cli
-    from components.ingest import synth
     from components.precompute import cli as precompute_cli
     from components.register import cli as register_cli
     from components.train import cli as train_cli
-    from model import info as model_info
+    from model import cli as model_cli
     from pipelines import cli as pipeline_cli
 
-    steps = (synth, ingest_cli, caption_cli, precompute_cli, train_cli, evaluate_cli, register_cli, generate_cli)
-    for module in (*steps, pipeline_cli, model_info):
+    steps = (toy_cli, ingest_cli, caption_cli, precompute_cli, train_cli, evaluate_cli, register_cli, generate_cli)
+    for module in (*steps, pipeline_cli, model_cli):
         module.add_parser(verbs)
     return parser
 
@@ -65,19 +64,9 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # bitsandbytes (imported by diffusers) warns at import about an optional CPU kernel package it does not need.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        return args.run(args) or 0
-    except ValueError as err:
-        if args.verbose:
-            raise
-        print(f"t2v: error: {err}", file=sys.stderr)
-        return 2
+    from components.common.cli import run_parser
+
+    return run_parser(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -10,17 +10,17 @@ cut's frame index recorded, to exercise scene detection.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from components.common.settings import setting
 from components.common.video import write_video
 
 COLOURS = {
@@ -37,15 +37,21 @@ GROUND_TRUTH_COLUMNS = ("file", "kind", "caption", "colour", "shape", "direction
 
 @dataclass(frozen=True)
 class SynthConfig:
-    out_dir: str = "data/toy"
-    videos: int = 48
-    images: int = 24
-    cut_videos: int = 0
-    size: int = 64
-    fps: int = 24
-    seconds: float = 2.5
-    seed: int = 0
-    shape_scale: float = 0.14  # the shape's radius as a share of the frame side
+    out_dir: str = setting("data/toy", "output folder, replaced as a whole")
+    videos: int = setting(48, "number of videos")
+    images: int = setting(24, "number of stills")
+    cut_videos: int = setting(0, "videos made of two scenes (a cut at the middle, for scene detection)")
+    size: int = setting(64, "frame side in pixels, even")
+    fps: int = setting(24, "frames per second")
+    seconds: float = setting(2.5, "video length")
+    seed: int = setting(0, "seed of the whole world")
+    shape_scale: float = setting(0.14, "the shape's radius as a share of the frame side")
+
+    def __post_init__(self):
+        if self.size % 2:
+            raise ValueError(f"size={self.size} must be even (H.264 in yuv420p needs even sides)")
+        if self.videos < 0 or self.images < 0 or not 0 <= self.cut_videos <= self.videos:
+            raise ValueError("videos and images must be >= 0 and cut_videos between 0 and videos")
 
 
 def caption(colour: str, shape: str, background: str, direction: str | None = None) -> str:
@@ -108,10 +114,6 @@ def video_frames(world: dict, cfg: SynthConfig, num_frames: int) -> np.ndarray:
 
 def synth(cfg: SynthConfig) -> Path:
     """Write the toy world to `cfg.out_dir` (replacing it atomically) and return that folder."""
-    if cfg.size % 2:
-        raise ValueError(f"size={cfg.size} must be even (H.264 in yuv420p needs even sides)")
-    if cfg.videos < 0 or cfg.images < 0 or not 0 <= cfg.cut_videos <= cfg.videos:
-        raise ValueError("videos and images must be >= 0 and cut_videos between 0 and videos")
     rng = np.random.default_rng(cfg.seed)
     out = Path(cfg.out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -152,52 +154,3 @@ def synth(cfg: SynthConfig) -> Path:
         shutil.rmtree(out)
     tmp.rename(out)
     return out
-
-
-def add_parser(verbs: argparse._SubParsersAction) -> None:
-    data = verbs.add_parser("data", help="generated datasets", description="Generated datasets.")
-    sub = data.add_subparsers(title="commands", metavar="<command>", required=True)
-    d = SynthConfig()
-    p = sub.add_parser(
-        "synth",
-        help="write the toy world: captioned mp4s of moving shapes, stills and their ground truth",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--out-dir", default=d.out_dir, help=f"output folder, replaced as a whole (default {d.out_dir})")
-    p.add_argument("--videos", type=int, default=d.videos, help=f"number of videos (default {d.videos})")
-    p.add_argument("--images", type=int, default=d.images, help=f"number of stills (default {d.images})")
-    p.add_argument("--cut-videos", type=int, default=d.cut_videos, help="videos made of two scenes (default 0)")
-    p.add_argument("--size", type=int, default=d.size, help=f"frame side in pixels, even (default {d.size})")
-    p.add_argument("--fps", type=int, default=d.fps, help=f"frames per second (default {d.fps})")
-    p.add_argument("--seconds", type=float, default=d.seconds, help=f"video length (default {d.seconds})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"(default {d.seed})")
-    p.add_argument("--shape-scale", type=float, default=d.shape_scale, help="shape radius / frame side (default 0.14)")
-    p.set_defaults(run=_run)
-    t = sub.add_parser(
-        "tiny-models",
-        help="write tiny random encoders and captioner (T5, SD-VAE layout, LLaVA-NeXT) for the toy world",
-        description="Tiny random models saved as real model folders (t5/, vae/, llava-next/) that load through "
-        "the production from_pretrained paths: the toy world's text encoder, VAE and captioner.",
-    )
-    t.add_argument("--out-dir", default="data/models", help="(default data/models)")
-    t.add_argument("--seed", type=int, default=0)
-    t.set_defaults(run=_run_tiny)
-
-
-def _run_tiny(args: argparse.Namespace) -> int:
-    from components.caption.tiny import build_tiny_llava_next
-    from components.precompute.tiny import build_tiny_t5, build_tiny_vae
-
-    out = Path(args.out_dir)
-    for name, build in (("t5", build_tiny_t5), ("vae", build_tiny_vae), ("llava-next", build_tiny_llava_next)):
-        build(out / name, seed=args.seed)
-    print(f"tiny models in {out}: t5/, vae/, llava-next/")
-    return 0
-
-
-def _run(args: argparse.Namespace) -> int:
-    cfg = SynthConfig(**{k: getattr(args, k) for k in asdict(SynthConfig())})
-    out = synth(cfg)
-    print(f"toy world: {cfg.videos} videos, {cfg.images} stills -> {out} (ground truth: {out / 'ground_truth.csv'})")
-    return 0

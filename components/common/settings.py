@@ -1,0 +1,360 @@
+"""Settings: each step's settings are one frozen dataclass with production defaults, declared once; every runner
+(the CLI, the DVC stage, the KFP component, a test) builds them through `load`, in this order:
+
+    the dataclass defaults < the step's sections of a recipe < a settings file < CLI flags < key=value overrides
+
+A recipe is one YAML file with a section per step (`synth`, `ingest`, `caption`, `precompute`, `train` with
+`stage1`..`stage3` on top of it, `evaluate`, `register`, `generate`); a section is a mapping, or the path of a YAML
+file holding one. It states only what differs from the defaults. Unknown keys are errors naming the known ones.
+Each field is declared with `setting(default, help)`: the help is the CLI's, so flags and their help are generated
+from the fields (`add_arguments`, `from_args`) and cannot drift from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import inspect
+import json
+import types
+import typing
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+
+RUNNER_FLAGS = ("recipe", "config", "set")  # flags every verb has; no setting may take these names
+_DEST = "setting:"
+
+
+def setting(default=dataclasses.MISSING, help: str = "", *, factory=None, positional: bool = False):
+    """A dataclass field with its description (the CLI help). Mutable defaults are copied per instance."""
+    metadata = {"help": help, "positional": positional}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    if isinstance(default, dict | list | set):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+# ------------------------------------------------------------------------------------------------------ types
+
+
+def _unwrap(hint) -> tuple[object, bool]:
+    """(the type without None, whether None is allowed)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]), True  # noqa: UP007
+    return hint, False
+
+
+def _is_union_with(hint, kind) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and kind in typing.get_args(hint)
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _check(value, hint, where: str):
+    """`value` converted to the field's type where that is lossless; a ValueError naming the key otherwise."""
+    base, optional = _unwrap(hint)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{where}: None is not allowed here; give a {getattr(base, '__name__', base)}")
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typing.get_origin(base) is tuple and isinstance(value, list | tuple):
+        return tuple(value)
+    simple = {bool: bool, int: int, float: float, str: str}.get(base)
+    if simple is not None and (not isinstance(value, simple) or (simple is int and isinstance(value, bool))):
+        raise ValueError(f"{where}={value!r}: expected {simple.__name__}")
+    if base is dict and not isinstance(value, dict):
+        raise ValueError(f"{where}={value!r}: expected a mapping")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+
+def build(cls, values: dict, where: str = "settings"):
+    """`cls` from nested plain values (YAML's); unknown keys are an error that names the known ones."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping of settings, got {values!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    hints = _hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        base, _ = _unwrap(hints[name])
+        if dataclasses.is_dataclass(base) and isinstance(value, dict):
+            kwargs[name] = build(base, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _check(value, hints[name], f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    """Plain values (tuples as lists): for YAML, JSON, MLflow params and `build`."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """`extra` over `base`, mapping by mapping (a value that is not a mapping replaces)."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml(source: str | Path, what: str) -> dict:
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(f"{what} {source} not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{what} {source}: not YAML ({err})") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"{what} {source}: expected a mapping of settings")
+    return values
+
+
+def read_recipe(recipe: str | Path | dict | None) -> dict:
+    """A recipe from a file path, YAML text (as a KFP task receives it) or a mapping; {} for None or ""."""
+    if recipe is None or recipe == "":
+        return {}
+    if isinstance(recipe, dict):
+        return recipe
+    text = str(recipe)
+    if "\n" not in text and (text.endswith((".yaml", ".yml")) or Path(text).is_file()):
+        return read_yaml(text, "recipe")
+    values = yaml.safe_load(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"recipe {text[:80]!r}: expected a file path or YAML text with a section per step")
+    return values
+
+
+def sections_of(recipe: dict, names: Iterable[str]) -> dict:
+    """The named sections merged in order (later ones win); a section may be the path of a YAML file."""
+    values: dict = {}
+    for name in names:
+        section = recipe.get(name) or {}
+        if isinstance(section, str):
+            section = read_yaml(section, f"recipe section {name}")
+        if not isinstance(section, dict):
+            raise ValueError(f"recipe section {name}: expected a mapping or the path of a YAML file")
+        values = merge(values, section)
+    return values
+
+
+def _field_at(cls, path: list[str]):
+    """The type hint at a dotted path (None when the path leaves the dataclasses, e.g. a key inside a dict)."""
+    hint = cls
+    for part in path:
+        base, _ = _unwrap(hint)
+        if not dataclasses.is_dataclass(base):
+            return None
+        hint = _hints(base).get(part)
+        if hint is None:
+            return None
+    return hint
+
+
+def parse_value(text: str, hint):
+    """The value of `key=text` for a field of type `hint`: plain text for strings ("none"/"null" is None where
+    None is allowed), YAML for everything else."""
+    base, optional = _unwrap(hint) if hint is not None else (None, False)
+    if optional and text.lower() in ("none", "null", ""):
+        return None
+    if base is str:
+        return text
+    return yaml.safe_load(text) if text else ""
+
+
+def apply_overrides(values: dict, overrides: Iterable[str], cls) -> dict:
+    """`key.sub=value` items applied to nested values."""
+    values = copy.deepcopy(values)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected key=value, e.g. optim.lr=1e-4")
+        key, text = item.split("=", 1)
+        path = key.strip().split(".")
+        node = values
+        for part in path[:-1]:
+            child = node.get(part)
+            node[part] = child = dict(child) if isinstance(child, dict) else {}
+            node = child
+        node[path[-1]] = parse_value(text, _field_at(cls, path))
+    return values
+
+
+def scoped(overrides: Iterable[str], sections: Iterable[str]) -> list[str]:
+    """The `section.key=value` items addressed to `sections`, without the section (a pipeline's overrides are
+    scoped this way: `stage2.max_steps=100`, `ingest.filters.dedup_distance=2`)."""
+    names = tuple(sections)
+    out = []
+    for item in overrides:
+        head, _, rest = item.partition(".")
+        if head in names and rest:
+            out.append(rest)
+    return out
+
+
+def load(
+    cls,
+    *,
+    recipe: str | Path | dict | None = None,
+    sections: Iterable[str] = (),
+    config: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    fixed: dict | None = None,
+):
+    """The step's settings: defaults < recipe sections < `config` file < `overrides` < `fixed` (what the runner
+    decides, such as the input and output paths of a KFP task)."""
+    values = sections_of(read_recipe(recipe), sections)
+    if config is not None:
+        values = merge(values, read_yaml(config, "settings file"))
+    values = apply_overrides(values, overrides, cls)
+    values = merge(values, fixed or {})
+    return build(cls, values, cls.__name__)
+
+
+def defaults(cls, prefix: str = "") -> dict[str, object]:
+    """Every leaf setting's default by dotted path (nested dataclasses flattened)."""
+    out = {}
+    instance_hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        base, _ = _unwrap(instance_hints[f.name])
+        if dataclasses.is_dataclass(base) and f.default_factory is not dataclasses.MISSING:
+            out.update(defaults(base, f"{prefix}{f.name}."))
+            continue
+        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out[f"{prefix}{f.name}"] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- the CLI
+
+
+def _flag_kind(hint):
+    """(argparse keyword arguments for a flag of this type) or None where only --set can give it."""
+    base, optional = _unwrap(hint)
+    if base is bool:
+        return {"action": argparse.BooleanOptionalAction, "metavar": None}
+    if base in (int, float, str):
+
+        def convert(text: str, base=base):
+            if optional and text.lower() in ("none", "null", ""):
+                return None
+            return base(text)
+
+        convert.__name__ = base.__name__  # argparse names the type in its errors
+        return {"type": convert}
+    if typing.get_origin(base) is tuple and typing.get_args(base)[-1] is Ellipsis:
+        return {"nargs": "*"}
+    if base is dict or _is_union_with(base, dict) or typing.get_origin(base) in (tuple, list) or base is list:
+        return {"type": _yaml_flag(base), "metavar": "YAML"}
+    return None
+
+
+def _yaml_flag(base):
+    def convert(text: str):
+        if Path(text).is_file() and (base is dict):
+            return yaml.safe_load(Path(text).read_text())
+        return yaml.safe_load(text)
+
+    convert.__name__ = "YAML"
+    return convert
+
+
+def _show(value) -> str:
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, *, prefix: str = "", recipe: bool = True) -> None:
+    """--recipe, --config, --set and one flag per setting (nested settings as --group.name)."""
+    if not prefix:
+        clash = set(RUNNER_FLAGS) & {f.name for f in dataclasses.fields(cls)}
+        assert not clash, f"{cls.__name__} fields {clash} clash with the runner flags"
+        if recipe:
+            parser.add_argument(
+                "--recipe", help="a recipe YAML: this step's settings are its section(s) (e.g. params.yaml)"
+            )
+        parser.add_argument("--config", help="a YAML file of this step's settings (what differs from the defaults)")
+        parser.add_argument(
+            "--set", action="append", default=[], metavar="KEY=VALUE", help="any setting, e.g. --set a.b=1; repeatable"
+        )
+    hints = _hints(cls)
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    doc = "" if doc.startswith(f"{cls.__name__}(") else doc  # the signature dataclasses write for classes without one
+    group = parser if not prefix else parser.add_argument_group(prefix.rstrip("."), doc)
+    for f in dataclasses.fields(cls):
+        base, _ = _unwrap(hints[f.name])
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(base):
+            if f.default_factory is not dataclasses.MISSING:  # a group; an optional one is given with --set only
+                add_arguments(parser, base, prefix=f"{path}.")
+            continue
+        kind = _flag_kind(hints[f.name])
+        if kind is None:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        text = f.metadata.get("help", "")
+        if f.metadata.get("positional"):
+            nargs = "+" if kind.get("nargs") == "*" else None
+            parser.add_argument(path, help=text, **{**kind, "nargs": nargs})
+            continue
+        shown = "" if default in (None, "", (), []) else f" (default: {_show(default)})"
+        kind.setdefault("metavar", f.name.upper())
+        group.add_argument(
+            f"--{path.replace('_', '-')}", dest=_DEST + path, default=argparse.SUPPRESS, help=text + shown, **kind
+        )
+
+
+def given_flags(args: argparse.Namespace) -> dict:
+    """The settings given as flags, as nested values."""
+    values: dict = {}
+    for dest, value in vars(args).items():
+        if not dest.startswith(_DEST):
+            continue
+        *parents, last = dest[len(_DEST) :].split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = list(value) if isinstance(value, tuple) else value
+    return values
+
+
+def from_args(cls, args: argparse.Namespace, sections: Iterable[str] = (), fixed: dict | None = None):
+    """The step's settings from its parsed command line (see `add_arguments`)."""
+    positional = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("positional") and getattr(args, f.name, None) is not None
+    }
+    values = sections_of(read_recipe(getattr(args, "recipe", None)), sections)
+    if getattr(args, "config", None):
+        values = merge(values, read_yaml(args.config, "settings file"))
+    values = merge(merge(values, positional), given_flags(args))
+    values = apply_overrides(values, args.set, cls)
+    return build(cls, merge(values, fixed or {}), cls.__name__)
+
+
+def updated(cfg, changes: dict):
+    """`cfg` with settings replaced by dotted path ({"filters.dedup_distance": None}), checked like any input."""
+    values = dataclasses.asdict(cfg)
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = values
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return build(type(cfg), values, type(cfg).__name__)

@@ -1,0 +1,6 @@
+import sys
+
+from components.common.cli import module_main
+from components.common.toy.cli import add_parser
+
+sys.exit(module_main(add_parser, "data", "components.common.toy"))

@@ -1,0 +1,66 @@
+"""Losses that measure a model rather than train it: the validation loss on held-out samples and the probe loss on
+one fixed batch. Fixed timesteps and fixed noise make both comparable across steps, runs and stages; training
+logs them and evaluation reports them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from components.common.latents import LatentDataset, collate
+from model.flow import flow_loss
+from model.stdit import STDiT
+
+
+@torch.no_grad()
+def validation_loss(
+    model: STDiT,
+    val: LatentDataset,
+    device: str,
+    *,
+    timesteps: int = 10,
+    max_samples: int = 256,
+    seed: int = 0,
+    num_train_timesteps: int = 1000,
+) -> dict[str, float]:
+    """Rectified-flow loss at `timesteps` evenly spaced timesteps with fixed noise per sample (Open-Sora 1.2's
+    validation), averaged per bucket (`val_loss/<bucket>`) and over all samples (`val_loss`)."""
+    if len(val) == 0:
+        return {}
+    was_training = model.training
+    model.eval()
+    ts = (torch.arange(timesteps) + 0.5) / timesteps
+    per_bucket: dict[str, list[float]] = {}
+    for i in range(min(len(val), max_samples)):
+        sample = val[i]
+        batch = collate([sample])
+        g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        x0 = batch["latent"].to(device)
+        noise = torch.randn(x0.shape, generator=g).to(device)
+        text, mask = batch["text"].to(device), batch["text_mask"].to(device)
+        losses = [
+            flow_loss(model, x0, noise, t.view(1).to(device), text, mask, num_train_timesteps=num_train_timesteps)
+            for t in ts
+        ]
+        per_bucket.setdefault(sample["bucket"], []).append(float(torch.cat(losses).mean()))
+    model.train(was_training)
+    out = {f"val_loss/{b}": float(np.mean(v)) for b, v in per_bucket.items()}
+    out["val_loss"] = float(np.mean([x for v in per_bucket.values() for x in v]))
+    return out
+
+
+@torch.no_grad()
+def probe_loss(model: STDiT, batch: dict, device: str, *, seed: int = 0, num_train_timesteps: int = 1000) -> float:
+    """Loss on a fixed batch at fixed timesteps and noise: comparable across steps, runs and stages."""
+    was_training = model.training
+    model.eval()
+    x0 = batch["latent"].to(device)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(device)
+    text, mask = batch["text"].to(device), batch["text_mask"].to(device)
+    n = num_train_timesteps
+    losses = [
+        flow_loss(model, x0, noise, torch.full((x0.shape[0],), t, device=device), text, mask, num_train_timesteps=n)
+        for t in (0.25, 0.5, 0.75)
+    ]
+    model.train(was_training)
+    return float(torch.cat(losses).mean())
