@@ -75,10 +75,12 @@ def _compile(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from pipelines.demo import summary
     from pipelines.local import latest_outputs, local_arguments, run_local, split_settings
+    from pipelines.recipe import check
 
     root = Path(args.root)
     parameters, overrides = split_settings(args.set, PARAMETERS)
     arguments = local_arguments(root, args.recipe, overrides, **parameters)
+    check(arguments["recipe"], json.loads(arguments["overrides"]))  # before any task starts
     run_local(arguments, root)
     evaluation, decision = latest_outputs(root)
     print("\n" + summary(evaluation, decision, arguments["tracking_uri"]))  # after kfp.local's indented log
@@ -99,6 +101,11 @@ def _submit(args: argparse.Namespace) -> int:
         from components.common.settings import read_recipe
 
         arguments["recipe"] = yaml.safe_dump(read_recipe(args.recipe), sort_keys=False)
+    if "recipe" in arguments or overrides:
+        from pipelines.recipe import check
+        from pipelines.t2v import PRODUCTION_RECIPE
+
+        check(arguments.get("recipe", PRODUCTION_RECIPE), overrides)  # a bad recipe fails here, not hours into the run
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(str(Path(tmp) / "t2v-pipeline.yaml"), args.cluster, args.image)
         request = {"host": args.host, "experiment": args.experiment, "run_name": args.run_name,

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+PRODUCTION_RECIPE = "configs/recipes/production.yaml"
+
 DEFAULT_SECRETS = {  # Secret name -> {key in the Secret: environment variable}
     "mlflow-credentials": {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"},
     "s3-credentials": {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY"},
@@ -75,9 +77,6 @@ class ClusterSettings:
         return task
 
 
-PRODUCTION_RECIPE = "configs/recipes/production.yaml"  # in the image; a recipe given as YAML text works as well
-
-
 def build_pipeline(cluster: "ClusterSettings | None" = None):
     """The pipeline function (a kfp GraphComponent), with `cluster` applied to its tasks.
 
@@ -112,7 +111,7 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
                   "three stages, evaluation and registration")  # fmt: skip
     def t2v_pipeline(
         source: str = "synth",
-        recipe: str = PRODUCTION_RECIPE,
+        recipe: str = PRODUCTION_RECIPE,  # a path in the image, or YAML text
         overrides: str = "[]",
         workdir: str = "/mnt/data/runs",
         tracking_uri: str = "",

@@ -12,7 +12,6 @@ analysis settings, so a re-run skips finished work and an interrupted run loses 
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import itertools
 import json
@@ -32,14 +31,12 @@ from tqdm.auto import tqdm
 from components.common.scores import hamming
 from components.common.settings import setting
 from components.common.video import atomic_path
-from components.ingest.media import ANALYSIS_VERSION, IMAGE_SUFFIXES, AnalysisConfig, Rejected, analyze
+from components.ingest.media import ANALYSIS_VERSION, AnalysisConfig, Rejected, analyze
 from components.ingest.plugins import load_scorers
+from components.ingest.sources import discover, is_remote
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".gif")
-AUDIO_SUFFIXES = (".m4a", ".mp3", ".wav", ".aac", ".flac", ".ogg", ".opus")  # scanned so they are reported
-LIST_SUFFIXES = (".txt", ".lst", ".list")
 OPEN_SORA_COLUMNS = ("path", "text", "num_frames", "height", "width", "aspect_ratio", "fps", "resolution")
 CLIP_MODES = ("rows", "copy", "reencode")
 
@@ -96,50 +93,6 @@ class IngestResult:
     summary: dict
 
 
-# ---------------------------------------------------------------------------------------------------- discovery
-
-
-def _is_remote(spec: str) -> bool:
-    return "://" in spec and not spec.startswith("file://")
-
-
-def discover(inputs: tuple[str, ...] | list[str]) -> tuple[list[str], list[str]]:
-    """(media sources, ignored files) from folders, globs, list files, single files and fsspec URLs."""
-    sources: list[str] = []
-    ignored: list[str] = []
-    media = VIDEO_SUFFIXES + IMAGE_SUFFIXES + AUDIO_SUFFIXES
-
-    def from_listing(paths):
-        for p in sorted(paths):
-            (sources if p.lower().endswith(media) else ignored).append(p)
-
-    for spec in inputs:
-        if _is_remote(spec):
-            fs, _, _ = fsspec.get_fs_token_paths(spec)
-            protocol = spec.split("://", 1)[0]
-            if any(ch in spec for ch in "*?["):
-                from_listing(f"{protocol}://{p}" for p in fs.glob(spec))
-            elif fs.isdir(spec):
-                from_listing(f"{protocol}://{p}" for p in fs.find(spec))
-            else:
-                sources.append(spec)
-        elif any(ch in spec for ch in "*?["):
-            from_listing(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p) or os.path.islink(p))
-        elif os.path.isdir(spec):
-            from_listing(
-                str(p) for p in Path(spec).rglob("*") if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")
-            )
-        elif spec.lower().endswith(LIST_SUFFIXES) and os.path.isfile(spec):
-            lines = [ln.strip() for ln in Path(spec).read_text().splitlines()]
-            base = Path(spec).parent
-            for ln in lines:
-                if ln and not ln.startswith("#"):
-                    sources.append(ln if _is_remote(ln) or os.path.isabs(ln) else str(base / ln))
-        else:
-            sources.append(spec)  # a single file: analyzed whatever its suffix, so a bad one is reported
-    return list(dict.fromkeys(sources)), ignored
-
-
 # --------------------------------------------------------------------------------------------- one source
 
 
@@ -153,7 +106,7 @@ def _fingerprint(cfg: IngestConfig) -> str:
 
 
 def _size(spec: str) -> int:
-    if _is_remote(spec):
+    if is_remote(spec):
         fs, _, (path,) = fsspec.get_fs_token_paths(spec)
         return int(fs.size(path))
     return os.path.getsize(spec)
@@ -190,7 +143,7 @@ def process_source(spec: str, cfg: IngestConfig, cache_dir: str) -> dict:
         return {**result, "source": spec, "cached": True}
     scorers = load_scorers(cfg.aesthetic_model, cfg.aesthetic_head, cfg.ocr_model)
     try:
-        if _is_remote(spec):
+        if is_remote(spec):
             with fsspec.open(spec, "rb") as f:
                 info = analyze(f, spec, cfg.analysis, scorers)
         else:

@@ -1,4 +1,4 @@
-"""Training data from a precompute folder: a dataset of (latent, text) samples and a bucket batch sampler.
+"""Training data: the stage's samples (from a precompute folder, or encoded online) and a bucket batch sampler.
 
 Every batch holds samples of one bucket (same latent shape), as many as that bucket's batch size. The order is a
 pure function of (seed, epoch); the sampler's position is part of a checkpoint, so a resumed run sees exactly
@@ -8,11 +8,17 @@ the batches the interrupted one would have. Batches are global: with several pro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+
+from components.common.latents import EncodingDataset, LatentDataset, plan, resolve
+from components.common.settings import read_yaml
+from components.train.config import STAGE_FRAMES, TrainConfig
 
 
 class BucketBatchSampler(torch.utils.data.Sampler):
@@ -108,3 +114,70 @@ def preset_batch_sizes(index: pd.DataFrame, preset: dict, data_parallel: int) ->
             "for a larger GPU"
         )
     return sizes
+
+
+def select(index, cfg: TrainConfig):
+    """The stage's samples: by frame count, and (stage 3) by minimum scores."""
+    frames = STAGE_FRAMES[cfg.stage] if cfg.frames == "auto" else cfg.frames
+    keep = np.ones(len(index), bool)
+    if frames == "images":
+        keep &= index.num_frames.to_numpy() == 1
+    elif frames == "videos":
+        keep &= index.num_frames.to_numpy() > 1
+    for column, minimum in cfg.subset.items():
+        if column not in index.columns:
+            raise ValueError(
+                f"subset threshold on {column!r}, which the precomputed index lacks: {list(index.columns)}"
+            )
+        keep &= index[column].to_numpy() >= minimum
+    return keep
+
+
+def datasets(cfg: TrainConfig, device: str):
+    """(train, val, meta): precomputed samples, or (cfg.online) samples encoded as they are read."""
+    if cfg.online is None:
+        folder = resolve(cfg.data)
+        meta = json.loads((folder / "meta.json").read_text())
+        train, val = LatentDataset(folder, split="train"), LatentDataset(folder, split="val")
+    else:
+        import hashlib
+
+        import pandas as pd
+
+        from model.encoders import TextEncoder, describe, load_vae
+
+        on = cfg.online
+        manifest_path = Path(on.manifest)
+        if not manifest_path.exists():
+            raise ValueError(f"online.manifest {manifest_path} not found; run `t2v caption` first")
+        planned = plan(pd.read_parquet(manifest_path), on)
+        vae, text_encoder = load_vae(on.vae, device), TextEncoder(on.text_encoder, on.max_text_tokens, device)
+        train, val = (EncodingDataset(planned, vae, text_encoder, split) for split in ("train", "val"))
+        meta = {
+            "latent_channels": vae.latent_channels,
+            "encoders": describe(vae, text_encoder),
+            "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
+            "key": "online",
+        }
+    # one canonical order (by clip id), so positions, batches and draws do not depend on how the data was stored
+    train.index = train.index[select(train.index, cfg)].sort_values("clip_id").reset_index(drop=True)
+    val.index = val.index[select(val.index, cfg)].sort_values("clip_id").reset_index(drop=True)
+    if len(train) == 0:
+        raise ValueError(
+            f"no training samples in {cfg.data} for stage {cfg.stage} (frames={cfg.frames}, subset={cfg.subset})"
+        )
+    return train, val, meta
+
+
+def bucket_batch_sizes(cfg: TrainConfig, index: pd.DataFrame, data_parallel: int) -> dict[str, int] | None:
+    """Global batch sizes from the configured bucket preset (inline or a YAML file); None without one (the sizes
+    the precompute chose)."""
+    if cfg.buckets is None:
+        return None
+    preset = cfg.buckets if isinstance(cfg.buckets, dict) else read_yaml(cfg.buckets, "bucket preset")
+    return preset_batch_sizes(index, preset, data_parallel)
+
+
+def latent_side(index: pd.DataFrame) -> int:
+    """The largest latent height or width among the samples (the sample size of a model built from scratch)."""
+    return int(max(max(s[-2:]) for s in index.latent_shape))

@@ -63,3 +63,32 @@ def test_dvc_repro_runs_every_stage(tmp_path):
     assert ran == ["evaluate", "register"], third
     decision = json.loads((tmp_path / "data" / "register" / "decision.json").read_text())
     assert decision["version"] == "2" and decision["champion_version"] == "1"  # compared with the champion
+
+    # DVC's own views: the evaluation's numbers as metrics, the training curves as plots
+    metrics = json.loads(run("metrics", "show", "--json").stdout)
+    shown = json.dumps(metrics)
+    assert "data/evaluate/metrics.json" in shown and '"val_loss"' in shown and "data/ingest/summary.json" in shown
+    plots = json.loads(run("plots", "show", "--json").stdout)
+    assert any("data/train/stage1/plots/loss.json" in name for name in plots), list(plots)
+    loss = json.loads((tmp_path / "data" / "train" / "stage2" / "plots" / "loss.json").read_text())
+    assert [row["step"] for row in loss] == [4] and loss[0]["loss"] > 0
+
+    # code a stage imports is a dependency of that stage: shared latent code re-runs precompute and training
+    latents = tmp_path / "components" / "common" / "latents.py"
+    latents.write_text(latents.read_text() + "\n# an edit\n")
+    stale = run("status").stdout
+    changed = {line.rstrip(":") for line in stale.splitlines() if line and not line.startswith(("\t", " "))}
+    assert changed == {"precompute", "train-stage-1", "train-stage-2", "train-stage-3", "evaluate"}, stale
+
+
+def test_each_stage_depends_on_exactly_the_code_it_imports():
+    """A stage's code deps are the modules its command imports (ast, transitively), no fewer and no more."""
+    from tests.imports import closure, graph, source_files
+
+    edges, files = graph(), source_files()
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        module = stage["cmd"].split("python -m ", 1)[1].split()[0]
+        imported = {str(files[m].relative_to(ROOT)) for m in closure([f"{module}.__main__"], edges)}
+        listed = {d for d in stage.get("deps", []) if d.endswith(".py")}
+        assert listed == imported, (name, sorted(imported - listed), sorted(listed - imported))

@@ -38,6 +38,47 @@ def test_every_step_runs_after_the_one_before(ir):
         "train-stage-1", "train-stage-2", "train-stage-3"]  # fmt: skip
 
 
+def test_every_task_reads_the_pipelines_recipe_and_the_cluster_dedups_by_default(ir):
+    from components.caption.caption import CaptionConfig
+    from components.common.kfp import step_settings
+    from components.evaluate.evaluate import EvalConfig
+    from components.ingest.ingest import IngestConfig
+    from pipelines.recipe import resolve
+
+    pipeline, _ = ir
+    tasks = pipeline["root"]["dag"]["tasks"]
+    loop = pipeline["components"][tasks["for-loop-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    for name, task in [*tasks.items(), *loop.items()]:
+        if name == "for-loop-1":
+            continue
+        params = task["inputs"]["parameters"]
+        for key in ("recipe", "overrides"):  # wired to the pipeline's own parameter (through the loop inside it)
+            assert params[key]["componentInputParameter"] in (key, f"pipelinechannel--{key}"), (name, key)
+    defaults = {k: v.get("defaultValue") for k, v in pipeline["root"]["inputDefinitions"]["parameters"].items()}
+    assert defaults["recipe"] == "configs/recipes/production.yaml" and defaults["overrides"] == "[]"
+    cluster = resolve(ROOT / defaults["recipe"], json.loads(defaults["overrides"]))
+    assert cluster["ingest"].filters.dedup_distance == 4  # near-duplicates removed on the cluster by default
+
+    # every scorer, captioner option and evaluation weight a recipe names reaches the task's settings, through the
+    # components' own loader
+    recipe = yaml.safe_dump({
+        "ingest": {"aesthetic_model": "models/clip", "aesthetic_head": "models/aes.pt", "ocr_model": "models/db.onnx",
+                   "filters": {"min_aesthetic": 5.0, "max_text_area": 0.1}},
+        "caption": {"model": "models/llava", "prompt": "Describe.", "frames": 4, "max_new_tokens": 90},
+        "evaluate": {"clip_model": "models/clip", "fvd_model": "models/i3d.pt", "fvd_videomae": "models/videomae",
+                     "vbench_dimensions": ["motion_smoothness"]},
+    })  # fmt: skip
+    ingest = step_settings(IngestConfig, recipe, "[]", ("ingest",))
+    assert (ingest.aesthetic_model, ingest.aesthetic_head, ingest.ocr_model) == (
+        "models/clip", "models/aes.pt", "models/db.onnx")  # fmt: skip
+    assert ingest.filters.min_aesthetic == 5.0 and ingest.filters.max_text_area == 0.1
+    caption = step_settings(CaptionConfig, recipe, '["caption.batch_size=2"]', ("caption",))
+    assert (caption.model, caption.prompt, caption.frames, caption.batch_size) == ("models/llava", "Describe.", 4, 2)
+    evaluate = step_settings(EvalConfig, recipe, "[]", ("evaluate",))
+    assert (evaluate.clip_model, evaluate.fvd_model, evaluate.fvd_videomae, evaluate.vbench_dimensions) == (
+        "models/clip", "models/i3d.pt", "models/videomae", ("motion_smoothness",))  # fmt: skip
+
+
 def test_training_runs_on_gpus_with_shm_pvc_secrets_and_tolerations(ir):
     pipeline, k8s = ir
     executors = pipeline["deploymentSpec"]["executors"]

@@ -9,7 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from components.common.tracking import read_metrics_log
 from components.train.config import GuardConfig
-from components.train.train import Guard, train
+from components.train.guard import Guard
+from components.train.train import train
 from tests.components.conftest import toy_stage_config
 
 COMMON = [

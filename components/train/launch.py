@@ -1,0 +1,103 @@
+"""Processes and the ColossalAI Booster: the process group, the plugin, the boosted model with AdamW and its
+warmup schedule, and the collective and gradient helpers the training step needs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from components.train.config import TrainConfig
+from model.stdit import STDiT
+
+
+def launch(seed: int) -> tuple[int, int, str]:
+    """Initialise the process group through ColossalAI; (rank, world size, device)."""
+    import colossalai
+
+    if "RANK" not in os.environ:  # one local process: give it torchrun's environment
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(
+            RANK="0",
+            WORLD_SIZE="1",
+            LOCAL_RANK="0",
+            LOCAL_WORLD_SIZE="1",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
+    cuda = torch.cuda.is_available()
+    colossalai.launch_from_torch(backend="nccl" if cuda else "gloo", seed=seed, verbose=False)
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"
+    if cuda:
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def make_plugin(name: str, grad_clip: float):
+    """(plugin, resolved name): LowLevelZero stage 2 in bf16 for zero2, torch DDP for ddp; auto picks by CUDA."""
+    from colossalai.booster.plugin import LowLevelZeroPlugin, TorchDDPPlugin
+
+    if name == "auto":
+        name = "zero2" if torch.cuda.is_available() else "ddp"
+    if name == "zero2":
+        if not torch.cuda.is_available():
+            raise ValueError("plugin zero2 (LowLevelZero) needs CUDA; use plugin=ddp on CPU")
+        return LowLevelZeroPlugin(stage=2, precision="bf16", max_norm=grad_clip), name
+    # images leave the temporal branch unused, and batches without dropped captions the null caption
+    return TorchDDPPlugin(find_unused_parameters=True), name
+
+
+@dataclass
+class Boosted:
+    """The model, optimizer and schedule as the booster wrapped them, and the booster that saves and loads them."""
+
+    booster: Any
+    model: Any  # the plugin's wrapper: backward, clipping and checkpoints go through it
+    inner: STDiT  # the model itself, for EMA, validation and metrics
+    optimizer: Any
+    scheduler: Any
+    plugin: str  # the resolved plugin name: ddp or zero2
+
+
+def boost(model: STDiT, cfg: TrainConfig) -> Boosted:
+    """AdamW with a linear warmup to optim.lr, boosted with the configured plugin."""
+    from colossalai.booster import Booster
+
+    opt = cfg.optim
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay
+    )
+    warmup = max(1, opt.warmup_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    plugin, plugin_name = make_plugin(cfg.plugin, opt.grad_clip)
+    booster = Booster(plugin=plugin)
+    model, optimizer, _, _, scheduler = booster.boost(model, optimizer, lr_scheduler=scheduler)
+    return Boosted(booster, model, model.unwrap(), optimizer, scheduler, plugin_name)
+
+
+def all_sum(value: float, device: str) -> float:
+    """The sum of `value` over all processes."""
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return float(t)
+
+
+def scale_lr(scheduler, base_lr: float) -> None:
+    """Set the schedule's base learning rate (after a rollback) and the optimizer's current rate to match."""
+    scheduler.base_lrs = [base_lr for _ in scheduler.base_lrs]
+    for group, fn in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base_lr * fn(scheduler.last_epoch)
+
+
+def clip_gradients(model, max_norm: float, plugin_name: str) -> float | None:
+    """Clip the gradients to `max_norm` (none when 0) and return their norm before clipping; None for zero2."""
+    if plugin_name == "zero2":  # LowLevelZero clips inside its step (max_norm)
+        return None
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf"))
+    return float(norm)
