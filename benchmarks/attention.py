@@ -32,18 +32,13 @@ LATENT, PATCH, CHANNELS, TEXT_TOKENS, CAPTION_CHANNELS = 16, 2, 4, 120, 4096
 OPENSORA_MEASURED_RATIO = 5.0  # DiT vs STDiT samples/s at 64x512x512, 8xH800 (Open-Sora 1.0 acceleration notes)
 
 
+CONFIG = {"in_channels": CHANNELS, "patch_size": PATCH, "num_layers": DEPTH, "num_attention_heads": WIDTH_HEADS,
+          "attention_head_dim": HEAD_DIM, "caption_channels": CAPTION_CHANNELS, "caption_max_length": TEXT_TOKENS,
+          "sample_size": LATENT}  # fmt: skip
+
+
 def build_stdit(mode: str) -> STDiT:
-    return STDiT(
-        in_channels=CHANNELS,
-        patch_size=PATCH,
-        num_layers=DEPTH,
-        num_attention_heads=WIDTH_HEADS,
-        attention_head_dim=HEAD_DIM,
-        caption_channels=CAPTION_CHANNELS,
-        caption_max_length=TEXT_TOKENS,
-        sample_size=LATENT,
-        attention_mode=mode,
-    )
+    return STDiT(**CONFIG, attention_mode=mode)
 
 
 def build_latte(frames: int) -> LatteTransformer3DModel:
@@ -89,17 +84,7 @@ def step_time(model: torch.nn.Module, frames: int, reps: int, device: str) -> fl
 
 
 def analytic(variant: str, frames: int, **shape) -> float:
-    arch = Arch(
-        num_layers=DEPTH,
-        num_heads=WIDTH_HEADS,
-        head_dim=HEAD_DIM,
-        in_channels=CHANNELS,
-        out_channels=CHANNELS,
-        patch_size=PATCH,
-        caption_channels=CAPTION_CHANNELS,
-        caption_max_length=TEXT_TOKENS,
-        variant=variant,
-    )
+    arch = Arch.from_config(build_stdit("spatial_temporal").config, variant)  # the benchmarked model's own config
     return forward_flops(arch, batch=1, frames=frames, height=LATENT, width=LATENT, **shape).train_step()
 
 
