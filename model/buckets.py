@@ -90,6 +90,12 @@ def validate(bucket_config: dict) -> dict[str, dict[int, tuple]]:
     return out
 
 
+def latent_frames(num_frames: int, temporal_compression: int) -> int:
+    """Latent frames of a video through a VAE that compresses time by `temporal_compression`: a causal video VAE
+    keeps the first frame and compresses the rest, (n - 1) // t + 1; an image VAE (t = 1) keeps them all."""
+    return (num_frames - 1) // temporal_compression + 1 if temporal_compression > 1 else num_frames
+
+
 def available_frames(num_frames: int, interval: int) -> int:
     return (num_frames - 1) // interval + 1 if num_frames > 0 else 0
 

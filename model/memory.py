@@ -199,16 +199,15 @@ def bucket_preset(
     """A bucket_config {resolution: {frames: [1.0, batch]}} with the largest batch that fits `gpu_gb` for each
     bucket (the widest aspect ratio's latent size, which has the most tokens); buckets where not even one sample
     fits are left out."""
-    from model.buckets import ASPECT_RATIOS, bucket_size, resolution_area
+    from model.buckets import ASPECT_RATIOS, bucket_size, latent_frames, resolution_area
 
     preset: dict[str, dict[str, list]] = {}
     for resolution in resolutions:
         sizes = [bucket_size(resolution_area(resolution), r) for r in ASPECT_RATIOS]
         height, width = max(sizes, key=lambda hw: (hw[0] // vae_factor) * (hw[1] // vae_factor))
         for n in frames:
-            latent_frames = (n - 1) // vae_frames + 1 if vae_frames > 1 else n
             batch = max_batch(
-                a, frames=latent_frames, height=height // vae_factor, width=width // vae_factor,
+                a, frames=latent_frames(n, vae_frames), height=height // vae_factor, width=width // vae_factor,
                 text_tokens=text_tokens, setup=setup, gpu_gb=gpu_gb, **fit,
             )  # fmt: skip
             if batch > 0:

@@ -19,6 +19,7 @@ import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from tqdm.auto import tqdm
 
+from model.buckets import latent_frames
 from model.encoders import DEFAULT_TEXT_ENCODER, DEFAULT_VAE
 from model.flow import FlowConfig, sample
 from model.stdit import STDiT
@@ -117,10 +118,9 @@ class T2VPipeline(DiffusionPipeline):
                 f"height and width must be multiples of {f * self.transformer.config.patch_size} "
                 f"(VAE factor {f} x patch {self.transformer.config.patch_size}), got {height}x{width}"
             )
-        t = vae.temporal_compression
-        latent_frames = (num_frames - 1) // t + 1 if t > 1 else num_frames
         text, mask = text_encoder.encode(prompts)
-        shape = (len(prompts), self.transformer.config.in_channels, latent_frames, height // f, width // f)
+        frames = latent_frames(num_frames, vae.temporal_compression)
+        shape = (len(prompts), self.transformer.config.in_channels, frames, height // f, width // f)
         flow = flow or self.flow_config()
         latents = sample(
             self.transformer,

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.buckets import latent_frames
 from model.flops import Arch, forward_flops
 from model.gpus import GPU
 from model.memory import GB, StepSetup, max_batch, step_memory
@@ -93,7 +94,7 @@ class Recipe:
         return int(self.model.get("text_tokens", 120))
 
     def latent(self, stage: Stage) -> dict:
-        frames = (stage.frames - 1) // self.vae_frames + 1 if self.vae_frames > 1 else stage.frames
+        frames = latent_frames(stage.frames, self.vae_frames)
         return {"frames": frames, "height": stage.height // self.vae_factor, "width": stage.width // self.vae_factor}
 
 

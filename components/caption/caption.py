@@ -12,6 +12,7 @@ the batch it was generating, and a re-run continues where it stopped.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -24,9 +25,11 @@ from tqdm.auto import tqdm
 from components.caption.captioners import DEFAULT_PROMPT, FAMILIES, MetadataCaptioner, VLMCaptioner
 from components.caption.cleanup import append_scores
 from components.caption.frames import clip_frames
+from components.common.files import atomic_path
 from components.common.settings import setting
-from components.common.video import atomic_path
 from model.prompts import clean_caption
+
+log = logging.getLogger(__name__)
 
 CAPTIONERS = ("metadata", "vlm")
 
@@ -174,6 +177,8 @@ def write_outputs(manifest: pd.DataFrame, parts: list[Path], out: Path, cfg: Cap
         records.update(read_part(p))
     wanted = set(manifest.clip_id)
     stale = len(set(records) - wanted)  # from an earlier manifest; clip ids are content hashes, so harmless
+    if stale:  # logged, not summarised: the summary holds only what the inputs determine (a DVC metric)
+        log.info("%d captions of clips no longer in the manifest ignored", stale)
     records = {k: v for k, v in records.items() if k in wanted}
     captions = pd.DataFrame(
         [records[c] for c in sorted(records)], columns=["clip_id", "text", "raw", "captioner"]
@@ -185,7 +190,6 @@ def write_outputs(manifest: pd.DataFrame, parts: list[Path], out: Path, cfg: Cap
     summary = {
         "clips": len(captions),
         "empty": int((captions.text.str.len() == 0).sum()),
-        "stale_records_ignored": stale,
         "words_mean": float(np.mean(words)) if len(words) else 0.0,
         "words_median": float(np.median(words)) if len(words) else 0.0,
         "words_min": int(words.min()) if len(words) else 0,

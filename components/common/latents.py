@@ -18,7 +18,7 @@ from safetensors import safe_open
 
 from components.common.settings import setting
 from components.common.video import read_frames
-from model.buckets import assign, available_frames, resize_crop
+from model.buckets import assign, available_frames, latent_frames, resize_crop
 from model.encoders import DEFAULT_TEXT_ENCODER, DEFAULT_VAE
 
 DEFAULT_BUCKETS = {"256": {1: (1.0, 32), 16: (1.0, 4)}}
@@ -138,7 +138,7 @@ class EncodingDataset(torch.utils.data.Dataset):
         f, c = vae.spatial_compression, vae.latent_channels
         t = vae.temporal_compression
         self.index["latent_shape"] = [
-            [c, (n - 1) // t + 1 if t > 1 else n, h // f, w // f]
+            [c, latent_frames(n, t), h // f, w // f]
             for n, h, w in zip(self.index.num_frames, self.index.height, self.index.width, strict=True)
         ]
         self.vae, self.text_encoder = vae, text_encoder

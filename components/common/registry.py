@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
+
+from components.common.files import atomic_dir
 
 MODEL_NAME = "t2v-stdit"
 PIPELINE_ARTIFACT = "pipeline"  # the pyfunc's artifact key: artifacts/pipeline/ inside the MLflow model
@@ -78,17 +78,10 @@ def pipeline_folder(spec: str, tracking_uri: str | None = None) -> tuple[Path, d
     info = {"name": version.name, "version": str(version.version), "run_id": version.run_id, "uri": spec}
     target = cache_root() / version.name / f"{version.version}-{(version.run_id or 'norun')[:12]}"
     if not (target / "MLmodel").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
-        try:
+        with atomic_dir(target) as tmp:
             mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(tmp), tracking_uri=tracking_uri
             )
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     folder = target / "artifacts" / PIPELINE_ARTIFACT
     if not (folder / "model_index.json").exists():
         raise ValueError(f"{spec} (version {version.version}) holds no T2V pipeline; register it with `t2v register`")

@@ -3,36 +3,15 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
-from contextlib import contextmanager
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import fsspec
 import numpy as np
 from PIL import Image
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None):
-    """Yield a temporary path beside `path`; rename it onto `path` when the block succeeds, remove it otherwise."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        if os.path.exists(tmp):
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make every output private
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+from components.common.files import atomic_path
 
 
 def write_video(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from components.common.files import atomic_dir
 from components.common.settings import setting
 from components.evaluate import adherence
 from components.evaluate.metrics import video_metrics
@@ -240,10 +240,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     pipe, info = load_pipeline(cfg.model, cfg.tracking_uri, device)
     prompts = load_prompts(cfg, val)
     out = Path(cfg.out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_dir(out) as tmp:
         result = {
             "model": cfg.model,
             "model_info": info,
@@ -284,12 +281,6 @@ def evaluate(cfg: EvalConfig) -> dict:
         result["mlflow_run_id"] = tracker.run_id
         write_report(result, tmp, tmp / "report.html")
         _log_outputs(tracker, result, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return result
 
 

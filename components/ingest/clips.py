@@ -10,7 +10,8 @@ import av
 import pandas as pd
 from tqdm.auto import tqdm
 
-from components.common.video import atomic_path, write_video
+from components.common.files import atomic_path
+from components.common.video import write_video
 
 
 def copy_clip(src: str, dst: Path, start_s: float, end_s: float) -> tuple[float, float, int]:

@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from components.common.files import atomic_path
 from components.common.scores import hamming
 from components.common.settings import setting
-from components.common.video import atomic_path
 from components.ingest.media import ANALYSIS_VERSION, AnalysisConfig, Rejected, analyze
 from components.ingest.plugins import load_scorers
 from components.ingest.sources import discover, is_remote
@@ -340,11 +340,12 @@ def ingest(cfg: IngestConfig) -> IngestResult:
     with atomic_path(out / "quarantine.parquet") as tmp:
         quarantine.to_parquet(tmp, index=False)
 
+    # what the inputs determine only (a DVC metric): how many results came from the cache is the log's business
+    log.info("%d of %d files analysed before (cache)", sum(bool(r.get("cached")) for r in results), len(sources))
     summary = {
         "inputs": list(cfg.inputs),
         "sources": len(sources),
         "sources_ok": len(ok),
-        "sources_cached": sum(bool(r.get("cached")) for r in results),
         "quarantined": dict(Counter(quarantine["reason"])) if len(quarantine) else {},
         "ignored_files": len(ignored),
         "clips": len(manifest),

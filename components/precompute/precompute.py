@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from components.common.files import atomic_dir
 from components.common.latents import EncodingConfig, clip_video, plan
 from components.common.settings import setting
 from model.buckets import validate
@@ -100,9 +99,7 @@ def precompute(cfg: PrecomputeConfig) -> PrecomputeResult:
     text_encoder = TextEncoder(cfg.text_encoder, cfg.max_text_tokens, device)
     storage = getattr(torch, cfg.storage_dtype)
 
-    Path(cfg.out_root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cfg.out_root))
-    try:
+    with atomic_dir(out, replace=False) as tmp:  # another run that finished the same key first wins
         records, shard, tensors = [], 0, {}
         bar = tqdm(total=len(planned), desc="precompute", unit="clip", disable=not cfg.progress)
         for _, group in planned.groupby("bucket", sort=True):
@@ -154,12 +151,5 @@ def precompute(cfg: PrecomputeConfig) -> PrecomputeResult:
             "config": asdict(cfg),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        if out.exists():  # another run finished the same key first: keep theirs
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     (Path(cfg.out_root) / "LATEST").write_text(key + "\n")
     return PrecomputeResult(out, key, False, len(index), meta["skipped"], index)

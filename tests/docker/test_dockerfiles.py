@@ -10,6 +10,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((ROOT / "docker").glob("Dockerfile.*"))
 
 
+# the packages pyproject.toml installs ([tool.setuptools.packages.find] include)
+PACKAGES = re.findall(r'"(\w+)\*"', re.search(r"^include = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), re.M)[1])
+
+
 def instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
@@ -33,6 +37,9 @@ def problems(text: str) -> list[str]:
     runs = " ".join(args for kind, args in steps if kind == "RUN")
     if not all(name in copied for name in ("pyproject.toml", "constraints.txt", "Makefile")):
         found.append("pyproject.toml, constraints.txt and the Makefile are not copied in")
+    missing = [name for name in PACKAGES if not re.search(rf"(^|\s){name}(\s|$)", copied)]
+    if missing:
+        found.append(f"the project's packages {missing} are not copied in (pyproject.toml packages)")
     if "make install" not in runs:
         found.append("the project is not installed with `make install` (constraints.txt)")
     if re.search(r"pip3? install(?![^&;]*-c constraints\.txt)", runs):

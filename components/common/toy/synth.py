@@ -11,8 +11,6 @@ cut's frame index recorded, to exercise scene detection.
 from __future__ import annotations
 
 import csv
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from components.common.files import atomic_dir
 from components.common.settings import setting
 from components.common.video import write_video
 
@@ -116,41 +115,37 @@ def synth(cfg: SynthConfig) -> Path:
     """Write the toy world to `cfg.out_dir` (replacing it atomically) and return that folder."""
     rng = np.random.default_rng(cfg.seed)
     out = Path(cfg.out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    (tmp / "videos").mkdir()
-    (tmp / "images").mkdir()
-    rows = []
-    num_frames = round(cfg.fps * cfg.seconds)
-    for i in tqdm(range(cfg.videos), desc="synth videos", disable=cfg.videos < 8):
-        world = sample_world(rng)
-        frames = video_frames(world, cfg, num_frames)
-        cut_frame = None
-        if i < cfg.cut_videos:  # a second scene with another world, straight after the first
-            second = sample_world(rng)
-            second["background"] = next(b for b in BACKGROUNDS if b != world["background"])
-            cut_frame = num_frames
-            frames = np.concatenate([frames, video_frames(second, cfg, num_frames)])
-        name = f"videos/toy_{i:04d}.mp4"
-        write_video(tmp / name, frames, cfg.fps)
-        text = caption(world["colour"], world["shape"], world["background"], world["direction"])
-        (tmp / name).with_suffix(".txt").write_text(text + "\n")
-        rows.append({"file": name, "kind": "video", "caption": text, "cut_frame": cut_frame, **world})
-    for i in range(cfg.images):
-        world = sample_world(rng)
-        centre = cfg.size * (0.3 + 0.4 * world["jitter"])
-        image = render(world["shape"], world["colour"], world["background"], cfg.size, centre, cfg.size / 2,
-                       cfg.shape_scale)  # fmt: skip
-        name = f"images/toy_{i:04d}.png"
-        Image.fromarray(image).save(tmp / name)
-        text = caption(world["colour"], world["shape"], world["background"])
-        (tmp / name).with_suffix(".txt").write_text(text + "\n")
-        rows.append({"file": name, "kind": "image", "caption": text, "cut_frame": None, **world, "direction": ""})
-    with open(tmp / "ground_truth.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=GROUND_TRUTH_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        (tmp / "videos").mkdir()
+        (tmp / "images").mkdir()
+        rows = []
+        num_frames = round(cfg.fps * cfg.seconds)
+        for i in tqdm(range(cfg.videos), desc="synth videos", disable=cfg.videos < 8):
+            world = sample_world(rng)
+            frames = video_frames(world, cfg, num_frames)
+            cut_frame = None
+            if i < cfg.cut_videos:  # a second scene with another world, straight after the first
+                second = sample_world(rng)
+                second["background"] = next(b for b in BACKGROUNDS if b != world["background"])
+                cut_frame = num_frames
+                frames = np.concatenate([frames, video_frames(second, cfg, num_frames)])
+            name = f"videos/toy_{i:04d}.mp4"
+            write_video(tmp / name, frames, cfg.fps)
+            text = caption(world["colour"], world["shape"], world["background"], world["direction"])
+            (tmp / name).with_suffix(".txt").write_text(text + "\n")
+            rows.append({"file": name, "kind": "video", "caption": text, "cut_frame": cut_frame, **world})
+        for i in range(cfg.images):
+            world = sample_world(rng)
+            centre = cfg.size * (0.3 + 0.4 * world["jitter"])
+            image = render(world["shape"], world["colour"], world["background"], cfg.size, centre, cfg.size / 2,
+                           cfg.shape_scale)  # fmt: skip
+            name = f"images/toy_{i:04d}.png"
+            Image.fromarray(image).save(tmp / name)
+            text = caption(world["colour"], world["shape"], world["background"])
+            (tmp / name).with_suffix(".txt").write_text(text + "\n")
+            rows.append({"file": name, "kind": "image", "caption": text, "cut_frame": None, **world, "direction": ""})
+        with open(tmp / "ground_truth.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=GROUND_TRUTH_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
     return out
