@@ -91,6 +91,7 @@ class IngestResult:
     quarantined: dict[str, int]
     ignored: int
     summary: dict
+    cached: int = 0  # files whose analysis came from the cache (this run's business, not the summary's)
 
 
 # --------------------------------------------------------------------------------------------- one source
@@ -341,7 +342,8 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         quarantine.to_parquet(tmp, index=False)
 
     # what the inputs determine only (a DVC metric): how many results came from the cache is the log's business
-    log.info("%d of %d files analysed before (cache)", sum(bool(r.get("cached")) for r in results), len(sources))
+    cached = sum(bool(r.get("cached")) for r in results)
+    log.info("%d of %d files analysed before (cache)", cached, len(sources))
     summary = {
         "inputs": list(cfg.inputs),
         "sources": len(sources),
@@ -365,4 +367,5 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         quarantined=summary["quarantined"],
         ignored=len(ignored),
         summary=summary,
+        cached=cached,
     )

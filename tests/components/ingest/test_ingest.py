@@ -136,7 +136,7 @@ def test_split_is_deterministic_by_source_and_about_the_fraction():
 def test_rerun_skips_finished_files_and_gives_the_same_manifest(first_run, library):
     result, out = first_run
     again = ingest(config(library, out))
-    assert again.summary["sources_cached"] == again.sources - 3  # all but the empty, huge and dangling files
+    assert again.cached == again.sources - 3  # all but the empty, huge and dangling files
     a, b = (pd.read_parquet(out / "manifest.parquet") for _ in range(2))
     assert result.summary["manifest_sha256"] == again.summary["manifest_sha256"]
     pd.testing.assert_frame_equal(a, b)
@@ -157,7 +157,7 @@ def test_interrupted_run_keeps_what_it_finished(library, tmp_path, monkeypatch):
         ingest(config(library, tmp_path / "out"))
     monkeypatch.setattr(ingest_module, "process_source", real)
     resumed = ingest(config(library, tmp_path / "out"))
-    assert resumed.summary["sources_cached"] == 5
+    assert resumed.cached == 5
     clean = ingest(config(library, tmp_path / "clean"))
     assert resumed.summary["manifest_sha256"] == clean.summary["manifest_sha256"]
 

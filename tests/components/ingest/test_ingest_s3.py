@@ -52,4 +52,4 @@ def test_ingest_from_s3_urls(s3, tmp_path):
     assert (manifest.num_frames > 1).sum() == 2
     assert result.quarantined == {"not_video": 1}
     again = ingest(IngestConfig(inputs=("s3://raw/toy/videos/*.mp4",), out_dir=str(tmp_path), progress=False))
-    assert again.summary["sources_cached"] == 3
+    assert again.cached == 3
