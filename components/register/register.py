@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 LOWER_IS_BETTER = ("loss", "fvd", "flicker")
 TAG_LIMIT = 5000  # MLflow's model-version tag value limit
+RECORD_FILE = "registered.json"  # beside the decision
 
 
 @dataclass(frozen=True)
@@ -249,4 +250,10 @@ def register(cfg: RegisterConfig) -> dict:
     path = Path(cfg.decision_path or Path(cfg.evaluation) / "decision.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(decision, indent=2))
+    # what was registered, without the registry's answer (version numbers and run ids depend on what it held
+    # before): a record the inputs determine, which DVC tracks as the stage's output
+    data = ("data_key", "manifest_sha256", "data_dvc_md5")
+    record = {"name": cfg.name, "metric": cfg.metric, "value": decision["challenger_value"]}
+    record.update({k: tags.get(k, "") for k in data})
+    (path.parent / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return decision

@@ -45,6 +45,8 @@ def test_dvc_repro_runs_every_stage(tmp_path):
     }  # fmt: skip
     decision = json.loads((tmp_path / "data" / "register" / "decision.json").read_text())
     assert decision["version"] == "1" and decision["promoted"]  # the first version becomes champion
+    record = json.loads((tmp_path / "data" / "register" / "registered.json").read_text())  # DVC's output
+    assert record["value"] == decision["challenger_value"] and "version" not in record and record["data_key"]
     assert (tmp_path / "data" / "evaluate" / "report.html").exists() and (tmp_path / "mlflow.db").exists()
     for stage in (1, 2, 3):
         state = json.loads((tmp_path / "data" / "train" / f"stage{stage}" / "export" / "train_state.json").read_text())
