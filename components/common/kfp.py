@@ -28,9 +28,8 @@ def component(func=None, *, passthroughs: list | None = None):
     return make(func) if func is not None else make
 
 
-def step_settings(cls, recipe: str, overrides: str, sections: tuple[str, ...], fixed: dict | None = None):
-    """A task's settings for its step: the recipe's `sections`, the pipeline's overrides addressed to them
-    (a JSON list of "section.key=value"), then what the task itself fixes (its artifacts' paths)."""
+def pipeline_overrides(overrides: str, sections: tuple[str, ...]) -> list[str]:
+    """The pipeline's overrides (a JSON list of "section.key=value") addressed to `sections`, without the section."""
     import json
 
     from components.common import settings
@@ -38,15 +37,24 @@ def step_settings(cls, recipe: str, overrides: str, sections: tuple[str, ...], f
     items = json.loads(overrides or "[]")
     if not isinstance(items, list):
         raise ValueError(f"overrides {overrides!r}: expected a JSON list of section.key=value items")
-    return settings.load(cls, recipe=recipe, sections=sections, overrides=settings.scoped(items, sections), fixed=fixed)
+    return settings.scoped(items, sections)
+
+
+def step_settings(cls, recipe: str, overrides: str, sections: tuple[str, ...], fixed: dict | None = None):
+    """A task's settings for its step: the recipe's `sections`, the pipeline's overrides addressed to them, then
+    what the task itself fixes (its artifacts' paths)."""
+    from components.common import settings
+
+    return settings.load(
+        cls, recipe=recipe, sections=sections, overrides=pipeline_overrides(overrides, sections), fixed=fixed
+    )
 
 
 def section_value(recipe: str, overrides: str, section: str, key: str, default):
     """One value of another step's section (a task that must agree with a later step, without importing it)."""
-    import json
-
     from components.common import settings
 
-    values = settings.sections_of(settings.read_recipe(recipe), (section,))
-    values = settings.apply_overrides(values, settings.scoped(json.loads(overrides or "[]"), (section,)), None)
+    values = settings.layered(
+        None, recipe=recipe, sections=(section,), overrides=pipeline_overrides(overrides, (section,))
+    )
     return values.get(key, default)

@@ -28,11 +28,9 @@ RUNNER_FLAGS = ("recipe", "config", "set")  # flags every verb has; no setting m
 _DEST = "setting:"
 
 
-def setting(default=dataclasses.MISSING, help: str = "", *, factory=None, positional: bool = False):
+def setting(default=dataclasses.MISSING, help: str = "", *, positional: bool = False):
     """A dataclass field with its description (the CLI help). Mutable defaults are copied per instance."""
     metadata = {"help": help, "positional": positional}
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=metadata)
     if isinstance(default, dict | list | set):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -206,23 +204,28 @@ def scoped(overrides: Iterable[str], sections: Iterable[str]) -> list[str]:
     return out
 
 
-def load(
+def layered(
     cls,
     *,
     recipe: str | Path | dict | None = None,
     sections: Iterable[str] = (),
     config: str | Path | None = None,
+    flags: dict | None = None,
     overrides: Iterable[str] = (),
     fixed: dict | None = None,
-):
-    """The step's settings: defaults < recipe sections < `config` file < `overrides` < `fixed` (what the runner
-    decides, such as the input and output paths of a KFP task)."""
+) -> dict:
+    """Plain values in loading order: recipe sections < `config` file < flags < `overrides` < `fixed` (what the
+    runner decides, such as the input and output paths of a KFP task). `cls` types the overrides (None: YAML)."""
     values = sections_of(read_recipe(recipe), sections)
     if config is not None:
         values = merge(values, read_yaml(config, "settings file"))
-    values = apply_overrides(values, overrides, cls)
-    values = merge(values, fixed or {})
-    return build(cls, values, cls.__name__)
+    values = apply_overrides(merge(values, flags or {}), overrides, cls)
+    return merge(values, fixed or {})
+
+
+def load(cls, **sources):
+    """The step's settings: its defaults under the values `layered(cls, **sources)` gives."""
+    return build(cls, layered(cls, **sources), cls.__name__)
 
 
 def defaults(cls, prefix: str = "") -> dict[str, object]:
@@ -340,12 +343,15 @@ def from_args(cls, args: argparse.Namespace, sections: Iterable[str] = (), fixed
         for f in dataclasses.fields(cls)
         if f.metadata.get("positional") and getattr(args, f.name, None) is not None
     }
-    values = sections_of(read_recipe(getattr(args, "recipe", None)), sections)
-    if getattr(args, "config", None):
-        values = merge(values, read_yaml(args.config, "settings file"))
-    values = merge(merge(values, positional), given_flags(args))
-    values = apply_overrides(values, args.set, cls)
-    return build(cls, merge(values, fixed or {}), cls.__name__)
+    return load(
+        cls,
+        recipe=getattr(args, "recipe", None),
+        sections=sections,
+        config=getattr(args, "config", None) or None,
+        flags=merge(positional, given_flags(args)),
+        overrides=args.set,
+        fixed=fixed,
+    )
 
 
 def updated(cfg, changes: dict):
