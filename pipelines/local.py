@@ -51,15 +51,17 @@ def local_arguments(root: Path, recipe: str = TOY_RECIPE, overrides: list[str] =
             "workdir": str(root / "work"), "tracking_uri": f"sqlite:///{root / 'mlflow.db'}", **parameters}  # fmt: skip
 
 
-def run_local(arguments: dict, root: Path):
-    """Run the whole DAG with `arguments`; returns kfp.local's result for the pipeline."""
+def run_local(arguments: dict, root: Path, models: Path | None = None):
+    """Run the whole DAG with `arguments`; returns kfp.local's result for the pipeline. `models`: the folder that
+    stands in for the models volume (HF_HOME=<models>/hf in every task; default <root>/models)."""
     from kfp import local
 
-    from pipelines.t2v import build_pipeline
+    from pipelines.t2v import ClusterSettings, build_pipeline
 
     root.mkdir(parents=True, exist_ok=True)
+    cluster = ClusterSettings(models_path=str((models or root / "models").resolve()))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root.resolve() / "kfp"))
-    return build_pipeline()(**arguments)
+    return build_pipeline(cluster)(**arguments)
 
 
 def latest_outputs(root: Path) -> tuple[Path, Path]:

@@ -9,13 +9,15 @@ import json
 
 from components.caption.caption import CaptionConfig
 from components.common import settings
+from components.common.scores import unscored
+from components.common.settings import stage_sections
 from components.common.toy.synth import SynthConfig
 from components.evaluate.evaluate import EvalConfig
 from components.generate.cli import GenerateConfig
 from components.ingest.ingest import IngestConfig
 from components.precompute.precompute import PrecomputeConfig
 from components.register.register import RegisterConfig
-from components.train.config import TrainConfig, stage_sections
+from components.train.config import TrainConfig
 
 SECTIONS = {
     "synth": SynthConfig,
@@ -35,7 +37,7 @@ TASKS = {
     "synth": ("synth",),
     "ingest": ("ingest",),
     "caption": ("caption",),
-    "precompute": ("precompute",),
+    **{f"precompute-stage-{n}": ("precompute",) for n in (1, 2, 3)},  # + the stage's data (stage_data)
     **{f"train-stage-{n}": stage_sections(n) for n in (1, 2, 3)},
     "evaluate": ("evaluate",),
     "register": ("register",),
@@ -55,17 +57,36 @@ def resolve(recipe, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, ob
     bad = [o for o in overrides if o.partition(".")[0] not in SECTIONS or "=" not in o]
     if bad:
         raise ValueError(f"overrides {bad}: each is section.key=value with a section of {list(SECTIONS)}")
-    return {
-        task: settings.load(
-            settings_class(task), recipe=values, sections=names, overrides=settings.scoped(overrides, names)
-        )
-        for task, names in TASKS.items()
-    }
+
+    def load(task, fixed=None):
+        names = TASKS[task]
+        return settings.load(
+            settings_class(task), recipe=values, sections=names, overrides=settings.scoped(overrides, names),
+            fixed=fixed,
+        )  # fmt: skip
+
+    tasks = {task: load(task) for task in TASKS if not task.startswith("precompute-")}
+    for n in (1, 2, 3):
+        tasks[f"precompute-stage-{n}"] = load(f"precompute-stage-{n}", stage_data(tasks[f"train-stage-{n}"]))
+    return {task: tasks[task] for task in TASKS}
+
+
+def stage_data(stage: TrainConfig) -> dict:
+    """What a stage's precompute task sets over the recipe's precompute section (as the component does)."""
+    return {**stage.precompute, "subset": stage.subset}
 
 
 def check(recipe, overrides: list[str] | tuple[str, ...] = ()) -> None:
-    """Refuse a recipe before a run starts: a ValueError naming the section and key (or the invalid value)."""
-    resolve(recipe, overrides)
+    """Refuse a recipe before a run starts: a ValueError naming the section and key (or the invalid value), or a
+    stage that selects its clips on a score the recipe's ingest does not compute."""
+    tasks = resolve(recipe, overrides)
+    problems = [
+        problem
+        for n in (1, 2, 3)
+        for problem in unscored(tasks[f"train-stage-{n}"].subset, tasks["ingest"], f"stage{n}.subset")
+    ]
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def restated_defaults(recipe) -> list[str]:

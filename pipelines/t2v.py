@@ -1,5 +1,5 @@
-"""The KFP v2 DAG: synth-or-ingest -> caption (ParallelFor over shards, merged) -> precompute -> stage 1 -> stage 2
--> stage 3 -> evaluate -> register.
+"""The KFP v2 DAG: synth-or-ingest -> caption (ParallelFor over shards, merged) -> precompute (one per stage's data)
+-> stage 1 -> stage 2 -> stage 3 -> evaluate -> register.
 
 The same DAG runs on a cluster (compiled with cluster settings: GPUs, CPU and memory, node selectors,
 tolerations, /dev/shm as a memory emptyDir, the data PVC, MLflow and S3 credentials from Secrets) and, unchanged,
@@ -34,6 +34,13 @@ class ClusterSettings:
     shm_size: str = "64Gi"
     pvc: str = "t2v-data"
     mount_path: str = "/mnt/data"
+    # pretrained weights: the models volume in every task, as the Hugging Face cache (HF_HOME), offline, so a hub
+    # id in any setting resolves from it (docs/cluster.md, step 4, stages them); "" for no volume (a local run)
+    models_pvc: str = "t2v-models"
+    models_path: str = "/mnt/models"
+    # the MLflow that manifests/ deploys: the pipeline's default tracking_uri ("" refuses `submit` without
+    # --no-tracking, since a task's own store dies with its pod)
+    tracking_uri: str = "http://mlflow.t2v.svc:5000"
     secrets: dict = field(default_factory=lambda: DEFAULT_SECRETS)
     retries: dict = field(default_factory=lambda: {"ingest": 1, "caption": 2, "precompute": 1, "train": 3})
     # training on more than one node: each stage's task creates a Kubeflow Trainer TrainJob of train_nodes pods
@@ -54,6 +61,12 @@ class ClusterSettings:
             raise ValueError(f"{path}: unknown cluster settings {unknown}; known: {sorted(asdict(cls()))}")
         return cls(**values)
 
+    def model_env(self) -> dict[str, str]:
+        """Where every task finds pretrained weights: the models volume as the Hugging Face cache, offline."""
+        if not self.models_path:
+            return {}
+        return {"HF_HOME": f"{self.models_path.rstrip('/')}/hf", "HF_HUB_OFFLINE": "1"}
+
     def apply(self, task, step: str):
         """Set this step's resources, placement, volumes, secrets and retries on `task`."""
         from kfp import kubernetes
@@ -70,6 +83,11 @@ class ClusterSettings:
                                           effect=t.get("effect"))  # fmt: skip
             kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", medium="Memory", size_limit=self.shm_size)
         kubernetes.mount_pvc(task, pvc_name=self.pvc, mount_path=self.mount_path)
+        for name, value in self.model_env().items():
+            task.set_env_variable(name, value)
+        if self.models_pvc:
+            # kfp-kubernetes 2.17 mounts a PVC read-write (its PvcMount has no readOnly): tasks only read it
+            kubernetes.mount_pvc(task, pvc_name=self.models_pvc, mount_path=self.models_path)
         for secret, keys in self.secrets.items():
             kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys, optional=True)
         if self.retries.get(step):
@@ -114,27 +132,34 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
         recipe: str = PRODUCTION_RECIPE,  # a path in the image, or YAML text
         overrides: str = "[]",
         workdir: str = "/mnt/data/runs",
-        tracking_uri: str = "",
+        tracking_uri: str = cluster.tracking_uri,
     ):
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         settings = {"recipe": recipe, "overrides": overrides}
-        data = named(synth_or_ingest(source=source, **settings), "synth-or-ingest", "ingest")
+        data = named(synth_or_ingest(source=source, workdir=workdir, **settings), "synth-or-ingest", "ingest")
         shards = named(caption_shard_ids(**settings), "caption-shards", "light")
         with dsl.ParallelFor(shards.output) as shard:
-            part = named(caption_shard(manifest=data.outputs["manifest"], shard=shard, **settings), "caption-shard",
-                         "caption")  # fmt: skip
+            part = named(caption_shard(manifest=data.outputs["manifest"], shard=shard, workdir=workdir, run_id=run_id,
+                                       **settings), "caption-shard", "caption")  # fmt: skip
         captioned = named(
             caption_merge(manifest=data.outputs["manifest"], parts=dsl.Collected(part.outputs["part"]), **settings),
             "caption-merge", "light",
         )  # fmt: skip
-        latents = named(precompute(captioned=captioned.outputs["captioned"], **settings), "precompute", "precompute")
-        common = {"data": latents.outputs["latents"], "workdir": workdir, "run_id": run_id,
-                  "tracking_uri": tracking_uri, **settings}  # fmt: skip
-        stage1 = named(train_stage(stage=1, **common), "train-stage-1", "train", False)
-        stage2 = named(train_stage(stage=2, init=stage1.outputs["model"], **common), "train-stage-2", "train", False)
-        stage3 = named(train_stage(stage=3, init=stage2.outputs["model"], **common), "train-stage-3", "train", False)
+        # each stage's data (buckets, frame sampling, subset) gets its own precompute task, one after the other:
+        # stages whose data is the same find the first one's keyed folder and reuse it
+        latents, previous = {}, []
+        for n in (1, 2, 3):
+            task = precompute(captioned=captioned.outputs["captioned"], stage=n, workdir=workdir, **settings)
+            named(task.after(*previous), f"precompute-stage-{n}", "precompute")
+            latents[n], previous = task.outputs["latents"], [task]
+        common = {"workdir": workdir, "run_id": run_id, "tracking_uri": tracking_uri, **settings}
+        stage1 = named(train_stage(stage=1, data=latents[1], **common), "train-stage-1", "train", False)
+        stage2 = named(train_stage(stage=2, data=latents[2], init=stage1.outputs["model"], **common),
+                       "train-stage-2", "train", False)  # fmt: skip
+        stage3 = named(train_stage(stage=3, data=latents[3], init=stage2.outputs["model"], **common),
+                       "train-stage-3", "train", False)  # fmt: skip
         evaluation = named(
-            evaluate(model=stage3.outputs["model"], data=latents.outputs["latents"], stage1=stage1.outputs["model"],
+            evaluate(model=stage3.outputs["model"], data=latents[3], stage1=stage1.outputs["model"],
                      stage2=stage2.outputs["model"], tracking_uri=tracking_uri, **settings),
             "evaluate", "evaluate", False,
         )  # fmt: skip

@@ -54,6 +54,15 @@ class CaptionConfig:
     shard: int = setting(0, "this run's shard, 0-based")
     num_shards: int = setting(1, "number of shards (clip i goes to shard i mod n)")
     progress: bool = setting(True, "progress bar")
+    crash_after: int | None = setting(
+        None,
+        "drill: a first attempt (no finished batch before it) ends abruptly after this many batches; the retry "
+        "must resume",
+    )
+
+    def models(self) -> dict[str, str | None]:
+        """The pretrained weights these settings load, by setting (a task checks them at its start)."""
+        return {"caption.model": self.model if self.captioner == "vlm" else None}
 
 
 @dataclass
@@ -137,6 +146,7 @@ def caption(cfg: CaptionConfig, captioner=None) -> CaptionResult:
     captioner = captioner or (build_captioner(cfg) if todo else None)
     timings = {"decode_s": 0.0, "caption_s": 0.0}
     bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc="caption", unit="clip", disable=not cfg.progress)
+    crash_at = cfg.crash_after if len(todo) == len(rows) else None  # the drill ends a first attempt only
     with open(part, "a") as f:
         for i in range(0, len(todo), cfg.batch_size):
             batch = todo[i : i + cfg.batch_size]
@@ -159,6 +169,9 @@ def caption(cfg: CaptionConfig, captioner=None) -> CaptionResult:
             f.flush()
             os.fsync(f.fileno())
             bar.update(len(batch))
+            if crash_at and i // cfg.batch_size + 1 == crash_at and i + cfg.batch_size < len(todo):
+                log.warning("caption.crash_after=%d: ending the process (a drill)", cfg.crash_after)
+                os._exit(75)
     bar.close()
 
     parts = [part_path(out, s, cfg.num_shards) for s in range(cfg.num_shards)]

@@ -15,6 +15,8 @@ import json
 import fsspec
 import numpy as np
 
+from model.hub import resolve
+
 DEFAULT_PROMPT = (
     "Describe this video and its visual style in detail: the objects, what they do, the setting and the camera. "
     "Use at most six sentences, so that the description could be used to generate the video again."
@@ -76,11 +78,12 @@ class VLMCaptioner:
         import torch
         from transformers import AutoConfig, AutoProcessor
 
+        spec, model = model, resolve(model)
         config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
         self.family = family or config.model_type
         if self.family not in FAMILIES:
             raise ValueError(
-                f"model {model} is a {config.model_type!r} model; supported families: {FAMILIES} "
+                f"model {spec} is a {config.model_type!r} model; supported families: {FAMILIES} "
                 "(pass --family to force one)"
             )
         self.frames = frames or DEFAULT_FRAMES[self.family]

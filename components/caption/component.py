@@ -15,21 +15,31 @@ def caption_shard_ids(recipe: str, overrides: str = "[]") -> list[int]:
 
 
 @component
-def caption_shard(manifest: Input[Dataset], part: Output[Dataset], shard: int, recipe: str, overrides: str = "[]"):
-    """Caption shard `shard` of caption.num_shards (clip i goes to shard i mod n); the part file is the output."""
+def caption_shard(
+    manifest: Input[Dataset],
+    part: Output[Dataset],
+    shard: int,
+    workdir: str,
+    run_id: str,
+    recipe: str,
+    overrides: str = "[]",
+):
+    """Caption shard `shard` of caption.num_shards (clip i goes to shard i mod n); the part file is the output.
+    The finished batches go to <workdir>/<run_id>/caption/parts on the volume first, so a retried task captions
+    only what its killed attempt left."""
     import shutil
     from pathlib import Path
 
     from components.caption.caption import CaptionConfig, caption, part_path
     from components.common.kfp import step_settings
 
-    work = Path(part.path).with_name("work")
+    work = Path(workdir) / run_id / "caption"
     fixed = {"manifest": str(Path(manifest.path) / "manifest.parquet"), "out_dir": str(work), "shard": shard,
              "progress": False}  # fmt: skip
     cfg = step_settings(CaptionConfig, recipe, overrides, ("caption",), fixed)
     result = caption(cfg)
     shutil.copyfile(part_path(work, shard, cfg.num_shards), part.path)
-    part.metadata.update({"shard": shard, "captioned": result.captioned})
+    part.metadata.update({"shard": shard, "captioned": result.captioned, "resumed": result.skipped})
 
 
 @component

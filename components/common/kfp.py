@@ -42,19 +42,31 @@ def pipeline_overrides(overrides: str, sections: tuple[str, ...]) -> list[str]:
 
 def step_settings(cls, recipe: str, overrides: str, sections: tuple[str, ...], fixed: dict | None = None):
     """A task's settings for its step: the recipe's `sections`, the pipeline's overrides addressed to them, then
-    what the task itself fixes (its artifacts' paths)."""
+    what the task itself fixes (its artifacts' paths). The pretrained weights they name must be on the models
+    volume: a task fails at its start naming each missing one and the command that stages it."""
     from components.common import settings
 
-    return settings.load(
+    cfg = settings.load(
         cls, recipe=recipe, sections=sections, overrides=pipeline_overrides(overrides, sections), fixed=fixed
     )
+    require_models(cfg)
+    return cfg
 
 
-def section_value(recipe: str, overrides: str, section: str, key: str, default):
-    """One value of another step's section (a task that must agree with a later step, without importing it)."""
+def require_models(cfg) -> None:
+    """Raise model.hub.ModelNotFound naming every model `cfg.models()` names that does not resolve (offline: is
+    not staged)."""
+    if hasattr(cfg, "models"):
+        from model.hub import require
+
+        require(cfg.models())
+
+
+def section_value(recipe: str, overrides: str, sections: str | tuple[str, ...], key: str, default):
+    """One value of another step's sections, merged in order (a task that must agree with a later step, without
+    importing it)."""
     from components.common import settings
 
-    values = settings.layered(
-        None, recipe=recipe, sections=(section,), overrides=pipeline_overrides(overrides, (section,))
-    )
+    sections = (sections,) if isinstance(sections, str) else sections
+    values = settings.layered(None, recipe=recipe, sections=sections, overrides=pipeline_overrides(overrides, sections))
     return values.get(key, default)

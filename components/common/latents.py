@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from safetensors import safe_open
 
+from components.common.scores import passing
 from components.common.settings import setting
 from components.common.video import read_frames
 from model.buckets import assign, available_frames, latent_frames, resize_crop
@@ -41,10 +42,16 @@ class EncodingConfig:
         DEFAULT_BUCKETS,
         "buckets {resolution: {frames: [probability, batch size]}} (Open-Sora's bucket_config), YAML or a file",
     )
+    subset: dict = setting({}, "only the clips that meet these scores: {aes: 5.0} (a minimum), {ocr: {max: 0.02}}")
     frame_interval: int = setting(1, "take every k-th frame")
     target_fps: float | None = setting(None, "sample frames at this rate instead (interval: round(fps / target))")
     seed: int = setting(0, "seed of the bucket draws")
     device: str | None = setting(None, "cuda or cpu (default: cuda when present)")
+
+    def models(self) -> dict[str, str | None]:
+        """The pretrained weights these settings load, by setting (a task checks them at its start)."""
+        vae = None if self.vae.split(":")[0] == "none" else self.vae
+        return {"precompute.vae": vae, "precompute.text_encoder": self.text_encoder}
 
 
 def interval_of(row: dict, cfg: EncodingConfig) -> int:
@@ -54,9 +61,9 @@ def interval_of(row: dict, cfg: EncodingConfig) -> int:
 
 
 def plan(manifest: pd.DataFrame, cfg: EncodingConfig) -> pd.DataFrame:
-    """One row per clip that fits a bucket: the bucket and the frame indices to read."""
+    """One row per clip that meets the subset and fits a bucket: the bucket and the frame indices to read."""
     rows = []
-    for row in manifest.to_dict("records"):
+    for row in manifest[passing(manifest, cfg.subset)].to_dict("records"):
         interval = interval_of(row, cfg)
         bucket = assign(
             row["clip_id"],

@@ -57,3 +57,66 @@ def to_analysis_gray(rgb_or_gray: np.ndarray, max_side: int = 320) -> np.ndarray
     if scale < 1:
         gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     return gray
+
+
+# ------------------------------------------------------------------------------------------- selecting by score
+
+# the manifest's score columns and the ingest settings that must be set for ingest to compute them
+SCORE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "aes": ("aesthetic_model", "aesthetic_head"),
+    "ocr": ("ocr_model",),
+    "motion": (),
+    "sharpness": (),
+    "brightness": (),
+}
+
+
+def thresholds(subset: dict, where: str = "subset") -> dict[str, tuple[float | None, float | None]]:
+    """{score: (minimum, maximum)} from a subset setting: a number is a minimum ({aes: 5.0}), a mapping a range
+    ({ocr: {max: 0.02}}, {motion: {min: 0.5, max: 20}})."""
+    out = {}
+    for score, value in subset.items():
+        if score not in SCORE_SETTINGS:
+            raise ValueError(f"{where}: no score {score!r}; the manifest's scores are {sorted(SCORE_SETTINGS)}")
+        if isinstance(value, dict) and set(value) <= {"min", "max"} and value:
+            low, high = value.get("min"), value.get("max")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            low, high = value, None
+        else:
+            raise ValueError(f"{where}.{score}={value!r}: give a minimum (5.0) or a range ({{min: 0.5, max: 20}})")
+        out[score] = (None if low is None else float(low), None if high is None else float(high))
+    return out
+
+
+def unscored(subset: dict, ingest_settings, where: str = "subset") -> list[str]:
+    """What is wrong with selecting on `subset` when ingest runs with `ingest_settings`: one message per score that
+    ingest would not compute, naming the settings that make it compute it."""
+    found = []
+    for score in thresholds(subset, where):
+        needed = [name for name in SCORE_SETTINGS[score] if not getattr(ingest_settings, name, None)]
+        if needed:
+            found.append(
+                f"{where} selects on {score!r}, a score ingest computes only with "
+                + " and ".join(f"ingest.{n}" for n in needed)
+                + " set: name the model(s) in the recipe's ingest section, or drop the threshold"
+            )
+    return found
+
+
+def passing(table, subset: dict, where: str = "subset") -> np.ndarray:
+    """Which rows of a manifest or precompute index (a DataFrame) meet the thresholds; a row without a score
+    (NaN) does not."""
+    keep = np.ones(len(table), bool)
+    for score, (low, high) in thresholds(subset, where).items():
+        if score not in table.columns:
+            settings = " and ".join(f"ingest.{n}" for n in SCORE_SETTINGS[score]) or "a newer ingest"
+            raise ValueError(
+                f"{where} selects on {score!r}, which this data lacks (its columns: {sorted(table.columns)}); "
+                f"ingest computes it with {settings}: ingest again with them set, or drop the threshold"
+            )
+        values = table[score].to_numpy(dtype=float)
+        if low is not None:
+            keep &= values >= low
+        if high is not None:
+            keep &= values <= high
+    return keep

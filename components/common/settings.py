@@ -138,6 +138,12 @@ def read_recipe(recipe: str | Path | dict | None) -> dict:
     return values
 
 
+def stage_sections(stage: int) -> tuple[str, str]:
+    """A recipe's sections for a training stage: `train` (shared) under `stage<N>`; the stage's precompute task reads
+    the stage's data settings from them too."""
+    return ("train", f"stage{stage}")
+
+
 def sections_of(recipe: dict, names: Iterable[str]) -> dict:
     """The named sections merged in order (later ones win); a section may be the path of a YAML file."""
     values: dict = {}

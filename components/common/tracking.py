@@ -44,9 +44,13 @@ def experiment_id(client, name: str, uri: str) -> str:
 
 
 def git_commit() -> str | None:
-    """The checked-out commit of the working directory's repository, None outside one."""
+    """The commit of the code that runs: the image's (T2V_GIT_COMMIT, a build argument of docker/), else the
+    checked-out commit of the working directory's repository; None when neither is known."""
+    import os
     import subprocess
 
+    if os.environ.get("T2V_GIT_COMMIT"):
+        return os.environ["T2V_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
         return out.stdout.strip()
@@ -74,6 +78,7 @@ class Tracker:
         self.retry_after_s = retry_after_s
         self.run_id: str | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._stop = threading.Event()  # set by close(): a retry in progress stops waiting
         self._dropped = 0
         if not self.enabled:
             return
@@ -113,39 +118,46 @@ class Tracker:
                 log.warning("MLflow queue full: %d records dropped so far", self._dropped)
 
     def _work(self) -> None:
-        import time
-
-        from mlflow.entities import Metric, Param
-
-        down_until = 0.0
+        """Send the queue in order. A record the server does not take waits and is sent again (backing off up to
+        retry_after_s), so a restarted or briefly unreachable server loses nothing; meanwhile the queue fills (up to
+        max_queue records, then new ones are dropped) and training never waits."""
+        pending, delay = None, 0.0
         while True:
-            item = self._queue.get()
+            item = pending if pending is not None else self._queue.get()
             if item is None:
                 return
-            kind, payload = item
-            if time.monotonic() < down_until and kind != "end":
-                self._dropped += 1  # the server failed recently: drop instead of waiting on it again
-                continue
             try:
-                if kind == "metrics":
-                    step, values, timestamp = payload
-                    metrics = [Metric(k, float(v), timestamp, step) for k, v in values.items()]
-                    self.client.log_batch(self.run_id, metrics=metrics)
-                elif kind == "params":
-                    params = [Param(k, v) for k, v in payload.items()]
-                    for i in range(0, len(params), 100):
-                        self.client.log_batch(self.run_id, params=params[i : i + 100])
-                elif kind == "tags":
-                    for k, v in payload.items():
-                        self.client.set_tag(self.run_id, k, v)
-                elif kind == "artifact":
-                    path, artifact_path = payload
-                    self.client.log_artifact(self.run_id, path, artifact_path)
-                elif kind == "end":
-                    self.client.set_terminated(self.run_id, payload)
+                self._send(*item)
             except Exception as err:
-                down_until = time.monotonic() + self.retry_after_s
-                log.warning("MLflow %s not recorded (%s); dropping records for %.0f s", kind, err, self.retry_after_s)
+                if pending is None:
+                    log.warning("MLflow %s not recorded (%s); sending it again until the server answers", item[0], err)
+                pending, delay = item, min(self.retry_after_s, max(1.0, 2 * delay))
+                if self._stop.wait(delay):  # close() gave up on the server
+                    return
+                continue
+            if pending is not None:
+                log.warning("MLflow answers again; the records kept meanwhile follow")
+            pending, delay = None, 0.0
+
+    def _send(self, kind: str, payload) -> None:
+        from mlflow.entities import Metric, Param
+
+        if kind == "metrics":
+            step, values, timestamp = payload
+            metrics = [Metric(k, float(v), timestamp, step) for k, v in values.items()]
+            self.client.log_batch(self.run_id, metrics=metrics)
+        elif kind == "params":
+            params = [Param(k, v) for k, v in payload.items()]
+            for i in range(0, len(params), 100):
+                self.client.log_batch(self.run_id, params=params[i : i + 100])
+        elif kind == "tags":
+            for k, v in payload.items():
+                self.client.set_tag(self.run_id, k, v)
+        elif kind == "artifact":
+            path, artifact_path = payload
+            self.client.log_artifact(self.run_id, path, artifact_path)
+        elif kind == "end":
+            self.client.set_terminated(self.run_id, payload)
 
     def log_params(self, params: dict) -> None:
         self._put(("params", flatten(params)))
@@ -180,6 +192,7 @@ class Tracker:
         self._put(None)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
+            self._stop.set()
             log.warning("MLflow did not take the last records within %.0f s; they are dropped", timeout_s)
         self.enabled = False
 

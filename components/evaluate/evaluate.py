@@ -66,6 +66,11 @@ class EvalConfig:
         if self.max_prompts < 1:
             raise ValueError(f"max_prompts={self.max_prompts} must be at least 1")
 
+    def models(self) -> dict[str, str | None]:
+        """The pretrained weights these settings load, by setting (a task checks them at its start)."""
+        return {"evaluate.clip_model": self.clip_model, "evaluate.fvd_model": self.fvd_model,
+                "evaluate.fvd_videomae": self.fvd_videomae}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Prompt:

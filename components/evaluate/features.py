@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.hub import ModelNotFound, resolve
+
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +38,7 @@ class CLIPScorer:
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
         self.device = device
+        model = resolve(model)
         self.model = CLIPModel.from_pretrained(model).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.processor = CLIPImageProcessor.from_pretrained(model)
@@ -69,6 +72,10 @@ class I3DFeatures:
     name = "fvd"
 
     def __init__(self, path: str, device: str = "cpu", size: int = 224, min_frames: int = 10):
+        try:
+            path = resolve(path)
+        except ModelNotFound as error:
+            raise ModelNotFound(f"FVD model {error}; pass the I3D TorchScript file (i3d_torchscript.pt)") from None
         if not Path(path).is_file():
             raise ValueError(f"FVD model {path} not found: pass the I3D TorchScript file (i3d_torchscript.pt)")
         self.model = torch.jit.load(path, map_location=device).eval()
@@ -95,7 +102,7 @@ class VideoMAEFeatures:
     def __init__(self, model: str, device: str = "cpu"):
         from transformers import VideoMAEModel
 
-        self.model = VideoMAEModel.from_pretrained(model).to(device).eval()
+        self.model = VideoMAEModel.from_pretrained(resolve(model)).to(device).eval()
         self.device = device
         config = self.model.config
         self.frames, self.size = config.num_frames, config.image_size

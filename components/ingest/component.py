@@ -6,11 +6,12 @@ from components.common.kfp import component
 
 
 @component
-def synth_or_ingest(manifest: Output[Dataset], source: str, recipe: str, overrides: str = "[]"):
+def synth_or_ingest(manifest: Output[Dataset], source: str, workdir: str, recipe: str, overrides: str = "[]"):
     """`source` "synth": generate the toy world (the recipe's `synth` section) first and ingest it; otherwise
     ingest `source` (folders, globs, list files or fsspec URLs such as s3://bucket/videos/, comma-separated) with
     the recipe's `ingest` section. Writes the ingest folder (manifest.parquet, summary.json, quarantine) to the
-    `manifest` artifact."""
+    `manifest` artifact. Each file's analysis is kept on the volume as soon as it is known (<workdir>/cache/ingest,
+    keyed by content and settings), so a retried task, or a later run on the same footage, does not redo it."""
     import json
     from pathlib import Path
 
@@ -25,7 +26,8 @@ def synth_or_ingest(manifest: Output[Dataset], source: str, recipe: str, overrid
         inputs = [str(toy)]
     else:
         inputs = [s.strip() for s in source.split(",") if s.strip()]
-    fixed = {"inputs": inputs, "out_dir": str(out), "progress": False}
+    fixed = {"inputs": inputs, "out_dir": str(out), "cache_dir": str(Path(workdir) / "cache" / "ingest"),
+             "progress": False}  # fmt: skip
     result = ingest(step_settings(IngestConfig, recipe, overrides, ("ingest",), fixed))
     manifest.metadata.update({"clips": result.clips, "sources": result.sources, "source": source})
     print(json.dumps(result.summary, default=str)[:2000])

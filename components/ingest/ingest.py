@@ -59,6 +59,9 @@ class FilterConfig:
 class IngestConfig:
     inputs: tuple[str, ...] = setting((), "folders, globs, list files, files or URLs", positional=True)
     out_dir: str = setting("data/ingest", "output folder")
+    cache_dir: str | None = setting(
+        None, "each file's result, kept as soon as it is known (default <out_dir>/cache; a pipeline task: the volume)"
+    )
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     max_bytes: int = setting(20 * 2**30, "larger files are quarantined")
@@ -80,6 +83,11 @@ class IngestConfig:
             raise ValueError(f"clip_mode={self.clip_mode!r} must be one of {CLIP_MODES}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction={self.val_fraction} must be in [0, 1)")
+
+    def models(self) -> dict[str, str | None]:
+        """The pretrained weights these settings load, by setting (a task checks them at its start)."""
+        return {"ingest.aesthetic_model": self.aesthetic_model, "ingest.aesthetic_head": self.aesthetic_head,
+                "ingest.ocr_model": self.ocr_model}  # fmt: skip
 
 
 @dataclass
@@ -269,7 +277,7 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         raise ValueError("max_text_area filters on the text-area score: pass --ocr-model (a DB text detector)")
     load_scorers(cfg.aesthetic_model, cfg.aesthetic_head, cfg.ocr_model)  # bad paths fail now, before any work
     out = Path(cfg.out_dir)
-    cache_dir = out / "cache"
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     sources, ignored = discover(cfg.inputs)
     if not sources:

@@ -1,4 +1,4 @@
-"""Optional clip scorers that need model weights, loaded by path; off unless a model is given.
+"""Optional clip scorers that need model weights, loaded by path or hub id; off unless a model is given.
 
 A scorer takes a few RGB frames of one clip (first, middle and last of those kept for scoring) and returns one
 number, stored in the manifest column named by its `column`:
@@ -7,8 +7,8 @@ number, stored in the manifest column named by its `column`:
   state dict of Linear layers, as the LAION aesthetic predictor ships), averaged over the frames. Open-Sora's
   scale: 1-10, 5.5 fair, 6.5 high.
 - `TextAreaScorer` ("ocr"): the share of the frame covered by detected text, averaged over the frames; its one
-  backend is the DB text detector (a DB network in ONNX, e.g. OpenCV's DB_TD500_resnet50.onnx or
-  DB_IC15_resnet18.onnx) run by OpenCV's dnn module.
+  backend is the DB text detector (a DB network in ONNX, e.g. OpenCV's DB_TD500_resnet50.onnx, DB_IC15_resnet18.onnx
+  or the OpenCV zoo's PP-OCRv3 detector text_detection_en_ppocrv3_2023may.onnx) run by OpenCV's dnn module.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from model.hub import ModelNotFound, resolve
+
 
 class ClipScorer(Protocol):
     column: str
@@ -29,12 +31,16 @@ class ClipScorer(Protocol):
     def __call__(self, frames: list[np.ndarray]) -> float: ...
 
 
-def _require(path: str | None, what: str, flag: str) -> Path:
-    if not path:
-        raise ValueError(f"the {what} needs a model: pass {flag} PATH")
-    if not Path(path).exists():
-        raise ValueError(f"{flag} {path}: no such file or folder; give the local path of the {what}")
-    return Path(path)
+def _require(spec: str | None, what: str, flag: str) -> str:
+    """The local path of a scorer's model (online, a hub repository id may come back as is): model.hub.resolve."""
+    if not spec:
+        raise ValueError(f"the {what} needs a model: pass {flag} PATH or hub id")
+    try:
+        return resolve(spec)
+    except ModelNotFound as error:
+        raise ModelNotFound(
+            f"{flag} {error}; give the local path or hub id of the {what}", spec, error.command
+        ) from None
 
 
 class AestheticScorer:
@@ -86,6 +92,15 @@ def mlp_from_state_dict(state: dict):
     return torch.nn.Sequential(*layers).eval()
 
 
+# BGR input statistics (mean, std; 0-255 units) of the DB detectors' two training recipes: DB's own (MhLiao/DB and
+# OpenCV's DB_* ONNX models) and PaddleOCR's ImageNet values (PP-OCR's DB detectors, e.g. the OpenCV zoo's
+# text_detection_en_ppocrv3_2023may.onnx); "auto" picks "ppocr" by the file name
+NORMALIZATIONS = {
+    "db": ((122.68, 116.67, 104.01), (255.0, 255.0, 255.0)),
+    "ppocr": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+}
+
+
 @dataclass
 class TextAreaScorer:
     """Share of the frame area inside detected text boxes (0 = no text).
@@ -100,18 +115,25 @@ class TextAreaScorer:
     binary_threshold: float = 0.3
     box_threshold: float = 0.5
     unclip_ratio: float = 1.5
+    normalization: str = "auto"  # a key of NORMALIZATIONS, or auto
     column: str = "ocr"
 
     def __post_init__(self):
         path = _require(self.model_path, "text-area scorer's DB text detector", "--ocr-model")
         if any(s % 32 for s in self.input_size):
             raise ValueError(f"input_size={self.input_size} must be multiples of 32 for the DB detector")
+        if self.normalization == "auto":
+            self.normalization = "ppocr" if "ppocr" in Path(path).name.lower() else "db"
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization={self.normalization!r}: choose auto or one of {sorted(NORMALIZATIONS)}")
+        self.mean, self.std = (np.array(v, np.float32) for v in NORMALIZATIONS[self.normalization])
         self.net = cv2.dnn.readNet(str(path))
 
     def text_mask(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W) uint8 mask of the text boxes found in an RGB frame."""
         h, w = rgb.shape[:2]
-        blob = cv2.dnn.blobFromImage(rgb, 1.0 / 255.0, self.input_size, (122.68, 116.67, 104.01), swapRB=True)
+        bgr = cv2.resize(rgb, self.input_size, interpolation=cv2.INTER_LINEAR)[..., ::-1].astype(np.float32)
+        blob = np.ascontiguousarray(((bgr - self.mean) / self.std).transpose(2, 0, 1)[None])  # (1, 3, H, W)
         self.net.setInput(blob)
         prob = self.net.forward().reshape(self.input_size[1], self.input_size[0])
         prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)

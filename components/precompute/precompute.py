@@ -5,10 +5,10 @@
              -> <out_root>/<key>/shard-NNNNN.safetensors (per clip: "<clip_id>.latent", "<clip_id>.text")
                 and index.parquet (clip, split, bucket, shapes, shard), meta.json
 
-<key> hashes what the result depends on (the manifest's content, the encoders, the buckets, the frame sampling,
-the seed): a second run with the same inputs reuses the folder; any change makes a new one. The folder appears
-only when complete (built beside it, then renamed); `<out_root>/LATEST` names the last one written or reused, so
-training can be pointed at the root.
+<key> hashes what the result depends on (the manifest's content and the clips a `subset` keeps, the encoders, the
+buckets, the frame sampling, the seed): a second run with the same inputs reuses the folder; any change makes a new
+one. The folder appears only when complete (built beside it, then renamed); `<out_root>/LATEST` names the last one
+written or reused, so training can be pointed at the root.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from components.common.files import atomic_dir
 from components.common.latents import EncodingConfig, clip_video, plan
+from components.common.scores import SCORE_SETTINGS, passing
 from components.common.settings import setting
 from model.buckets import validate
 from model.encoders import TextEncoder, describe, load_vae
@@ -55,6 +56,16 @@ def _manifest_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _selection_hash(path: Path, manifest: pd.DataFrame, subset: dict) -> str:
+    """What is encoded, by content: the manifest file's hash, and the clips the subset keeps where it drops any (the
+    same clips give the same key, whatever thresholds chose them)."""
+    digest = _manifest_hash(path)
+    kept = manifest["clip_id"][passing(manifest, subset)] if subset else manifest["clip_id"]
+    if len(kept) == len(manifest):
+        return digest
+    return hashlib.sha256((digest + "\n" + "\n".join(sorted(map(str, kept)))).encode()).hexdigest()
+
+
 def cache_key(cfg: PrecomputeConfig, manifest_hash: str) -> str:
     what = {
         "version": PRECOMPUTE_VERSION,
@@ -79,8 +90,8 @@ def precompute(cfg: PrecomputeConfig) -> PrecomputeResult:
     validate(cfg.bucket_config)
     if cfg.frame_interval < 1:
         raise ValueError(f"frame_interval={cfg.frame_interval} must be >= 1")
-    manifest_hash = _manifest_hash(manifest_path)
-    key = cache_key(cfg, manifest_hash)
+    manifest = pd.read_parquet(manifest_path)
+    key = cache_key(cfg, _selection_hash(manifest_path, manifest, cfg.subset))
     out = Path(cfg.out_root) / key
     if (out / "index.parquet").exists():
         (Path(cfg.out_root) / "LATEST").write_text(key + "\n")
@@ -88,12 +99,14 @@ def precompute(cfg: PrecomputeConfig) -> PrecomputeResult:
         meta = json.loads((out / "meta.json").read_text())
         return PrecomputeResult(out, key, True, len(index), meta["skipped"], index)
 
-    manifest = pd.read_parquet(manifest_path)
     if "text" not in manifest.columns or (manifest["text"].fillna("") == "").all():
         raise ValueError(f"{manifest_path} has no captions; run `t2v caption` on it first")
     planned = plan(manifest, cfg)
     if planned.empty:
-        raise ValueError(f"no clip of {manifest_path} fits bucket_config {cfg.bucket_config}; lower the resolution")
+        raise ValueError(
+            f"no clip of {manifest_path} meets subset {cfg.subset} and fits bucket_config {cfg.bucket_config}; "
+            "lower the resolution or the thresholds"
+        )
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     vae = load_vae(cfg.vae, device)
     text_encoder = TextEncoder(cfg.text_encoder, cfg.max_text_tokens, device)
@@ -127,7 +140,7 @@ def precompute(cfg: PrecomputeConfig) -> PrecomputeResult:
                             "shard": f"shard-{shard:05d}.safetensors",
                             "source": r["source"],
                             "frame_indices": list(r["frame_indices"]),
-                            **{k: r[k] for k in ("aes", "motion", "sharpness") if k in r},
+                            **{k: r[k] for k in SCORE_SETTINGS if k in r},
                         }
                     )
                     if len(tensors) >= 2 * cfg.shard_size:
@@ -142,7 +155,8 @@ def precompute(cfg: PrecomputeConfig) -> PrecomputeResult:
         meta = {
             "key": key,
             "manifest": str(manifest_path),
-            "manifest_sha256": manifest_hash,
+            "manifest_sha256": _manifest_hash(manifest_path),
+            "subset": cfg.subset,
             "samples": len(index),
             "skipped": len(manifest) - len(index),
             "buckets": index.groupby("bucket").size().to_dict(),

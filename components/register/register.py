@@ -47,7 +47,7 @@ class RegisterConfig:
     margin: float = setting(0.0, "the challenger must be better by more than this (in the metric's units)")
     pipeline_run_id: str | None = setting(None, "the KFP run that produced the model (default: $KFP_RUN_ID)")
     bundle_max_mb: float = setting(512.0, "local encoders up to this size are copied into the version")
-    dvc_lock: str = setting("dvc.lock", "for the data's DVC md5")
+    dvc_lock: str = setting("dvc.lock", "for the data's DVC md5 (outside DVC it is computed from the data folder)")
     decision_path: str | None = setting(None, "decision JSON (default: <evaluation>/decision.json)")
 
     def __post_init__(self):
@@ -85,6 +85,22 @@ def dvc_md5(lock: Path, folder: str) -> str | None:
     return None
 
 
+def folder_md5(folder: str | Path) -> str | None:
+    """The md5 `dvc add` gives the folder ("<md5>.dir"), computed with DVC's own hashing: a run outside DVC (a
+    KFP task) names its data as DVC will once the folder is added and pushed. None when there is no such folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+    from dvc_objects.fs.memory import MemoryFileSystem
+
+    _, _, tree = build(HashFileDB(MemoryFileSystem(), "/odb"), str(folder.resolve()), LocalFileSystem(), "md5",
+                       dry_run=True)  # fmt: skip
+    return tree.hash_info.value
+
+
 def evaluation_run_id(folder: Path) -> str:
     """The MLflow run of an evaluation (its tracking.json), "" when it was not tracked."""
     path = folder / "tracking.json"
@@ -97,7 +113,8 @@ def lineage_tags(cfg: RegisterConfig, pipeline: Path, evaluation: dict) -> dict[
         "git_commit": git_commit() or "",
         "data_key": str(data.get("key") or ""),
         "manifest_sha256": str(data.get("manifest_sha256") or ""),
-        "data_dvc_md5": dvc_md5(Path(cfg.dvc_lock), data["folder"]) or "",
+        "data_dvc_md5": dvc_md5(Path(cfg.dvc_lock), data["folder"]) or folder_md5(data["folder"]) or "",
+        "data_folder": str(data["folder"]),
         "pipeline_run_id": cfg.pipeline_run_id or os.environ.get("KFP_RUN_ID", ""),
         "evaluation_run_id": evaluation_run_id(Path(cfg.evaluation)),
     }

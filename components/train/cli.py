@@ -6,7 +6,8 @@ import argparse
 
 from components.common import settings
 from components.common.cli import add_verb
-from components.train.config import STAGE_FRAMES, TrainConfig, stage_sections
+from components.common.settings import stage_sections
+from components.train.config import STAGE_FRAMES, TrainConfig
 from components.train.train import train
 
 HELP = "train one STDiT stage (1 images, 2 video, 3 high-quality) with ColossalAI"

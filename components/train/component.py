@@ -38,17 +38,19 @@ def train_stage(
 
     import torch
 
+    from components.common.kfp import require_models
+    from components.train.cli import config_from_argv
     from components.train.stage import collect, stage_arguments
 
     out_dir = Path(workdir) / run_id / f"stage{stage}"
     argv = stage_arguments(recipe, overrides, stage, data.path, out_dir, init.path if init else None, tracking_uri)
+    require_models(config_from_argv(argv))
     gpus = torch.cuda.device_count()
     if gpus > 1:
         from components.train.launcher import run_standalone
 
         run_standalone(argv, gpus)
     else:
-        from components.train.cli import config_from_argv
         from components.train.train import train
 
         train(config_from_argv(argv))

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from components.common import settings
 from components.common.latents import EncodingConfig
-from components.common.settings import setting
+from components.common.scores import thresholds
+from components.common.settings import setting, stage_sections
 from model.flow import FlowConfig
 
 PLUGINS = ("auto", "ddp", "zero2")
+STAGE_DATA = ("bucket_config", "frame_interval", "target_fps")  # what a stage's `precompute` may set
 STAGE_FRAMES = {1: "images", 2: "videos", 3: "all"}
 FRAMES = ("auto", "images", "videos", "all")
 
@@ -66,7 +68,14 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     frames: str = setting("auto", "which samples: images, videos, all; auto: by stage (1 images, 2 videos, 3 all)")
-    subset: dict = setting({}, "minimum scores, e.g. {aes: 5.0} for the high-quality stage")
+    subset: dict = setting(
+        {}, "the clips this stage trains on, by score: {aes: 5.0} (a minimum), {ocr: {max: 0.02}} (a range)"
+    )
+    precompute: dict = setting(
+        {},
+        "this stage's data, over the recipe's precompute section: bucket_config, frame_interval, target_fps (the "
+        "DAG precomputes each distinct one once, keeping only the subset's clips)",
+    )
     max_steps: int = setting(10_000, "training steps of this stage")
     seed: int = setting(0, "seed of the noise, timesteps, caption dropout and batch order")
     plugin: str = setting("auto", "zero2 (LowLevelZero, bf16; GPU) or ddp; auto: zero2 on GPU, ddp on CPU")
@@ -104,11 +113,18 @@ class TrainConfig:
             raise ValueError(f"sp={self.sp} must be at least 1")
         if self.frames not in FRAMES:
             raise ValueError(f"frames={self.frames!r} must be auto, images, videos or all")
+        thresholds(self.subset, f"stage{self.stage}.subset")
+        unknown = sorted(set(self.precompute) - set(STAGE_DATA))
+        if unknown:
+            raise ValueError(
+                f"stage{self.stage}.precompute: {unknown} cannot differ per stage; a stage sets {list(STAGE_DATA)} "
+                "(the encoders are the recipe's precompute section, shared by every stage)"
+            )
 
-
-def stage_sections(stage: int) -> tuple[str, str]:
-    """A recipe's sections for a training stage: `train` (shared) under `stage<N>`."""
-    return ("train", f"stage{stage}")
+    def models(self) -> dict[str, str | None]:
+        """The pretrained weights these settings load, by setting (a task checks them at its start)."""
+        pixart = self.model.init.split(":", 1)[1] if self.model.init.startswith("pixart:") else None
+        return {f"stage{self.stage}.model.init": pixart, **(self.online.models() if self.online else {})}
 
 
 def load_config(

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from components.common.latents import EncodingDataset, LatentDataset, plan, resolve
+from components.common.scores import passing
 from components.common.settings import read_yaml
 from components.train.config import STAGE_FRAMES, TrainConfig
 
@@ -117,20 +118,14 @@ def preset_batch_sizes(index: pd.DataFrame, preset: dict, data_parallel: int) ->
 
 
 def select(index, cfg: TrainConfig):
-    """The stage's samples: by frame count, and (stage 3) by minimum scores."""
+    """The stage's samples: by frame count, and (stage 3) by scores."""
     frames = STAGE_FRAMES[cfg.stage] if cfg.frames == "auto" else cfg.frames
     keep = np.ones(len(index), bool)
     if frames == "images":
         keep &= index.num_frames.to_numpy() == 1
     elif frames == "videos":
         keep &= index.num_frames.to_numpy() > 1
-    for column, minimum in cfg.subset.items():
-        if column not in index.columns:
-            raise ValueError(
-                f"subset threshold on {column!r}, which the precomputed index lacks: {list(index.columns)}"
-            )
-        keep &= index[column].to_numpy() >= minimum
-    return keep
+    return keep & passing(index, cfg.subset, f"stage{cfg.stage}.subset")
 
 
 def datasets(cfg: TrainConfig, device: str):

@@ -17,8 +17,7 @@ def stage_arguments(recipe: str, overrides: str, stage: int, data: str, out_dir:
     """The `t2v train` arguments of a pipeline's stage task (for this process, torchrun or a TrainJob's pods): the
     recipe (written beside the checkpoints, so every node reads the same one), the pipeline's overrides for this
     stage, then what the task fixes (data, output folder, start weights, tracking)."""
-    from components.common.settings import read_recipe, scoped
-    from components.train.config import stage_sections
+    from components.common.settings import read_recipe, scoped, stage_sections
 
     out_dir.mkdir(parents=True, exist_ok=True)
     recipe_path = out_dir / "recipe.yaml"

@@ -30,7 +30,7 @@ COMPONENTS = {
     "synth": [ingest_component.synth_or_ingest],
     "ingest": [ingest_component.synth_or_ingest],
     "caption": [caption_component.caption_shard_ids, caption_component.caption_shard, caption_component.caption_merge],
-    "precompute": [precompute_component.precompute],
+    "precompute-stage-1": [precompute_component.precompute],
     "train-stage-1": [train_component.train_stage, train_component.train_stage_nodes],
     "evaluate": [evaluate_component.evaluate],
     "register": [register_component.register],
@@ -55,7 +55,8 @@ def by_name(cls) -> dict[str, tuple[str, object]]:
     return {**{k: v[0] for k, v in short.items() if len(v) == 1}, **{p: (p, v) for p, v in full.items()}}
 
 
-RUNNER = ("recipe", "overrides", "source", "workdir", "run_id")  # the pipeline's own parameters, not settings
+# the pipeline's own parameters, not settings (tracking_uri: the cluster's MLflow, handed to every task)
+RUNNER = ("recipe", "overrides", "source", "workdir", "run_id", "tracking_uri")
 
 
 def drift(cls, declared: dict[str, object], where: str) -> list[str]:
@@ -209,9 +210,13 @@ def test_bad_settings_name_the_key_and_the_fix(tmp_path):
 
 def test_each_task_resolves_the_production_and_toy_recipes():
     production = resolve(ROOT / "configs/recipes/production.yaml")
-    assert production["ingest"] == IngestConfig() and production["ingest"].filters.dedup_distance == 4
+    assert production["ingest"].filters.dedup_distance == 4
+    assert production["ingest"].aesthetic_model and production["ingest"].aesthetic_head  # stage 3 selects on aes
     assert production["train-stage-1"].model.init.startswith("pixart:")
     assert production["train-stage-3"].subset == {"aes": 5.0} and production["train-stage-3"].stage == 3
+    buckets = {n: production[f"precompute-stage-{n}"].bucket_config for n in (1, 2, 3)}
+    assert buckets == {1: {"256": {1: [1.0, 32]}}, 2: {"256": {16: [1.0, 4]}}, 3: {"512": {16: [1.0, 1]}}}
+    assert production["precompute-stage-3"].subset == {"aes": 5.0} and production["precompute-stage-1"].subset == {}
     toy = resolve(ROOT / "params.yaml", ["stage2.max_steps=9"])
     assert toy["train-stage-2"].max_steps == 9 and toy["train-stage-2"].frames == "all"
     assert toy["train-stage-1"].model.preset == "tiny" and toy["train-stage-3"].max_steps == 400

@@ -44,6 +44,10 @@ def problems(text: str) -> list[str]:
         found.append("the project is not installed with `make install` (constraints.txt)")
     if re.search(r"pip3? install(?![^&;]*-c constraints\.txt)", runs):
         found.append("a pip install outside the Makefile's constrained install")
+    args = {a.split("=")[0] for kind, a in steps if kind == "ARG"}
+    envs = " ".join(a for kind, a in steps if kind == "ENV")
+    if "GIT_COMMIT" not in args or "T2V_GIT_COMMIT=$GIT_COMMIT" not in envs:
+        found.append("the build's git commit is not kept (ARG GIT_COMMIT, ENV T2V_GIT_COMMIT): runs lose their lineage")
     return found
 
 
@@ -65,5 +69,6 @@ def test_the_checks_catch_what_they_are_for():
     assert any("no versioned tag" in p for p in found) and any("runs as root" in p for p in found)
     assert any("not installed with `make install`" in p for p in found)
     assert any("outside the Makefile" in p for p in found)
+    assert any("git commit is not kept" in p for p in found)
     assert any("runs as root" in p for p in problems("FROM debian:12.5\nUSER t2v\nUSER root\n"))
     assert any("no versioned tag" in p for p in problems("FROM ubuntu\nUSER 1000\n"))

