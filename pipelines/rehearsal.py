@@ -218,7 +218,7 @@ def _version(tracking_uri: str) -> dict:
 
     from components.common.registry import MODEL_NAME
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)  # not a process-wide registry
     versions = client.search_model_versions(f"name='{MODEL_NAME}'")
     if not versions:
         raise RuntimeError(f"no version of {MODEL_NAME} on {tracking_uri}: the register task did not register")

@@ -86,7 +86,7 @@ def test_the_registered_lineage_reads_back_from_the_server_and_dvc_pull_restores
     rehearsal, services, tmp_path
 ):
     result, _ = rehearsal
-    client = MlflowClient(tracking_uri=services.tracking_uri)
+    client = MlflowClient(tracking_uri=services.tracking_uri, registry_uri=services.tracking_uri)
     version = client.get_model_version(result.version["name"], result.version["version"])
     tags = version.tags
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -121,7 +121,7 @@ def test_a_restart_of_mlflow_during_stage_2_loses_no_step_and_the_run_goes_on(re
     assert drill["steps_when_up"] < 300 // 5, "stage 2 ended before MLflow was back: make stage 2 longer"
     records = [json.loads(line) for line in Path(drill["log"]).read_text().splitlines()]
     logged = {r["step"] for r in records if "loss" in r}  # training steps (validation lines carry val_loss)
-    client = MlflowClient(tracking_uri=services.tracking_uri)
+    client = MlflowClient(tracking_uri=services.tracking_uri, registry_uri=services.tracking_uri)
     run_id = result.version["tags"]["stage2_run_id"]
     history = client.get_metric_history(run_id, "loss")
     assert {m.step for m in history} == logged and len(history) == len(logged)  # each step, once, on the server
