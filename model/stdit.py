@@ -275,9 +275,14 @@ class STDiT(ModelMixin, ConfigMixin):
         if text_mask is None:
             text_mask = torch.ones(B, L, dtype=torch.bool, device=text.device)
         text_mask = text_mask.bool()
-        if drop is not None:
+        if drop is not None and bool(drop.any()):
+            # a dropped caption is the whole learned null caption (caption_max_length tokens), however long the
+            # batch's padded captions are: the unconditional branch is one thing in training and in sampling
             drop = drop.to(device=text.device, dtype=torch.bool)
-            null = self.y_embedding[:L].to(text.dtype)[None].expand(B, -1, -1)
+            N = self.config.caption_max_length
+            text = torch.nn.functional.pad(text, (0, 0, 0, N - L))  # (B, N, Ccap), padding masked out
+            text_mask = torch.nn.functional.pad(text_mask, (0, N - L))
+            null = self.y_embedding.to(text.dtype)[None].expand(B, -1, -1)
             text = torch.where(drop[:, None, None], null, text)
             text_mask = text_mask | drop[:, None]
         return self.caption_projection(text), text_mask
@@ -297,6 +302,9 @@ class STDiT(ModelMixin, ConfigMixin):
         the null caption (training dropout, and the unconditional half of classifier-free guidance).
         """
         B, _, T, H, W = hidden_states.shape
+        # the model computes in its own dtype whatever it is given: fp32 latents and text into a model held in bf16
+        # (as ZeRO-2 holds it) for validation and probes, as well as bf16 batches
+        hidden_states, encoder_hidden_states = hidden_states.to(self.dtype), encoder_hidden_states.to(self.dtype)
         p = self.config.patch_size
         if H % p or W % p:
             raise ValueError(f"latent height and width ({H}x{W}) must be divisible by patch_size={p}")

@@ -153,18 +153,43 @@ class EncodingDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    @torch.no_grad()
     def __getitem__(self, i: int) -> dict:
-        row = self.index.iloc[int(i)].to_dict()
-        latent = self.vae.encode(clip_video(row)[None])[0].float().cpu()
-        text, mask = self.text_encoder.encode([str(row["text"])])
+        return self.encode(read_sample(self.index, i))
+
+    @torch.no_grad()
+    def encode(self, raw: dict) -> dict:
+        """A sample as LatentDataset gives it, from read_sample's frames and caption (here, in this process)."""
+        latent = self.vae.encode(raw["video"][None])[0].float().cpu()
+        text, mask = self.text_encoder.encode([raw["caption"]])
         return {
             "latent": latent,
             "text": text[0][mask[0]].float().cpu(),
-            "clip_id": row["clip_id"],
-            "bucket": row["bucket"],
-            "index": int(i),
+            "clip_id": raw["clip_id"],
+            "bucket": raw["bucket"],
+            "index": raw["index"],
         }
+
+
+def read_sample(index: pd.DataFrame, i: int) -> dict:
+    """Sample `i`'s frames (3, T, H, W), resized and cropped to its bucket, and its caption: the CPU half of online
+    encoding, which DataLoader workers do."""
+    row = index.iloc[int(i)].to_dict()
+    return {"video": clip_video(row), "caption": str(row["text"]), "clip_id": row["clip_id"], "bucket": row["bucket"],
+            "index": int(i)}  # fmt: skip
+
+
+class FrameReader(torch.utils.data.Dataset):
+    """An EncodingDataset's samples as read_sample gives them: what its DataLoader workers read, holding no encoder
+    (CUDA models must not run in forked workers)."""
+
+    def __init__(self, index: pd.DataFrame):
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        return read_sample(self.index, i)
 
 
 def collate(samples: list[dict]) -> dict:

@@ -71,6 +71,7 @@ class Tracker:
         retry_after_s: float = 30.0,
         system_metrics_s: float | None = 10.0,
         local_log: str | Path | None = None,
+        run_id: str | None = None,
     ):
         self.enabled = uri is not None
         # every metric also goes, synchronously, to a local JSON-lines file (for reports that need no server)
@@ -89,8 +90,10 @@ class Tracker:
 
         self.client = MlflowClient(tracking_uri=uri)
         try:
-            exp_id = experiment_id(self.client, experiment, uri)
-            self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags or {}).info.run_id
+            self.run_id = self._reopen(run_id) if run_id else None
+            if self.run_id is None:
+                exp_id = experiment_id(self.client, experiment, uri)
+                self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags or {}).info.run_id
         except Exception as err:  # tracking must not stop training
             log.warning("MLflow at %s unavailable (%s); training continues without tracking", uri, err)
             self.enabled = False
@@ -106,6 +109,19 @@ class Tracker:
                 self._system.start()
             except Exception as err:
                 log.warning("system metrics unavailable: %s", err)
+
+    def _reopen(self, run_id: str) -> str | None:
+        """Go on logging into `run_id` (a resumed stage's run), marked running again; None when this server does
+        not have it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+        except MlflowException:
+            log.warning("MLflow run %s not found on this server; the resumed stage logs into a new run", run_id)
+            return None
+        self.client.update_run(run_id, status="RUNNING")
+        return run_id
 
     def _put(self, item) -> None:
         if not self.enabled:
@@ -129,6 +145,10 @@ class Tracker:
             try:
                 self._send(*item)
             except Exception as err:
+                if not _transient(err):  # the server refused it (e.g. a changed param of a resumed run): drop it
+                    log.warning("MLflow refused %s: %s", item[0], err)
+                    pending, delay = None, 0.0
+                    continue
                 if pending is None:
                     log.warning("MLflow %s not recorded (%s); sending it again until the server answers", item[0], err)
                 pending, delay = item, min(self.retry_after_s, max(1.0, 2 * delay))
@@ -195,6 +215,13 @@ class Tracker:
             self._stop.set()
             log.warning("MLflow did not take the last records within %.0f s; they are dropped", timeout_s)
         self.enabled = False
+
+
+def _transient(err: Exception) -> bool:
+    """A failure worth sending again: no answer, or a server error (5xx); not a refusal (4xx)."""
+    from mlflow.exceptions import MlflowException
+
+    return not isinstance(err, MlflowException) or err.get_http_status_code() >= 500
 
 
 def read_metrics_log(path: Path) -> dict[int, dict]:

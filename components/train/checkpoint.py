@@ -60,9 +60,11 @@ def prune(root: Path, keep_last: int) -> None:
 
 
 def save_checkpoint(
-    root: Path, step: int, consumed: int, booster, model, optimizer, scheduler, ema, rank: int, guard: dict
-):
-    """Write checkpoint `step`: every process takes part in the booster's saves, rank 0 writes the rest and commits."""
+    root: Path, step: int, consumed: int, booster, model, optimizer, scheduler, ema, rank: int, guard: dict,
+    tracking_run: str | None = None,
+):  # fmt: skip
+    """Write checkpoint `step`: every process takes part in the booster's saves, rank 0 writes the rest and commits.
+    `tracking_run`: the MLflow run the stage logs into, which a resumed run goes on logging into."""
     tmp = begin(root, step) if rank == 0 else root / f".tmp-step-{step:08d}"
     torch.distributed.barrier()
     booster.save_model(model, str(tmp / "model.pt"))
@@ -74,7 +76,8 @@ def save_checkpoint(
         torch.save(rng, tmp / "rng.pt")
     torch.distributed.barrier()
     if rank == 0:
-        commit(root, tmp, step, {"step": step, "consumed_batches": consumed, "guard": guard})
+        state = {"step": step, "consumed_batches": consumed, "guard": guard, "mlflow_run_id": tracking_run}
+        commit(root, tmp, step, state)
     torch.distributed.barrier()
 
 

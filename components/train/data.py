@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from components.common.latents import EncodingDataset, LatentDataset, plan, resolve
+from components.common.latents import EncodingDataset, FrameReader, LatentDataset, collate, plan, resolve
 from components.common.scores import passing
 from components.common.settings import read_yaml
 from components.train.config import STAGE_FRAMES, TrainConfig
@@ -126,6 +126,17 @@ def select(index, cfg: TrainConfig):
     elif frames == "videos":
         keep &= index.num_frames.to_numpy() > 1
     return keep & passing(index, cfg.subset, f"stage{cfg.stage}.subset")
+
+
+def batches(dataset, sampler, num_workers: int) -> Iterator[dict]:
+    """The loop's batches. Precomputed: DataLoader workers read and collate them. Online encoding: the workers read
+    and resize frames (CPU work), and this process encodes them, so the encoders (on the GPU) never run in a forked
+    worker."""
+    loader = torch.utils.data.DataLoader
+    if isinstance(dataset, EncodingDataset):
+        raw = loader(FrameReader(dataset.index), batch_sampler=sampler, collate_fn=list, num_workers=num_workers)
+        return (collate([dataset.encode(sample) for sample in samples]) for samples in raw)
+    return iter(loader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers))
 
 
 def datasets(cfg: TrainConfig, device: str):

@@ -30,10 +30,11 @@ from components.common.settings import to_dict
 from components.common.tracking import Tracker, git_commit
 from components.common.validation import probe_loss, validation_loss
 from components.train import checkpoint
-from components.train.build import build_model, ema_copy, update_ema
+from components.train.build import build_model, ema_copy
 from components.train.checkpoint import load_checkpoint, save_checkpoint
 from components.train.config import TrainConfig
-from components.train.data import BucketBatchSampler, bucket_batch_sizes, datasets, latent_side
+from components.train.data import BucketBatchSampler, batches, bucket_batch_sizes, datasets, latent_side
+from components.train.ema import EMA
 from components.train.export import export, weights_sha256
 from components.train.guard import Guard
 from components.train.launch import Boosted, all_sum, boost, clip_gradients, launch, scale_lr
@@ -72,24 +73,22 @@ def train(cfg: TrainConfig) -> TrainResult:
         # 2. data: the processes of one sequence-parallel group read the same samples
         train_set, val_set, meta = datasets(cfg, device)
         sampler = _sampler(cfg, train_set, dp_rank, dp_size)
-        loader = torch.utils.data.DataLoader(
-            train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers
-        )
 
         # 3. model and EMA
         model = build_model(cfg, meta, latent_side(train_set.index)).to(device).train()
         model.sequence_parallel = sp_group
         init_sha = weights_sha256(model)
-        ema = ema_copy(model, device)
+        ema_model = ema_copy(model, device)  # fp32, from the weights before the plugin casts them
 
         # 4. boost
         run = boost(model, cfg)
+        ema = EMA(ema_model, run.inner, run.optimizer, run.plugin)
 
         # 5. resume; then tracking, with a fresh local metrics log for a fresh run (a resumed one appends)
-        start, consumed, saved_guard = _resume(cfg, ckpt_root, run, ema, sampler)
+        start, consumed, saved_guard, tracking_run = _resume(cfg, ckpt_root, run, ema, sampler)
         if start == 0 and rank == 0:
             (out / "metrics.jsonl").unlink(missing_ok=True)
-        tracker = _tracker(cfg, meta, rank, run.plugin, world, dp_size)
+        tracker = _tracker(cfg, meta, rank, run.plugin, world, dp_size, tracking_run)
 
         # 6. loop
         probe_batch = collate([train_set[i] for i in sampler.epoch_batches(0)[0]])
@@ -97,7 +96,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         losses: list[float] = []
         val: dict[str, float] = {}
         guard = Guard(cfg.guard, saved_guard)
-        batches = iter(loader)
+        loader = batches(train_set, sampler, cfg.num_workers)
         bar = tqdm(total=cfg.max_steps, initial=start, desc=f"stage {cfg.stage}", disable=not cfg.progress or rank)
         window = Window(cfg, device, world, dp_size)
         step_times: list[float] = []
@@ -105,7 +104,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         step = start
         while step < cfg.max_steps:
             step_start = time.perf_counter()
-            batch = next(batches)
+            batch = next(loader)
             consumed += 1
             x0 = batch["latent"].to(device)
             # the global batch's mean loss, whatever its split: this rank's sum / global batch size (every batch is
@@ -131,10 +130,13 @@ def train(cfg: TrainConfig) -> TrainResult:
                 bar.set_postfix(loss=f"{step_loss:.4f}")
             if cfg.val_every and (done % cfg.val_every == 0 or done == cfg.max_steps) and rank == 0:
                 val = _validate(cfg, run.inner, val_set, tracker, done, device)
-            if cfg.sample_every and done % cfg.sample_every == 0 and rank == 0:
-                vae = _sample(cfg, ema, vae, val_set if len(val_set) else train_set, meta, tracker, done, device)
+            if cfg.sample_every and done % cfg.sample_every == 0:
+                whole = ema.whole()  # every rank: ZeRO-2's EMA shards are gathered
+                if rank == 0:
+                    prompts = val_set if len(val_set) else train_set
+                    vae = _sample(cfg, whole, vae, prompts, meta, tracker, done, device)
             if cfg.ckpt_every and (done % cfg.ckpt_every == 0 or done == cfg.max_steps):
-                _save(cfg, ckpt_root, run, ema, guard, done, consumed, rank)
+                _save(cfg, ckpt_root, run, ema, guard, done, consumed, rank, tracker.run_id)
             step += 1
             bar.update(1)
         bar.close()
@@ -142,8 +144,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         # 7. export
         probe_end = _probe(cfg, run.inner, probe_batch, device)
         tracker.log_metrics({"probe_loss": probe_end}, cfg.max_steps)
+        whole = ema.whole()
         if rank == 0:
-            export(cfg, ema, meta, train_set.index, init_sha, start, val, tracker)
+            export(cfg, whole, meta, train_set.index, init_sha, start, val, tracker)
         torch.distributed.barrier()
         tracker.close()
         return TrainResult(
@@ -165,21 +168,25 @@ def _sampler(cfg: TrainConfig, train_set, dp_rank: int, dp_size: int) -> BucketB
 
 
 def _resume(
-    cfg: TrainConfig, root: Path, run: Boosted, ema: STDiT, sampler: BucketBatchSampler
-) -> tuple[int, int, dict | None]:
+    cfg: TrainConfig, root: Path, run: Boosted, ema: EMA, sampler: BucketBatchSampler
+) -> tuple[int, int, dict | None, str | None]:
     """Load the checkpoint cfg.resume names (auto: the latest complete one in `root`, if any) and move the sampler
-    past its batches; (step, batches consumed, guard counters), zeros and None for a fresh start."""
+    past its batches; (step, batches consumed, guard counters, MLflow run), zeros and Nones for a fresh start."""
     source = None if cfg.resume == "none" else (checkpoint.latest(root) if cfg.resume == "auto" else Path(cfg.resume))
     if source is None:
-        return 0, 0, None
-    state = load_checkpoint(source, run.booster, run.model, run.optimizer, run.scheduler, ema)
+        return 0, 0, None, None
+    state = load_checkpoint(source, run.booster, run.model, run.optimizer, run.scheduler, ema.model)
+    ema.loaded()
     sampler.set_consumed(state["consumed_batches"])
     log.info("resumed from %s at step %d", source, state["step"])
-    return state["step"], state["consumed_batches"], state.get("guard")
+    return state["step"], state["consumed_batches"], state.get("guard"), state.get("mlflow_run_id")
 
 
-def _tracker(cfg: TrainConfig, meta: dict, rank: int, plugin: str, world: int, dp_size: int) -> Tracker:
-    """The run's tracker (MLflow and the local metrics log on rank 0, nothing elsewhere), its tags and params."""
+def _tracker(
+    cfg: TrainConfig, meta: dict, rank: int, plugin: str, world: int, dp_size: int, resumed: str | None
+) -> Tracker:
+    """The run's tracker (MLflow and the local metrics log on rank 0, nothing elsewhere), its tags and params; a
+    resumed stage goes on in the MLflow run its checkpoint names."""
     out = Path(cfg.out_dir)
     tracker = Tracker(
         cfg.tracking_uri if rank == 0 else None,
@@ -193,6 +200,7 @@ def _tracker(cfg: TrainConfig, meta: dict, rank: int, plugin: str, world: int, d
         },
         system_metrics_s=cfg.system_metrics_every or None,
         local_log=out / "metrics.jsonl" if rank == 0 else None,
+        run_id=resumed,
     )
     tracker.log_params({**to_dict(cfg), "data.meta": meta.get("encoders", {}), "plugin.resolved": plugin,
                         "world_size": world, "data_parallel": dp_size})  # fmt: skip
@@ -215,7 +223,7 @@ def _probe(cfg: TrainConfig, model: STDiT, batch: dict, device: str) -> float:
 def _step(
     cfg: TrainConfig,
     run: Boosted,
-    ema: STDiT,
+    ema: EMA,
     guard: Guard,
     batch: dict,
     x0: torch.Tensor,
@@ -245,21 +253,20 @@ def _step(
     grad_norm = clip_gradients(run.model, cfg.optim.grad_clip, run.plugin)
     step_loss = all_sum(float(loss.detach()), device) / world  # the global batch's loss, on every rank
     verdict = guard.check(step_loss, grad_norm)
-    if verdict == "ok":
+    if verdict == "ok":  # a skipped step moves nothing: weights, EMA, learning-rate schedule
         run.optimizer.step()
-        update_ema(ema, run.inner, cfg.optim.ema_decay)
+        ema.update(cfg.optim.ema_decay)
+        run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    run.scheduler.step()
     return step_loss, grad_norm, verdict
 
 
-def _roll_back(
-    cfg: TrainConfig, root: Path, run: Boosted, ema: STDiT, guard: Guard, tracker: Tracker, step: int
-) -> int:
+def _roll_back(cfg: TrainConfig, root: Path, run: Boosted, ema: EMA, guard: Guard, tracker: Tracker, step: int) -> int:
     """Go back to the latest checkpoint with a lowered learning rate; the step to continue from."""
     target = checkpoint.latest(root)
     guard.roll_back(step + 1, target)  # raises when there is nothing to go back to, or too often
-    restored = load_checkpoint(target, run.booster, run.model, run.optimizer, run.scheduler, ema)
+    restored = load_checkpoint(target, run.booster, run.model, run.optimizer, run.scheduler, ema.model)
+    ema.loaded()
     scale_lr(run.scheduler, cfg.optim.lr * guard.lr_scale)
     log.warning(
         "%d bad steps in a row at step %d: rolled back to %s (step %d), learning rate x%g; the data moves on",
@@ -292,16 +299,21 @@ def _log(
 def _validate(
     cfg: TrainConfig, model: STDiT, val_set: LatentDataset, tracker: Tracker, step: int, device: str
 ) -> dict[str, float]:
-    """The validation loss per bucket (tracked when there is any)."""
-    val = validation_loss(
-        model,
-        val_set,
-        device,
-        timesteps=cfg.val_timesteps,
-        max_samples=cfg.val_max_samples,
-        seed=cfg.seed,
-        num_train_timesteps=cfg.flow.num_train_timesteps,
-    )
+    """The validation loss per bucket (tracked when there is any). It runs on rank 0 alone, so outside the
+    sequence-parallel group: the model computes every frame itself (its weights are whole on every rank)."""
+    group, model.sequence_parallel = model.sequence_parallel, None
+    try:
+        val = validation_loss(
+            model,
+            val_set,
+            device,
+            timesteps=cfg.val_timesteps,
+            max_samples=cfg.val_max_samples,
+            seed=cfg.seed,
+            num_train_timesteps=cfg.flow.num_train_timesteps,
+        )
+    finally:
+        model.sequence_parallel = group
     if val:
         tracker.log_metrics(val, step)
     return val
@@ -322,11 +334,21 @@ def _sample(
 
 
 def _save(
-    cfg: TrainConfig, root: Path, run: Boosted, ema: STDiT, guard: Guard, step: int, consumed: int, rank: int
+    cfg: TrainConfig,
+    root: Path,
+    run: Boosted,
+    ema: EMA,
+    guard: Guard,
+    step: int,
+    consumed: int,
+    rank: int,
+    tracking_run: str | None,
 ) -> None:
-    """Checkpoint step `step` (with the batches consumed and the guard's counters), then prune old checkpoints."""
+    """Checkpoint step `step` (with the batches consumed, the guard's counters and the MLflow run), then prune old
+    checkpoints."""
     save_checkpoint(
-        root, step, consumed, run.booster, run.model, run.optimizer, run.scheduler, ema, rank, guard.state()
-    )
+        root, step, consumed, run.booster, run.model, run.optimizer, run.scheduler, ema.whole(), rank, guard.state(),
+        tracking_run,
+    )  # fmt: skip
     if rank == 0:
         checkpoint.prune(root, cfg.keep_last)

@@ -115,6 +115,18 @@ def test_dropped_captions_ignore_the_text(model):
     assert not torch.allclose(a[1], b[1])
 
 
+def test_the_unconditional_prediction_does_not_depend_on_the_batchs_padding():
+    """A dropped caption is the whole learned null caption: the same whether the batch's captions were padded to 3
+    tokens or 7, and the same as the unconditional half of sampling."""
+    model = randomize(tiny_stdit(caption_max_length=8)).eval()
+    x, t, _ = inputs(batch=1)
+    drop = torch.tensor([True])
+    with torch.no_grad():
+        short = model(x, t, torch.randn(1, 3, CAPTION_CHANNELS), torch.ones(1, 3, dtype=torch.bool), drop).sample
+        long = model(x, t, torch.randn(1, 7, CAPTION_CHANNELS), torch.ones(1, 7, dtype=torch.bool), drop).sample
+    assert torch.allclose(short, long, atol=1e-6)
+
+
 def test_text_mask_hides_padding(model):
     x, t, text = inputs()
     mask = torch.ones(2, TEXT_TOKENS, dtype=torch.bool)

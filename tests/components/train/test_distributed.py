@@ -67,10 +67,17 @@ def test_two_processes_equal_one_with_the_same_global_batch(data, tmp_path):
 
 
 def test_sequence_parallel_sp2_equals_sp1(data, tmp_path):
-    """Videos (8 latent frames, 16 positions) split over sp = 2 processes vs one process: 2 training steps."""
-    settings = ["frames=videos", "max_steps=2", "ckpt_every=2"]
+    """Videos (8 latent frames, 16 positions) split over sp = 2 processes vs one process: 2 training steps, with
+    validation and sample videos on the way (rank 0 alone, outside the group)."""
+    settings = ["frames=videos", "max_steps=2", "ckpt_every=2", "val_every=1", "val_max_samples=2",
+                "sample_every=2", "sample_count=1", "sample_steps=2"]  # fmt: skip
     run_train(1, data, tmp_path / "sp1", *settings)
     run_train(2, data, tmp_path / "sp2", *settings, "sp=2")
     loss_diff, weight_diff = compare(tmp_path / "sp1", tmp_path / "sp2", 2)
     print(f"sp=1 vs sp=2 over 2 steps: max loss difference {loss_diff:.2e}, max weight difference {weight_diff:.2e}")
     assert loss_diff < 1e-5 and weight_diff < 1e-5
+    val = [{k: v for k, v in read_metrics_log(tmp_path / d / "metrics.jsonl")[2].items() if k.startswith("val_loss")}
+           for d in ("sp1", "sp2")]  # fmt: skip
+    assert val[0] and val[0].keys() == val[1].keys()
+    assert all(abs(val[0][k] - val[1][k]) < 1e-5 for k in val[0])
+    assert list((tmp_path / "sp2" / "samples" / "step-00000002").glob("*.mp4"))

@@ -46,6 +46,14 @@ def test_a_planted_nan_is_skipped_and_counted(toy_data, tmp_path, caplog):
     assert weights and all(torch.isfinite(v).all() for v in weights.values())
 
 
+def test_a_skipped_step_does_not_advance_the_learning_rate_schedule(toy_data, tmp_path):
+    _, history, _ = guard_run(toy_data, tmp_path, "max_steps=5", "ckpt_every=5", "optim.warmup_steps=8",
+                              "guard.plant={3: nan}")  # fmt: skip
+    lr = dict(history["lr"])
+    assert lr[1] < lr[2] == lr[3] < lr[4] < lr[5]  # warmup counts applied steps: step 3 moved nothing
+    assert lr[5] == pytest.approx(lr[1] * 5 / 2)  # (applied steps + 1) / warmup: 2/8 after step 1, 5/8 after 5
+
+
 def test_k_planted_spikes_roll_back_to_the_last_checkpoint_and_lower_the_learning_rate(toy_data, tmp_path, caplog):
     settings = [
         "max_steps=16",

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -106,12 +107,14 @@ def test_a_half_written_checkpoint_is_never_taken(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_resume_is_bit_identical(data, tmp_path):
+def test_sigkill_mid_run_then_resume_is_bit_identical_and_logs_into_the_same_mlflow_run(data, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     straight = train(stage_config(data, tmp_path / "a", 1, "max_steps=80", "ckpt_every=5", "val_every=0"))
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "components.train", "--recipe", str(ROOT / "params.yaml"),
             "--data", str(data), "--out-dir", str(out), "--no-progress",
-            "--set", "max_steps=80", "--set", "ckpt_every=5", "--set", "val_every=0"]  # fmt: skip
+            "--set", "max_steps=80", "--set", "ckpt_every=5", "--set", "val_every=0",
+            "--set", f"tracking_uri={uri}", "--set", "system_metrics_every=0"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while time.time() < deadline and not checkpoint.step_dir(out / "checkpoints", 15).exists():
@@ -127,10 +130,17 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(data, tmp_path):
     unmarked = checkpoint.step_dir(out / "checkpoints", step + 10)
     unmarked.mkdir()
     (unmarked / "model.pt").write_bytes(b"")
-    resumed = train(stage_config(data, out, 1, "max_steps=80", "ckpt_every=5", "val_every=0"))
+    resumed = train(stage_config(data, out, 1, "max_steps=80", "ckpt_every=5", "val_every=0",
+                                 f"tracking_uri={uri}", "system_metrics_every=0"))  # fmt: skip
     assert resumed.resumed_from >= 15
     a, b = (_weights(checkpoint.step_dir(r.out_dir / "checkpoints", 80)) for r in (straight, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # one MLflow run holds the stage: what the killed process logged, then the rest
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("t2v-pipeline").experiment_id])
+    assert [r.info.run_id for r in runs] == [resumed.run_id] and runs[0].info.status == "FINISHED"
+    steps = sorted({m.step for m in client.get_metric_history(resumed.run_id, "loss")})
+    assert steps[0] <= resumed.resumed_from < steps[-1] == 80
 
 
 def test_mlflow_run_holds_params_metrics_and_tags(data, tmp_path):
@@ -228,6 +238,78 @@ def test_online_encoding_trains_exactly_as_precomputed_latents(data, tmp_path):
     a, b = (STDiT.from_pretrained(r.export_dir).state_dict() for r in (cached, live))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert live.val_loss["val_loss"] == pytest.approx(cached.val_loss["val_loss"], rel=1e-5)
+
+
+def test_a_model_held_in_bf16_as_zero2_holds_it_probes_validates_and_samples_from_fp32_data(data, tmp_path):
+    """LowLevelZero casts the module to bf16 and converts inputs only in its own forward: the loop's probe,
+    validation and sampling call the model itself with the fp32 latents and embeddings the data holds."""
+    from components.common.validation import probe_loss, validation_loss
+    from model.flow import sample
+
+    export = train(stage_config(data, tmp_path / "run", 2, "max_steps=1", "val_every=0")).export_dir
+    model = STDiT.from_pretrained(export).to(torch.bfloat16)
+    val = LatentDataset(data, split="val")
+    batch = collate([val[0], val[1]])
+    assert batch["latent"].dtype == torch.float32
+    assert math.isfinite(probe_loss(model, batch, "cpu"))
+    assert math.isfinite(validation_loss(model, val, "cpu", timesteps=2, max_samples=2)["val_loss"])
+    latents = sample(model, tuple(batch["latent"].shape), batch["text"], batch["text_mask"], num_steps=2)
+    assert latents.dtype == torch.bfloat16 and torch.isfinite(latents.float()).all()
+
+
+def test_the_whole_loop_runs_its_zero2_path_with_the_model_held_in_bf16(data, tmp_path, monkeypatch):
+    """Probe, validation, sample videos, the EMA of the fp32 master weights, checkpoints and a resume, with the
+    model held in bf16 and fp32 master weights behind it, as LowLevelZero (CUDA only) holds them."""
+    from safetensors.torch import load_file
+
+    from components.train import launch
+    from tests.components.train.zero_standin import Bf16Zero2Plugin
+
+    monkeypatch.setattr(launch, "make_plugin", lambda name, clip: (Bf16Zero2Plugin(clip), "zero2"))
+    common = ["ckpt_every=2", "val_every=2", "val_max_samples=2", "sample_every=4", "sample_count=1", "sample_steps=2"]
+    out = tmp_path / "zero2"
+    train(stage_config(data, out, 2, "max_steps=4", *common))
+    resumed = train(stage_config(data, out, 2, "max_steps=6", *common))
+    assert resumed.resumed_from == 4 and len(resumed.losses) == 2 and math.isfinite(resumed.val_loss["val_loss"])
+    last = checkpoint.step_dir(out / "checkpoints", 6)
+    held = _weights(last)
+    assert {v.dtype for v in held.values()} == {torch.bfloat16}  # the working weights, as the plugin holds them
+    ema = load_file(last / "ema.safetensors")
+    exported = STDiT.from_pretrained(resumed.export_dir).state_dict()
+    assert all(ema[k].dtype == torch.float32 and torch.equal(ema[k], exported[k]) for k in ema)
+    assert any(not torch.equal(ema[k], held[k].float()) for k in ema)  # the EMA is not the working weights
+    assert list((out / "samples" / "step-00000004").glob("*.mp4"))
+
+
+class PidRecordingVAE:
+    """The real VAE, noting which process each encode call runs in."""
+
+    def __init__(self, vae, log: Path):
+        self.vae, self.log = vae, log
+
+    def __getattr__(self, name):
+        return getattr(self.vae, name)
+
+    def encode(self, video):
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return self.vae.encode(video)
+
+
+def test_online_encoding_with_workers_encodes_in_the_training_process(data, tmp_path, monkeypatch):
+    """DataLoader workers read frames; the encoders (a CUDA model on a GPU) run only in the training process."""
+    import model.encoders
+
+    settings = json.loads((data / "meta.json").read_text())["config"]
+    encoding = {f.name for f in dataclasses.fields(EncodingConfig)} - {"device"}
+    online = json.dumps({k: v for k, v in settings.items() if k in encoding})
+    log, real = tmp_path / "encode-pids.txt", model.encoders.load_vae
+    monkeypatch.setattr(model.encoders, "load_vae", lambda *a, **k: PidRecordingVAE(real(*a, **k), log))
+    common = ["max_steps=3", "val_every=0", f"online={online}"]
+    workers = train(stage_config(data, tmp_path / "workers", 2, *common, "num_workers=2"))
+    assert {int(p) for p in log.read_text().split()} == {os.getpid()}
+    alone = train(stage_config(data, tmp_path / "alone", 2, *common, "num_workers=0"))
+    assert workers.losses == alone.losses
 
 
 def test_stage_one_can_start_from_a_pixart_checkpoint(data, tmp_path):
