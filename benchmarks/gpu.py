@@ -518,31 +518,10 @@ def print_sample(part: dict, preset: str) -> None:
 
 
 def toy_precompute(root: Path) -> Path:
-    """A small precompute folder of the toy world (32 px, pixel space, a tiny T5), as tests/components build it."""
-    from components.caption.caption import CaptionConfig, caption
-    from components.common import settings
-    from components.common.toy.synth import SynthConfig, synth
-    from components.common.toy.tiny import build_tiny_t5
-    from components.ingest.ingest import IngestConfig, ingest
-    from components.precompute.precompute import PrecomputeConfig, precompute
+    """A small precompute folder of the toy world (32 px, pixel space, a tiny T5), the one the tests train on."""
+    from pipelines.toy import small_precompute
 
-    toy = synth(SynthConfig(out_dir=str(root / "toy"), videos=8, images=6, cut_videos=1, size=32, seconds=2.0))
-    cfg = IngestConfig(inputs=(str(toy),), out_dir=str(root / "ingest"), progress=False, val_fraction=0.2)
-    ingest(settings.updated(cfg, {"filters.dedup_distance": None}))
-    caption(CaptionConfig(manifest=str(root / "ingest" / "manifest.parquet"), out_dir=str(root / "caption"),
-                          captioner="metadata", progress=False))  # fmt: skip
-    result = precompute(
-        PrecomputeConfig(
-            manifest=str(root / "caption" / "manifest.parquet"),
-            out_root=str(root / "precompute"),
-            vae="none:4",
-            text_encoder=str(build_tiny_t5(root / "t5")),
-            bucket_config={"32": {1: (1.0, 4), 8: (1.0, 2)}},
-            frame_interval=4,
-            progress=False,
-        )
-    )
-    return Path(result.out_dir)
+    return small_precompute(root)
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -5,14 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from components.caption.caption import CaptionConfig, caption
 from components.common import settings
-from components.common.toy.synth import SynthConfig, synth
-from components.common.toy.tiny import build_tiny_t5
-from components.ingest.ingest import IngestConfig, ingest
-from components.precompute.precompute import PrecomputeConfig, precompute
 from components.train.config import TrainConfig
 from components.train.train import train
+from pipelines.toy import small_precompute
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,24 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory):
     """A precompute folder: 8 videos (one with a cut) and 6 stills at 32 px, 20% held out."""
-    root = tmp_path_factory.mktemp("toy")
-    toy = synth(SynthConfig(out_dir=str(root / "toy"), videos=8, images=6, cut_videos=1, size=32, seconds=2.0))
-    cfg = IngestConfig(inputs=(str(toy),), out_dir=str(root / "ingest"), progress=False, val_fraction=0.2)
-    ingest(settings.updated(cfg, {"filters.dedup_distance": None}))
-    caption(CaptionConfig(manifest=str(root / "ingest" / "manifest.parquet"), out_dir=str(root / "caption"),
-                          captioner="metadata", progress=False))  # fmt: skip
-    result = precompute(
-        PrecomputeConfig(
-            manifest=str(root / "caption" / "manifest.parquet"),
-            out_root=str(root / "precompute"),
-            vae="none:4",
-            text_encoder=str(build_tiny_t5(root / "t5")),
-            bucket_config={"32": {1: (1.0, 4), 8: (1.0, 2)}},
-            frame_interval=4,
-            progress=False,
-        )
-    )
-    return result.out_dir
+    return small_precompute(tmp_path_factory.mktemp("toy"))
 
 
 def toy_stage_config(data, out, stage, *overrides):
