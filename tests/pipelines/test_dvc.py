@@ -30,7 +30,10 @@ def test_dvc_repro_runs_every_stage(tmp_path):
     dvc = [sys.executable, "-m", "dvc"]
 
     def run(*args):
-        return subprocess.run([*dvc, *args], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run([*dvc, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        said = f"{out.stdout[-3000:]}{out.stderr[-3000:]}"
+        assert out.returncode == 0, f"dvc {' '.join(args)}: exit {out.returncode}\n{said}"  # DVC's own words
+        return out
 
     run("init", "--no-scm", "-q")
     run("repro")
