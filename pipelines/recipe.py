@@ -37,7 +37,7 @@ TASKS = {
     "synth": ("synth",),
     "ingest": ("ingest",),
     "caption": ("caption",),
-    **{f"precompute-stage-{n}": ("precompute",) for n in (1, 2, 3)},  # + the stage's data (stage_data)
+    **{f"precompute-stage-{n}": ("precompute",) for n in (1, 2, 3)},  # + the stage's data (settings.stage_data)
     **{f"train-stage-{n}": stage_sections(n) for n in (1, 2, 3)},
     "evaluate": ("evaluate",),
     "register": ("register",),
@@ -67,13 +67,9 @@ def resolve(recipe, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, ob
 
     tasks = {task: load(task) for task in TASKS if not task.startswith("precompute-")}
     for n in (1, 2, 3):
-        tasks[f"precompute-stage-{n}"] = load(f"precompute-stage-{n}", stage_data(tasks[f"train-stage-{n}"]))
+        stage = vars(tasks[f"train-stage-{n}"])  # its fields as they are (to_dict would make bucket keys text)
+        tasks[f"precompute-stage-{n}"] = load(f"precompute-stage-{n}", settings.stage_data(stage))
     return {task: tasks[task] for task in TASKS}
-
-
-def stage_data(stage: TrainConfig) -> dict:
-    """What a stage's precompute task sets over the recipe's precompute section (as the component does)."""
-    return {**stage.precompute, "subset": stage.subset}
 
 
 def check(recipe, overrides: list[str] | tuple[str, ...] = ()) -> None:

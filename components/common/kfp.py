@@ -62,11 +62,14 @@ def require_models(cfg) -> None:
         require(cfg.models())
 
 
-def section_value(recipe: str, overrides: str, sections: str | tuple[str, ...], key: str, default):
-    """One value of another step's sections, merged in order (a task that must agree with a later step, without
-    importing it)."""
+def section_values(recipe: str, overrides: str, sections: tuple[str, ...]) -> dict:
+    """Other sections' plain values, merged in order, with the pipeline's overrides addressed to them (a task that
+    must agree with another step, without importing it)."""
     from components.common import settings
 
-    sections = (sections,) if isinstance(sections, str) else sections
-    values = settings.layered(None, recipe=recipe, sections=sections, overrides=pipeline_overrides(overrides, sections))
-    return values.get(key, default)
+    return settings.layered(None, recipe=recipe, sections=sections, overrides=pipeline_overrides(overrides, sections))
+
+
+def section_value(recipe: str, overrides: str, section: str, key: str, default):
+    """One value of another step's section."""
+    return section_values(recipe, overrides, (section,)).get(key, default)

@@ -144,6 +144,12 @@ def stage_sections(stage: int) -> tuple[str, str]:
     return ("train", f"stage{stage}")
 
 
+def stage_data(stage: dict) -> dict:
+    """What a training stage's precompute task sets over the recipe's `precompute` section: the stage's own
+    `precompute` settings and its `subset`, from the stage's values (layered from a recipe, or a TrainConfig's)."""
+    return {**(stage.get("precompute") or {}), "subset": stage.get("subset") or {}}
+
+
 def sections_of(recipe: dict, names: Iterable[str]) -> dict:
     """The named sections merged in order (later ones win); a section may be the path of a YAML file."""
     values: dict = {}

@@ -15,14 +15,12 @@ def precompute(
     the `latents` artifact names the folder (LATEST)."""
     from pathlib import Path
 
-    from components.common.kfp import section_value, step_settings
-    from components.common.settings import stage_sections
+    from components.common.kfp import section_values, step_settings
+    from components.common.settings import stage_data, stage_sections
     from components.precompute.precompute import PrecomputeConfig
     from components.precompute.precompute import precompute as run_precompute
 
-    sections = stage_sections(stage)
-    data = {**section_value(recipe, overrides, sections, "precompute", {}),
-            "subset": section_value(recipe, overrides, sections, "subset", {})}  # fmt: skip
+    data = stage_data(section_values(recipe, overrides, stage_sections(stage)))
     fixed = {**data, "manifest": str(Path(captioned.path) / "manifest.parquet"),
              "out_root": str(Path(workdir) / "precompute"), "progress": False}  # fmt: skip
     result = run_precompute(step_settings(PrecomputeConfig, recipe, overrides, ("precompute",), fixed))
