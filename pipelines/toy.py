@@ -18,7 +18,7 @@ def small_precompute(root: Path) -> Path:
 
     toy = synth(SynthConfig(out_dir=str(root / "toy"), videos=8, images=6, cut_videos=1, size=32, seconds=2.0))
     cfg = IngestConfig(inputs=(str(toy),), out_dir=str(root / "ingest"), progress=False, val_fraction=0.2)
-    ingest(settings.updated(cfg, {"filters.dedup_distance": None}))
+    ingest(settings.updated(cfg, {"filters.dedup_distance": None, "split_distance": None}))
     caption(CaptionConfig(manifest=str(root / "ingest" / "manifest.parquet"), out_dir=str(root / "caption"),
                           captioner="metadata", progress=False))  # fmt: skip
     result = precompute(

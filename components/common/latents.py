@@ -86,7 +86,11 @@ def plan(manifest: pd.DataFrame, cfg: EncodingConfig) -> pd.DataFrame:
 def clip_video(row: dict) -> torch.Tensor:
     """(3, T, H, W) in [-1, 1]: the planned frames, resized and centre-cropped to the bucket."""
     frames = read_frames(
-        row["source"], list(row["frame_indices"]), float(row["fps"] or 1.0), image=row["kind"] == "image"
+        row["source"],
+        list(row["frame_indices"]),
+        start_frame=int(row["start_frame"]),
+        seek_time=row.get("seek_time"),
+        image=row["kind"] == "image",
     )
     frames = [resize_crop(f, int(row["height"]), int(row["width"])) for f in frames]
     video = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float()  # (3, T, H, W)

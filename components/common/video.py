@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 
 import av
@@ -45,26 +46,63 @@ def write_video(
             container.mux(packet)
 
 
-def read_frames(source: str, indices: list[int], fps: float, *, image: bool = False) -> list[np.ndarray]:
-    """RGB frames (H, W, 3) uint8 at sorted frame `indices` of a video (path or fsspec URL), seeking to the
-    first; the file's only frame when `image`. A frame's index is its timestamp times `fps` (decoded timing)."""
-    with fsspec.open(source, "rb") as f:
-        if image:
-            with Image.open(f) as img:
-                return [np.asarray(img.convert("RGB"))]
-        frames: list[np.ndarray] = []
-        with av.open(f) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            base = stream.start_time or 0
+def iter_frames(source: str, start_frame: int = 0, seek_time: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, RGB frame (H, W, 3) uint8) of a video (path or fsspec URL) from frame `start_frame` on, in display
+    order and upright (the display matrix applied). Frames are counted, not timed: exact on variable frame rate
+    and on timestamps handed out in decode order. `seek_time` is the decoder's timestamp of frame `start_frame`
+    (ingest's manifest column): the reader seeks to it and counts from the frame that carries it. Without it, or
+    where the seek misses it, the video is read from its first frame (slower, same frames)."""
+    with fsspec.open(source, "rb") as f, av.open(f) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        index = None
+        if seek_time is not None and math.isfinite(seek_time) and start_frame > 0:
             tb = float(stream.time_base)
-            container.seek(base + int(indices[0] / fps / tb), stream=stream, backward=True, any_frame=False)
+            container.seek(math.floor(seek_time / tb), stream=stream, backward=True, any_frame=False)
             for frame in container.decode(stream):
-                index = round((frame.time - base * tb) * fps)
-                while len(frames) < len(indices) and index >= indices[len(frames)]:
-                    frames.append(frame.to_ndarray(format="rgb24"))  # repeated if the video skips ahead
-                if len(frames) == len(indices):
-                    break
+                if index is None:
+                    if frame.time is not None and abs(frame.time - seek_time) < tb / 2:
+                        index = start_frame  # the anchor: from here on, frames are counted
+                    elif frame.time is not None and frame.time > seek_time + REORDER_SECONDS:
+                        break  # the seek landed past the anchor
+                    else:
+                        continue
+                yield index, _upright(frame)
+                index += 1
+            if index is not None:
+                return
+            container.seek(0, stream=stream, backward=True, any_frame=False)  # the anchor was missed: count from 0
+        for index, frame in enumerate(container.decode(stream)):
+            if index >= start_frame:
+                yield index, _upright(frame)
+
+
+REORDER_SECONDS = 2.0  # decode-order timestamps stray at most this far from display order
+
+
+def _upright(frame: av.VideoFrame) -> np.ndarray:
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = round(getattr(frame, "rotation", 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def read_frames(
+    source: str, indices: list[int], *, start_frame: int = 0, seek_time: float | None = None, image: bool = False
+) -> list[np.ndarray]:
+    """RGB frames (H, W, 3) uint8 at sorted display-order frame `indices` of a video (see `iter_frames`; the anchor
+    `start_frame`, `seek_time` is at or before the first index), or the file's only frame when `image`."""
+    if image:
+        with fsspec.open(source, "rb") as f, Image.open(f) as img:
+            return [np.asarray(img.convert("RGB"))]
+    frames: list[np.ndarray] = []
+    if indices:
+        stream = iter_frames(source, *((start_frame, seek_time) if start_frame <= indices[0] else (0, None)))
+        for index, frame in stream:
+            while len(frames) < len(indices) and indices[len(frames)] == index:
+                frames.append(frame)  # an index asked for twice gets the frame twice
+            if len(frames) == len(indices):
+                stream.close()
+                break
     if len(frames) < len(indices):
         raise ValueError(f"{source}: {len(frames)} of the {len(indices)} frames asked for exist (up to {indices[-1]})")
     return frames

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -11,7 +12,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from components.common.files import atomic_path
-from components.common.video import write_video
+from components.common.video import iter_frames, write_video
 
 
 def copy_clip(src: str, dst: Path, start_s: float, end_s: float) -> tuple[float, float, int]:
@@ -48,42 +49,30 @@ def copy_clip(src: str, dst: Path, start_s: float, end_s: float) -> tuple[float,
     return (first_pts - base) * tb, (last_pts + duration - base) * tb, frames
 
 
-def reencode_clip(src: str, dst: Path, start_s: float, end_s: float, fps: float) -> tuple[float, float, int]:
-    """Decode exactly the frames in [start_s, end_s) and encode them to H.264."""
-    with av.open(src) as inp:
-        vin = inp.streams.video[0]
-        vin.thread_type = "AUTO"
-        tb = float(vin.time_base)
-        base = (vin.start_time or 0) * tb
-        inp.seek((vin.start_time or 0) + int(start_s / tb), stream=vin, backward=True, any_frame=False)
-        eps = 0.25 / fps
+def reencode_clip(src: str, dst: Path, row: dict) -> tuple[float, float, int]:
+    """Decode exactly the clip's frames [start_frame, end_frame) (counted in display order, upright) and encode them
+    to H.264 at the clip's rate."""
+    start, end = int(row["start_frame"]), int(row["end_frame"])
+    frames = iter_frames(src, start, row.get("seek_time"))
+    clip = (frame for index, frame in itertools.takewhile(lambda item: item[0] < end, frames))
+    count = 0
 
-        def frames():
-            for frame in inp.decode(vin):
-                t = frame.time - base
-                if t < start_s - eps:
-                    continue
-                if t >= end_s - eps:
-                    return
-                yield frame.to_ndarray(format="rgb24")
+    def counted():
+        nonlocal count
+        for frame in clip:
+            count += 1
+            yield frame
 
-        count = 0
-
-        def counted():
-            nonlocal count
-            for f in frames():
-                count += 1
-                yield f
-
-        write_video(dst, counted(), fps)
-    return start_s, start_s + count / fps, count
+    write_video(dst, counted(), float(row["fps"]))
+    frames.close()
+    return float(row["start_s"]), float(row["start_s"]) + count / float(row["fps"]), count
 
 
 def _write_one(args: tuple) -> tuple[float, float, int]:
-    mode, src, dst, start_s, end_s, fps = args
+    mode, src, dst, row = args
     if mode == "copy":
-        return copy_clip(src, Path(dst), start_s, end_s)
-    return reencode_clip(src, Path(dst), start_s, end_s, fps)
+        return copy_clip(src, Path(dst), row["start_s"], row["end_s"])
+    return reencode_clip(src, Path(dst), row)
 
 
 def write_clips(manifest: pd.DataFrame, clip_dir: Path, mode: str, *, workers: int = 1, progress: bool = True):
@@ -92,14 +81,13 @@ def write_clips(manifest: pd.DataFrame, clip_dir: Path, mode: str, *, workers: i
     clip_dir.mkdir(parents=True, exist_ok=True)
     manifest = manifest.copy()
     videos = manifest.index[manifest["kind"] == "video"]
+    columns = ("start_frame", "end_frame", "seek_time", "start_s", "end_s", "fps")
     jobs = [
         (
             mode,
             manifest.at[i, "source"],
             str(clip_dir / f"{manifest.at[i, 'clip_id']}.mp4"),
-            manifest.at[i, "start_s"],
-            manifest.at[i, "end_s"],
-            manifest.at[i, "fps"],
+            {c: manifest.at[i, c] for c in columns},
         )
         for i in videos
     ]

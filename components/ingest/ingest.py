@@ -2,7 +2,8 @@
 
     inputs -> discover -> per source (in parallel): size checks, content hash, one decode pass
            -> clips with scores | quarantine row with the reason
-           -> near-duplicate and threshold filters -> split by source -> (optional) clip files
+           -> near-duplicate and threshold filters -> split by groups of sources (a file and its re-encoded copy
+              are one group) -> (optional) clip files
            -> manifest.parquet, manifest.csv (Open-Sora columns), rejected_clips.parquet, quarantine.parquet,
               summary.json
 
@@ -13,7 +14,6 @@ analysis settings, so a re-run skips finished work and an interrupted run loses 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -24,16 +24,15 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import fsspec
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from components.common.files import atomic_path
-from components.common.scores import hamming
 from components.common.settings import setting
 from components.ingest.media import ANALYSIS_VERSION, AnalysisConfig, Rejected, analyze
 from components.ingest.plugins import load_scorers
 from components.ingest.sources import discover, is_remote
+from components.ingest.split import assign_splits, near_duplicates, source_groups
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +65,9 @@ class IngestConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     max_bytes: int = setting(20 * 2**30, "larger files are quarantined")
     val_fraction: float = setting(0.05, "share of source videos held out (the validation split)")
+    split_distance: int | None = setting(
+        4, "sources with clips within this many phash bits are one group, held out together (none: same bytes only)"
+    )
     split_seed: int = setting(0, "seed of the split")
     clip_mode: str = setting(
         "rows",
@@ -168,32 +170,6 @@ def process_source(spec: str, cfg: IngestConfig, cache_dir: str) -> dict:
 # --------------------------------------------------------------------------------------------- filters, split
 
 
-def near_duplicates(hashes: list[int], max_distance: int) -> list[int | None]:
-    """For each hash, the index of an earlier kept hash within `max_distance` bits (None if it is kept).
-
-    Multi-index search: split the 64 bits into max_distance + 1 bands; two hashes within the distance agree
-    exactly on at least one band (pigeonhole), so only hashes sharing a band are compared."""
-    bands = max_distance + 1
-    edges = np.linspace(0, 64, bands + 1).astype(int)
-    tables: list[dict[int, list[int]]] = [{} for _ in range(bands)]
-    out: list[int | None] = []
-    for i, h in enumerate(hashes):
-        keys = [(h >> int(lo)) & ((1 << int(hi - lo)) - 1) for lo, hi in itertools.pairwise(edges)]
-        match = None
-        for b, key in enumerate(keys):
-            for j in tables[b].get(key, ()):
-                if hamming(h, hashes[j]) <= max_distance:
-                    match = j
-                    break
-            if match is not None:
-                break
-        out.append(match)
-        if match is None:
-            for b, key in enumerate(keys):
-                tables[b].setdefault(key, []).append(i)
-    return out
-
-
 def filter_reason(row: dict, f: FilterConfig) -> str | None:
     checks = [
         (f.min_motion, lambda v: row["motion"] < v, "motion {m:.3g} < min_motion {v}"),
@@ -209,21 +185,6 @@ def filter_reason(row: dict, f: FilterConfig) -> str | None:
             scores = {"m": row["motion"], "s": row["sharpness"], "b": row["brightness"]}
             return message.format(**scores, a=row.get("aes", 0), o=row.get("ocr", 0), v=value)
     return None
-
-
-def split_of(source_hash: str, seed: int, fraction: float) -> str:
-    """'val' for a deterministic `fraction` of sources (by content hash and seed), else 'train'."""
-    u = int(hashlib.sha256(f"{seed}:{source_hash}".encode()).hexdigest()[:15], 16) / 16**15
-    return "val" if u < fraction else "train"
-
-
-def assign_splits(source_hashes: list[str], seed: int, fraction: float) -> dict[str, str]:
-    """Per-source split; with two or more sources and fraction > 0, at least one source is held out."""
-    splits = {h: split_of(h, seed, fraction) for h in source_hashes}
-    if fraction > 0 and len(splits) >= 2 and "val" not in splits.values():
-        key = lambda h: hashlib.sha256(f"{seed}:{h}".encode()).hexdigest()  # noqa: E731
-        splits[min(splits, key=key)] = "val"
-    return splits
 
 
 # ------------------------------------------------------------------------------------------------ the step
@@ -253,6 +214,10 @@ def _clip_rows(result: dict) -> list[dict]:
                 "end_frame": clip["end_frame"],
                 "start_s": clip["start_s"],
                 "end_s": clip["end_s"],
+                "seek_time": clip["seek_time"],
+                "timing": info["timing"],
+                "vfr": info["vfr"],
+                "rotation": info["rotation"],
                 "motion": clip["motion"],
                 "sharpness": clip["sharpness"],
                 "brightness": clip["brightness"],
@@ -318,8 +283,8 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         else [None] * len(rows)
     )
     seen: dict[str, str] = {}  # clip id -> source: byte-identical files give the same ids, kept once
-    for row, dup in zip(rows, duplicates, strict=True):
-        reason = filter_reason(row, cfg.filters)
+    quality = [filter_reason(row, cfg.filters) for row in rows]
+    for row, dup, reason in zip(rows, duplicates, quality, strict=True):
         if reason is None and row["clip_id"] in seen:
             reason = f"duplicate-file of {seen[row['clip_id']]}"
         if reason is None and dup is not None:
@@ -329,7 +294,14 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         (rejected if reason else kept).append({**row, "reason": reason} if reason else row)
     rejected += [{**d, "clip_id": None} for d in dropped]
 
-    splits = assign_splits(sorted({row["source_hash"] for row in kept}), cfg.split_seed, cfg.val_fraction)
+    # groups over every clip good enough to keep (near-duplicates included, whether removed or not)
+    candidates = [row for row, reason in zip(rows, quality, strict=True) if reason is None]
+    groups = source_groups(
+        [row["source_hash"] for row in candidates], [int(row["phash"], 16) for row in candidates], cfg.split_distance
+    )
+    kept_sources = sorted({row["source_hash"] for row in kept})
+    splits = assign_splits(kept_sources, cfg.split_seed, cfg.val_fraction, groups)
+    members = Counter(groups[h] for h in kept_sources)
     manifest = pd.DataFrame(kept, columns=list(rows[0]) if rows else list(OPEN_SORA_COLUMNS))
     manifest["split"] = [splits[h] for h in manifest["source_hash"]] if len(manifest) else []
 
@@ -361,6 +333,8 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         "clips": len(manifest),
         "clips_train": int((manifest["split"] == "train").sum()) if len(manifest) else 0,
         "clips_val": int((manifest["split"] == "val").sum()) if len(manifest) else 0,
+        "split_groups": len(members),
+        "sources_grouped": sum(n for n in members.values() if n > 1),
         "rejected_clips": dict(Counter(r["reason"].split(" ")[0] for r in rejected)),
         "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
         "config": asdict(cfg),

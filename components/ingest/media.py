@@ -2,13 +2,15 @@
 
 The decode pass feeds every frame to the scene detector (on a small BGR copy) and keeps small grayscale frames at
 a fixed interval (each with its successor, for optical flow) for the clip scores. Timing comes from the decoded
-frames' timestamps, not from the container header: where the two disagree, decoding wins.
+frames' timestamps in display order (`components.ingest.timing`), not from the container header: where the two
+disagree, decoding wins. Frames are counted in display order; a clip records the decoder's timestamp of its first
+frame (`seek_time`), by which readers find it again. Sizes and scores are those of the displayed picture (a phone
+video's rotation applied).
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -27,9 +29,10 @@ from components.common.scores import (
     to_analysis_gray,
 )
 from components.common.settings import setting
+from components.ingest.timing import timing
 
 # Part of every cache key: bump it when a change to the analysis changes its results, so caches recompute.
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DETECTOR_WIDTH = 256  # scene detection runs on frames scaled to at most this width
 ANALYSIS_SIDE = 320  # scores run on grayscale frames whose longer side is at most this
@@ -62,6 +65,9 @@ class AnalysisConfig:
     min_fps: float = setting(1.0, "a lower frame rate (from decoded timestamps) marks broken timing")
 
 
+EIGHT_BIT_LUMA = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray")
+
+
 @dataclass
 class Clip:
     index: int
@@ -69,6 +75,7 @@ class Clip:
     end_frame: int  # exclusive
     start_s: float
     end_s: float
+    seek_time: float | None  # the decoder's timestamp of the first frame (None: count frames from the file's start)
     motion: float
     sharpness: float
     brightness: float
@@ -85,6 +92,9 @@ class SourceInfo:
     fps: float
     num_frames: int
     duration: float
+    timing: str = "timestamps"  # "timestamps" (decoded, display order) or "header" (timestamps unusable)
+    vfr: bool = False  # variable frame rate: fps is the mean rate
+    rotation: int = 0  # degrees counter-clockwise the picture is turned for display (width, height are displayed)
     header_fps: float | None = None
     header_frames: int | None = None
     header_duration: float | None = None
@@ -112,7 +122,7 @@ def analyze_image(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
     h, w = rgb.shape[:2]
     _check_pixels(w, h, cfg)
     gray = to_analysis_gray(rgb, ANALYSIS_SIDE)
-    clip = Clip(0, 0, 1, 0.0, 0.0, 0.0, sharpness_score(gray), brightness_score(gray), f"{phash(gray):016x}")
+    clip = Clip(0, 0, 1, 0.0, 0.0, None, 0.0, sharpness_score(gray), brightness_score(gray), f"{phash(gray):016x}")
     if scorers:
         small = cv2.resize(rgb, _fit(w, h, PLUGIN_SIDE), interpolation=cv2.INTER_AREA)
         clip.extra = {s.column: s([small]) for s in scorers}
@@ -145,7 +155,7 @@ def _small_bgr(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
 
 def _small_gray(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     """Small grayscale (luma) copy for the scores."""
-    if frame.format.name.startswith(("yuv", "yuvj", "gray")):
+    if frame.format.name in EIGHT_BIT_LUMA:
         return cv2.resize(_plane(frame, 0, frame.width, frame.height), size, interpolation=cv2.INTER_AREA)
     return frame.reformat(*size, format="gray", interpolation="AREA").to_ndarray()
 
@@ -196,7 +206,7 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
 
         detector = _detector(cfg)
         rate_for_detector = header_fps or 25.0
-        pts: list[float | None] = []
+        raw: list[float | None] = []  # decoder timestamps, in display order
         samples: dict[int, np.ndarray] = {}  # frame index -> small grayscale frame
         stride = max(1, round((header_fps or 25.0) * cfg.score_interval))
         cuts: list[int] = []
@@ -205,16 +215,20 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
         analysis_size = _fit(w, h, ANALYSIS_SIDE)
         plugin_size = _fit(w, h, PLUGIN_SIDE)
         rgb_samples: dict[int, np.ndarray] = {}
+        rotation = 0
         try:
             for index, frame in enumerate(container.decode(stream)):
-                pts.append(frame.time)
+                raw.append(frame.time)
+                if index == 0:
+                    rotation = _rotation(frame)
                 small = _small_bgr(frame, detector_size)
                 cuts += [c.frame_num for c in detector.process_frame(FrameTimecode(index, rate_for_detector), small)]
                 if index % stride in (0, 1):
-                    samples[index] = _small_gray(frame, analysis_size)
+                    samples[index] = _upright(_small_gray(frame, analysis_size), rotation)
                 if scorers and index % stride == 0:
-                    rgb_samples[index] = frame.reformat(*plugin_size, format="rgb24").to_ndarray()
-                if frame.time is not None and frame.time > cfg.max_duration:
+                    rgb = frame.reformat(*plugin_size, format="rgb24").to_ndarray()
+                    rgb_samples[index] = _upright(rgb, rotation)
+                if frame.time is not None and raw[0] is not None and frame.time - raw[0] > cfg.max_duration:
                     raise Rejected(
                         "over_limit",
                         f"decodes past max_duration={cfg.max_duration:.0f} s (its header says "
@@ -222,50 +236,66 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
                     )
         except av.error.FFmpegError as err:
             decode_error = str(err)
-        n = len(pts)
+        n = len(raw)
         if n:
             cuts += [c.frame_num for c in detector.post_process(FrameTimecode(n - 1, rate_for_detector))]
+        tick = float(stream.time_base) if stream.time_base else 0.0
 
     if n == 0:
         raise Rejected("unreadable", f"no frame decodes ({decode_error or 'empty stream'}); the file is damaged")
-    fps = _decoded_fps(pts, header_fps)
-    if not fps or fps < cfg.min_fps:
+    clock = timing(raw, header_fps, tick, header_frames, header_duration)
+    if clock is None or clock.fps < cfg.min_fps:
         raise Rejected(
             "zero_fps",
-            f"its frames carry no usable timing (frame rate {fps or 0:.3g}, below min_fps={cfg.min_fps}: zero "
-            "durations or time scale); re-mux it with a valid frame rate",
+            f"its frames carry no usable timing (frame rate {clock.fps if clock else 0:.3g}, below "
+            f"min_fps={cfg.min_fps}: zero durations or time scale); re-mux it with a valid frame rate",
         )
-    fps = round(fps, 4)
-    if decode_error or (header_frames and n < cfg.min_decoded_share * header_frames):
+    # the header's promise in seconds (frame counts alone mislead: AVI counts B-frame video in half-frame ticks)
+    promised = header_frames / header_fps if header_frames and header_fps else None
+    if decode_error or (promised and clock.duration < cfg.min_decoded_share * promised):
         raise Rejected(
             "truncated",
-            f"decoding stopped after {n} of {header_frames or '?'} frames ({decode_error or 'premature end'}); "
-            "the file is incomplete: copy it again from its source",
+            f"decoding stopped after {n} frames, {clock.duration:.2f} s of the {promised or 0:.2f} s its header "
+            f"promises ({decode_error or 'premature end'}); the file is incomplete: copy it again from its source",
         )
-    times = _frame_times(pts, fps)
+    upright = rotation % 180 == 0
     info = SourceInfo(
         "video",
         codec,
-        w,
-        h,
-        fps,
+        w if upright else h,
+        h if upright else w,
+        round(clock.fps, 4),
         n,
-        n / fps,
+        clock.duration,
+        timing=clock.source,
+        vfr=clock.vfr,
+        rotation=rotation,
         header_fps=header_fps,
         header_frames=header_frames,
         header_duration=header_duration,
         cuts=sorted(set(cuts)),
     )
+    seek_times = raw if clock.source == "timestamps" else [None] * n
+    ends = clock.ends
     for start, end in _scenes(info.cuts, n):
-        for a, b, usable in _split_scene(start, end, fps, cfg):
+        for a, b, usable in _split_scene(start, end, clock.times, ends, cfg):
             if usable:
-                clip = _score_clip(len(info.clips), a, b, times, fps, samples, cfg)
+                clip = _score_clip(len(info.clips), a, b, (clock.times, ends), seek_times[a], samples, cfg)
                 if scorers:
                     clip.extra = _plugin_scores(scorers, rgb_samples, a, b)
                 info.clips.append(clip)
             else:
                 info.dropped.append({"start_frame": a, "end_frame": b, "reason": f"shorter than {cfg.min_seconds} s"})
     return info
+
+
+def _rotation(frame: av.VideoFrame) -> int:
+    """Degrees (0, 90, 180, 270) counter-clockwise the frame is turned for display (its display matrix)."""
+    return round(getattr(frame, "rotation", 0) / 90) * 90 % 360
+
+
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    return np.ascontiguousarray(np.rot90(image, rotation // 90)) if rotation else image
 
 
 def _head(src: str | BinaryIO, size: int = 192) -> bytes:
@@ -287,48 +317,21 @@ def _looks_like_video(head: bytes) -> bool:
     )
 
 
-def _decoded_fps(pts: list[float | None], header_fps: float | None) -> float | None:
-    """Frame rate from the decoded timestamps; the header's only when timestamps are missing."""
-    known = np.array([t for t in pts if t is not None], dtype=np.float64)
-    if len(known) >= 2:
-        steps = np.diff(known)
-        steps = steps[steps > 0]
-        if len(steps) == 0:
-            return None  # every frame at the same instant: zero durations
-        fps = len(steps) / float(steps.sum())  # mean rate over the span: right for VFR, robust to ms rounding
-        return _snap_fps(fps) if math.isfinite(fps) and fps > 0 else None
-    if len(known) < 2 and len(pts) >= 2:
-        return None
-    return header_fps if header_fps and header_fps > 0 else None
-
-
-STANDARD_FPS = (24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 48.0, 50.0, 60000 / 1001, 60.0, 120.0)
-
-
-def _snap_fps(fps: float, tolerance: float = 2e-3) -> float:
-    """The standard rate within 0.2% of `fps` (timestamp rounding, e.g. Matroska's milliseconds), else `fps`."""
-    nearest = min(STANDARD_FPS, key=lambda r: abs(r - fps))
-    return nearest if abs(nearest - fps) <= tolerance * nearest else fps
-
-
-def _frame_times(pts: list[float | None], fps: float) -> np.ndarray:
-    first = next((t for t in pts if t is not None), 0.0)
-    return np.array([(t - first) if t is not None else i / fps for i, t in enumerate(pts)], dtype=np.float64)
-
-
 def _scenes(cuts: list[int], n: int) -> list[tuple[int, int]]:
     bounds = [0, *[c for c in cuts if 0 < c < n], n]
     return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def _split_scene(start: int, end: int, fps: float, cfg: AnalysisConfig) -> list[tuple[int, int, bool]]:
-    """Consecutive (start, end, usable) pieces of at most max_seconds covering a scene; a piece shorter than
-    min_seconds (a short scene, or the rest of a long one) is not usable."""
-    min_frames = math.ceil(cfg.min_seconds * fps - 1e-6)
-    max_frames = max(1, math.floor(cfg.max_seconds * fps + 1e-6))
-    return [
-        (a, min(a + max_frames, end), min(a + max_frames, end) - a >= min_frames) for a in range(start, end, max_frames)
-    ]
+def _split_scene(start: int, end: int, times: np.ndarray, ends: np.ndarray, cfg) -> list[tuple[int, int, bool]]:
+    """Consecutive (start, end, usable) pieces of a scene, each the most frames that show within max_seconds; a
+    piece shorter than min_seconds (a short scene, or the rest of a long one) is not usable."""
+    pieces = []
+    a = start
+    while a < end:
+        b = min(end, max(a + 1, int(np.searchsorted(ends, times[a] + cfg.max_seconds + 1e-6, side="right"))))
+        pieces.append((a, b, ends[b - 1] - times[a] >= cfg.min_seconds - 1e-6))
+        a = b
+    return pieces
 
 
 def _plugin_scores(scorers: tuple, rgb_samples: dict[int, np.ndarray], start: int, end: int) -> dict[str, float]:
@@ -340,8 +343,9 @@ def _plugin_scores(scorers: tuple, rgb_samples: dict[int, np.ndarray], start: in
 
 
 def _score_clip(
-    index: int, start: int, end: int, times: np.ndarray, fps: float, samples: dict[int, np.ndarray], cfg
+    index: int, start: int, end: int, times: tuple, seek_time: float | None, samples: dict[int, np.ndarray], cfg
 ) -> Clip:
+    """Scores of frames [start, end); `times` is (start times, end times) of every frame."""
     inside = sorted(i for i in samples if start <= i < end)
     pairs_at = [i for i in inside if i + 1 in samples and i + 1 < end]
     if len(pairs_at) > cfg.max_score_pairs:
@@ -354,8 +358,9 @@ def _score_clip(
         index=index,
         start_frame=start,
         end_frame=end,
-        start_s=float(times[start]),
-        end_s=float(times[end - 1] + 1.0 / fps),
+        start_s=float(times[0][start]),
+        end_s=float(times[1][end - 1]),
+        seek_time=seek_time,
         motion=motion_score(pairs),
         sharpness=float(np.mean([sharpness_score(f) for f in frames])),
         brightness=float(np.mean([brightness_score(f) for f in frames])),

@@ -18,7 +18,7 @@ def world(tmp_path_factory):
     with open(out / "ground_truth.csv") as f:
         for row in csv.DictReader(f):
             image = row["kind"] == "image"
-            frames = read_frames(str(out / row["file"]), list(range(1 if image else 24)), 24, image=image)
+            frames = read_frames(str(out / row["file"]), list(range(1 if image else 24)), image=image)
             asked.append(parse_prompt(row["caption"]))
             detected.append(detect(np.stack(frames)))
             kinds.append(row["kind"])
@@ -64,7 +64,7 @@ def test_larger_shapes_stay_in_frame_and_are_read(tmp_path):
         rows = list(csv.DictReader(f))
     for row in rows:
         image = row["kind"] == "image"
-        frames = np.stack(read_frames(str(out / row["file"]), list(range(1 if image else 24)), 24, image=image))
+        frames = np.stack(read_frames(str(out / row["file"]), list(range(1 if image else 24)), image=image))
         assert detect(frames) == parse_prompt(row["caption"]), row
         edges = np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]]).astype(int)
         assert np.abs(edges - edges[0, 0]).max() < 40, row  # the border stays background: nothing cut off

@@ -109,7 +109,7 @@ def test_precompute_stores_exact_pixels_and_captions(data, tmp_path):
     assert list(latent.shape) == list(row.latent_shape) == [48, 16, 16, 16]
     assert text.shape == (row.text_tokens, 32)
     source = manifest.set_index("clip_id").loc[row.clip_id]
-    frames = read_frames(source.source, list(row.frame_indices), source.fps)
+    frames = read_frames(source.source, list(row.frame_indices))  # counted from the first frame, no seek
     pixels = PatchAutoencoder(4).decode(latent[None])[0]  # (3, T, H, W)
     expected = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1
     assert torch.equal(pixels, expected)

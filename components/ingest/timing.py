@@ -1,0 +1,74 @@
+"""A video's timing from the timestamps its decoder hands out, in display order.
+
+Decoders return frames in display order, but some containers give them their timestamps in decode order (B-frame
+video in AVI; some camera MP4s): the k-th frame shown is not the frame with the k-th timestamp handed out. Sorting
+the timestamps restores the display times. The header's frame rate is used only when the timestamps are
+unusable (missing, repeated), and the result says which was used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+STANDARD_FPS = (24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 48.0, 50.0, 60000 / 1001, 60.0, 120.0)
+VFR_SHARE = 0.01  # more irregular frame steps than this share make a video variable-frame-rate
+
+
+@dataclass(frozen=True)
+class Timing:
+    fps: float  # the mean rate: frames / duration
+    times: np.ndarray  # each frame's display time in seconds from the first frame, in display order
+    source: str  # "timestamps" (decoded, in display order) or "header" (the container's frame rate)
+    vfr: bool  # the frame steps vary (phones, screen recordings): fps is the mean rate
+
+    @property
+    def duration(self) -> float:
+        return len(self.times) / self.fps
+
+    @property
+    def ends(self) -> np.ndarray:
+        """When each frame stops showing: the next frame's time; one mean step after the last frame's."""
+        return np.append(self.times[1:], self.times[-1] + 1 / self.fps)
+
+
+def usable(raw: list[float | None]) -> bool:
+    """Timestamps that give each frame its own instant: all present, no two equal, at least two frames."""
+    if len(raw) < 2 or any(t is None for t in raw):
+        return False
+    values = np.asarray(raw, dtype=np.float64)
+    return bool(np.isfinite(values).all()) and len(np.unique(values)) == len(values)
+
+
+def timing(
+    raw: list[float | None],
+    header_fps: float | None,
+    tick: float,
+    header_frames: int | None = None,
+    header_duration: float | None = None,
+) -> Timing | None:
+    """Timing of decoded frames whose timestamps (seconds, in the order the decoder returned the frames) are `raw`;
+    `tick` is the stream's time base in seconds. None when neither the timestamps nor the header give a rate."""
+    n = len(raw)
+    if usable(raw):
+        times = np.sort(np.asarray(raw, dtype=np.float64))
+        times -= times[0]
+        steps = np.diff(times)
+        fps = (n - 1) / float(times[-1])
+        median = float(np.median(steps))
+        irregular = np.abs(steps - median) > max(1.5 * tick, 0.01 * median)
+        vfr = float(irregular.mean()) > VFR_SHARE
+        return Timing(fps if vfr else snap_fps(fps), times, "timestamps", vfr)
+    if header_fps and math.isfinite(header_fps) and header_fps > 0:
+        if header_frames and header_duration and abs(header_frames / header_fps / header_duration - 1) > 0.02:
+            return None  # the header contradicts itself (its rate, frame count and duration disagree)
+        return Timing(header_fps, np.arange(n, dtype=np.float64) / header_fps, "header", False)
+    return None
+
+
+def snap_fps(fps: float, tolerance: float = 2e-3) -> float:
+    """The standard rate within 0.2% of `fps` (timestamp rounding, e.g. Matroska's milliseconds), else `fps`."""
+    nearest = min(STANDARD_FPS, key=lambda r: abs(r - fps))
+    return nearest if abs(nearest - fps) <= tolerance * nearest else fps
