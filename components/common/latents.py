@@ -18,7 +18,7 @@ from safetensors import safe_open
 
 from components.common.scores import passing
 from components.common.settings import setting
-from components.common.video import read_frames
+from components.common.video import read_clip_frames
 from model.buckets import assign, available_frames, latent_frames, resize_crop
 from model.encoders import DEFAULT_TEXT_ENCODER, DEFAULT_VAE
 
@@ -85,13 +85,7 @@ def plan(manifest: pd.DataFrame, cfg: EncodingConfig) -> pd.DataFrame:
 
 def clip_video(row: dict) -> torch.Tensor:
     """(3, T, H, W) in [-1, 1]: the planned frames, resized and centre-cropped to the bucket."""
-    frames = read_frames(
-        row["source"],
-        list(row["frame_indices"]),
-        start_frame=int(row["start_frame"]),
-        seek_time=row.get("seek_time"),
-        image=row["kind"] == "image",
-    )
+    frames = read_clip_frames(row, list(row["frame_indices"]))
     frames = [resize_crop(f, int(row["height"]), int(row["width"])) for f in frames]
     video = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float()  # (3, T, H, W)
     return video / 127.5 - 1.0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from fractions import Fraction
 
 import av
@@ -13,6 +14,8 @@ import numpy as np
 from PIL import Image
 
 from components.common.files import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 def write_video(
@@ -51,33 +54,46 @@ def iter_frames(source: str, start_frame: int = 0, seek_time: float | None = Non
     order and upright (the display matrix applied). Frames are counted, not timed: exact on variable frame rate
     and on timestamps handed out in decode order. `seek_time` is the decoder's timestamp of frame `start_frame`
     (ingest's manifest column): the reader seeks to it and counts from the frame that carries it. Without it, or
-    where the seek misses it, the video is read from its first frame (slower, same frames)."""
+    where no seek finds it, the video is read from its first frame (slower, same frames)."""
     with fsspec.open(source, "rb") as f, av.open(f) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        index = None
         if seek_time is not None and math.isfinite(seek_time) and start_frame > 0:
-            tb = float(stream.time_base)
-            container.seek(math.floor(seek_time / tb), stream=stream, backward=True, any_frame=False)
-            for frame in container.decode(stream):
-                if index is None:
-                    if frame.time is not None and abs(frame.time - seek_time) < tb / 2:
-                        index = start_frame  # the anchor: from here on, frames are counted
-                    elif frame.time is not None and frame.time > seek_time + REORDER_SECONDS:
-                        break  # the seek landed past the anchor
-                    else:
-                        continue
-                yield index, _upright(frame)
-                index += 1
-            if index is not None:
-                return
-            container.seek(0, stream=stream, backward=True, any_frame=False)  # the anchor was missed: count from 0
+            for margin in SEEK_MARGINS:
+                frames = _from_anchor(container, stream, seek_time, margin)
+                first = next(frames, None)
+                if first is not None:
+                    yield start_frame, first
+                    yield from enumerate(frames, start_frame + 1)
+                    return
+            log.debug("%s: no frame at seek_time %.6f after seeking; reading from the first frame", source, seek_time)
+            container.seek(0, stream=stream, backward=True, any_frame=False)
         for index, frame in enumerate(container.decode(stream)):
             if index >= start_frame:
                 yield index, _upright(frame)
 
 
+# Seconds before the anchor to seek to, tried in turn: containers with an index land on the keyframe before it at
+# once; MPEG-TS seeks by position, where decoding restarts only at the next keyframe, so it needs a run-up.
+SEEK_MARGINS = (0.0, 2.0, 10.0, 60.0)
 REORDER_SECONDS = 2.0  # decode-order timestamps stray at most this far from display order
+
+
+def _from_anchor(container, stream, seek_time: float, margin: float) -> Iterator[np.ndarray]:
+    """Upright frames from the one whose timestamp is `seek_time` on, seeking `margin` seconds before it; nothing
+    when decoding resumes past it."""
+    tb = float(stream.time_base)
+    container.seek(math.floor((seek_time - margin) / tb), stream=stream, backward=True, any_frame=False)
+    found = False
+    for frame in container.decode(stream):
+        if not found:
+            if frame.time is not None and abs(frame.time - seek_time) < tb / 2:
+                found = True
+            elif frame.time is not None and frame.time > seek_time + REORDER_SECONDS:
+                return
+            else:
+                continue
+        yield _upright(frame)
 
 
 def _upright(frame: av.VideoFrame) -> np.ndarray:
@@ -106,3 +122,11 @@ def read_frames(
     if len(frames) < len(indices):
         raise ValueError(f"{source}: {len(frames)} of the {len(indices)} frames asked for exist (up to {indices[-1]})")
     return frames
+
+
+def read_clip_frames(row: Mapping, indices: list[int]) -> list[np.ndarray]:
+    """Frames at display-order `indices` of a manifest row's source, found from the row's anchor (ingest's
+    `start_frame` and `seek_time` columns); the still itself for an image row."""
+    seek_time = row.get("seek_time")
+    image = row.get("kind") == "image"
+    return read_frames(row["source"], indices, start_frame=int(row["start_frame"]), seek_time=seek_time, image=image)

@@ -16,11 +16,14 @@ Turn videos and images into a filtered clip manifest with a held-out split.
 Inputs are folders (searched recursively), globs, list files (.txt/.lst/.list, one path or URL per line),
 single files, or fsspec URLs (s3://, gs://, http(s)://; credentials from the usual environment). Each file is
 probed and decoded once: scene cuts (PySceneDetect), clips of --min-seconds to --max-seconds, and per clip
-motion (optical flow), sharpness, brightness and a perceptual hash for near-duplicates. Settings: flags below,
+motion (optical flow), sharpness, brightness and a perceptual hash for near-duplicates. Timing is the decoded
+frames' (display order; the header's rate only when they are unusable). The held-out split takes whole groups of
+sources: those sharing a clip within --split-distance hash bits (a file and its re-encode). Settings: flags below,
 or --recipe FILE (its `ingest` section), --config FILE, --set key=value (e.g. --set filters.dedup_distance=none).
 
 Outputs in --out-dir: manifest.parquet and manifest.csv (Open-Sora columns path,text,num_frames,height,width,
-aspect_ratio,fps,resolution, then clip_id, source, start/end, scores, split), rejected_clips.parquet (clips
+aspect_ratio,fps,resolution, then clip_id, source, start/end, seek_time, timing, vfr, rotation, scores, split),
+rejected_clips.parquet (clips
 filtered out, with the reason), quarantine.parquet (files that cannot be used, with the reason), summary.json,
 and cache/ (per-file results: a re-run skips files already analyzed).
 """

@@ -301,7 +301,7 @@ def ingest(cfg: IngestConfig) -> IngestResult:
     )
     kept_sources = sorted({row["source_hash"] for row in kept})
     splits = assign_splits(kept_sources, cfg.split_seed, cfg.val_fraction, groups)
-    members = Counter(groups[h] for h in kept_sources)
+    members = Counter(groups.values())  # sources per group, those whose clips were all removed as copies included
     manifest = pd.DataFrame(kept, columns=list(rows[0]) if rows else list(OPEN_SORA_COLUMNS))
     manifest["split"] = [splits[h] for h in manifest["source_hash"]] if len(manifest) else []
 
@@ -333,7 +333,7 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         "clips": len(manifest),
         "clips_train": int((manifest["split"] == "train").sum()) if len(manifest) else 0,
         "clips_val": int((manifest["split"] == "val").sum()) if len(manifest) else 0,
-        "split_groups": len(members),
+        "split_groups": len({groups[h] for h in kept_sources}),
         "sources_grouped": sum(n for n in members.values() if n > 1),
         "rejected_clips": dict(Counter(r["reason"].split(" ")[0] for r in rejected)),
         "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),

@@ -61,7 +61,7 @@ class AnalysisConfig:
     max_score_pairs: int = setting(4, "frame pairs per clip for the motion score")
     max_pixels: int = setting(4096 * 2304, "larger frames are quarantined")
     max_duration: float = setting(3 * 3600.0, "longer files are quarantined (seconds)")
-    min_decoded_share: float = setting(0.9, "a file that decodes fewer of the frames its header promises is truncated")
+    min_decoded_share: float = setting(0.9, "a file that decodes less of the duration its header promises is truncated")
     min_fps: float = setting(1.0, "a lower frame rate (from decoded timestamps) marks broken timing")
 
 

@@ -56,11 +56,14 @@ def timing(
         times = np.sort(np.asarray(raw, dtype=np.float64))
         times -= times[0]
         steps = np.diff(times)
-        fps = (n - 1) / float(times[-1])
         median = float(np.median(steps))
-        irregular = np.abs(steps - median) > max(1.5 * tick, 0.01 * median)
-        vfr = float(irregular.mean()) > VFR_SHARE
-        return Timing(fps if vfr else snap_fps(fps), times, "timestamps", vfr)
+        irregular = np.abs(steps - median) > max(tick, 0.01 * median) + 1e-9
+        if float(irregular.mean()) > VFR_SHARE:
+            return Timing((n - 1) / float(times[-1]), times, "timestamps", True)  # the mean rate
+        # constant rate: the slope of a line through all the times, which a stray timestamp (guessed for the last
+        # frames of some AVIs) or rounding (Matroska's milliseconds) hardly moves
+        slope = float(np.polyfit(np.arange(n, dtype=np.float64), times, 1)[0])
+        return Timing(snap_fps(1 / slope), times, "timestamps", False)
     if header_fps and math.isfinite(header_fps) and header_fps > 0:
         if header_frames and header_duration and abs(header_frames / header_fps / header_duration - 1) > 0.02:
             return None  # the header contradicts itself (its rate, frame count and duration disagree)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import struct
+import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -90,3 +93,79 @@ def wrong_duration(src_mkv: Path, dst: Path, factor: int = 10) -> Path:
     data[i + 3 : i + 11] = struct.pack(">d", duration * factor)
     dst.write_bytes(bytes(data))
     return dst
+
+
+# ----------------------------------------------------------------------------------------- conformance matrix
+# Files as common sources make them, written by Debian's ffmpeg (the Makefile installs it). Each is testsrc2 (a
+# moving pattern with a frame counter): 320x240, 25 fps, 4 s, unless its entry says otherwise. `times` are the
+# display times every frame was made with: the truth the analysis is checked against.
+SOURCE = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=4"]
+VFR_SOURCE = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=6"]
+VFR_KEEP = [n for n in range(180) if n % 10 < 6 or n >= 90]  # 30 fps frames kept: 4 of 10 dropped in the first 3 s
+X264_B = ["-c:v", "libx264", "-bf", "3", "-x264-params", "b-pyramid=normal", "-pix_fmt", "yuv420p"]
+MATRIX = {
+    "h264_bpyramid.mp4": [*SOURCE, *X264_B],
+    "h264_bframes.avi": ["<h264_bpyramid.mp4", "-c", "copy"],  # display-order frames, decode-order timestamps
+    "mpeg4_bframes.avi": [*SOURCE, "-c:v", "mpeg4", "-bf", "2", "-q:v", "5"],
+    "vp9.webm": [*SOURCE, "-c:v", "libvpx-vp9", "-b:v", "0", "-crf", "45", "-deadline", "realtime", "-cpu-used", "8"],
+    "h264.ts": ["<h264_bpyramid.mp4", "-c", "copy", "-f", "mpegts"],
+    "h264.mov": [*SOURCE, *X264_B, "-f", "mov"],
+    "vfr.mkv": [*VFR_SOURCE, "-vf", "select='lt(mod(n,10),6)+gte(n,90)'", "-fps_mode", "vfr", *X264_B],
+    "rotated.mp4": ["<h264_bpyramid.mp4", "-c", "copy", "-metadata:s:v:0", "rotate=90"],  # a phone held upright
+    "interlaced.ts": [*SOURCE, "-c:v", "libx264", "-flags", "+ildct+ilme", "-x264-params", "tff=1", "-bf", "2"],
+    "h264_10bit.mkv": [*SOURCE, "-c:v", "libx264", "-pix_fmt", "yuv420p10le"],
+    "raw.h264": ["<h264_bpyramid.mp4", "-c", "copy", "-f", "h264"],  # no timestamps at all: the header's rate
+}
+
+
+def matrix_times(name: str) -> np.ndarray:
+    """The display time of every frame of a matrix file, as it was made."""
+    if name == "vfr.mkv":
+        return np.array(VFR_KEEP, dtype=np.float64) / 30
+    return np.arange(100, dtype=np.float64) / 25
+
+
+def make_matrix(root: Path) -> dict[str, Path]:
+    """Every file of MATRIX under `root`, and `lying_duration.mkv` (a header claiming 10 times its duration)."""
+    root.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, args in MATRIX.items():
+        if args[0].startswith("<"):
+            args = ["-i", str(paths[args[0][1:]]), *args[1:]]
+        subprocess.run(["ffmpeg", "-v", "error", "-y", *args, str(root / name)], check=True)
+        paths[name] = root / name
+    mkv = root / "plain.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *SOURCE, *X264_B, str(mkv)], check=True)
+    paths["lying_duration.mkv"] = wrong_duration(mkv, root / "lying_duration.mkv")
+    mkv.unlink()
+    return paths
+
+
+def ffprobe(path: Path) -> dict:
+    """ffprobe's view of the first video stream: average frame rate, frames it decodes, duration (seconds)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames", "-of", "json", "-show_entries",
+         "stream=avg_frame_rate,nb_read_frames,duration:format=duration", str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    facts = json.loads(out)
+    stream, container = facts["streams"][0], facts.get("format", {})
+    duration = stream.get("duration") or container.get("duration")
+    return {
+        "avg_frame_rate": float(Fraction(stream["avg_frame_rate"])) if stream["avg_frame_rate"] != "0/0" else None,
+        "frames": int(stream["nb_read_frames"]),
+        "duration": float(duration) if duration not in (None, "N/A") else None,
+    }
+
+
+def ffmpeg_frames(path: Path) -> np.ndarray:
+    """Every frame ffmpeg decodes (each once, upright, RGB): an independent decode to check readers against."""
+    from components.common.video import iter_frames  # for the frame size only
+
+    _, first = next(iter_frames(str(path)))
+    h, w = first.shape[:2]
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24",
+         "-"], check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)

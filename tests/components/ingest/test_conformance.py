@@ -1,0 +1,103 @@
+"""Ingest on files as common sources make them (Debian's ffmpeg): timing, frame counts, sizes and frame reading.
+
+Each file's frames were made at known display times (`media_files.matrix_times`); ffprobe gives the reference rate.
+"""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.common import settings
+from components.common.video import read_clip_frames
+from components.ingest.ingest import IngestConfig, ingest
+from components.ingest.media import AnalysisConfig, analyze
+from tests.components.ingest import media_files as mf
+
+# clips of at most 1.5 s, so that each file has several and most start mid-file (readers must seek)
+ANALYSIS = AnalysisConfig(min_seconds=0.5, max_seconds=1.5, max_duration=20.0)
+NAMES = [*mf.MATRIX, "lying_duration.mkv"]
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    return mf.make_matrix(tmp_path_factory.mktemp("matrix"))
+
+
+@pytest.fixture(scope="module")
+def manifest(matrix, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ingested")
+    cfg = IngestConfig(inputs=tuple(str(p) for p in matrix.values()), out_dir=str(out), progress=False)
+    cfg = settings.updated(cfg, {"analysis.min_seconds": 0.5, "analysis.max_seconds": 1.5, "split_distance": None})
+    result = ingest(settings.updated(cfg, {"filters.dedup_distance": None}))
+    assert result.quarantined == {}, pd.read_parquet(out / "quarantine.parquet").to_dict("records")
+    frame = pd.read_parquet(out / "manifest.parquet")
+    frame["name"] = frame.source.str.rsplit("/", n=1).str[-1]
+    return frame
+
+
+def reference_fps(name: str, probe: dict) -> float:
+    """ffprobe's average frame rate; frames / duration for variable frame rate, and for B-frame video in AVI, whose
+    ffprobe average is the container's tick rate (two ticks a frame: 50 for a 25 fps file)."""
+    if name == "h264_bframes.avi":
+        assert probe["avg_frame_rate"] == pytest.approx(2 * probe["frames"] / probe["duration"])
+    if name in ("vfr.mkv", "h264_bframes.avi"):
+        return probe["frames"] / probe["duration"]
+    return probe["avg_frame_rate"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rate_frames_and_clip_times_match_the_file(matrix, name):
+    path = matrix[name]
+    info = analyze(str(path), name, ANALYSIS)
+    probe = mf.ffprobe(path)
+    truth = mf.matrix_times(name)
+    assert info.num_frames == probe["frames"] == len(truth)
+    assert info.fps == pytest.approx(reference_fps(name, probe), rel=0.005)
+    assert info.fps == pytest.approx((len(truth) - 1) / truth[-1], rel=0.005)
+    frame = 1 / info.fps
+    assert len(info.clips) >= 2
+    for clip in info.clips:
+        end = truth[clip.end_frame] if clip.end_frame < len(truth) else truth[-1] + frame
+        assert clip.start_s == pytest.approx(truth[clip.start_frame], abs=frame)
+        assert clip.end_s - clip.start_s == pytest.approx(end - truth[clip.start_frame], abs=frame)
+        assert clip.end_s - clip.start_s <= ANALYSIS.max_seconds + 1e-6
+    assert info.vfr == (name == "vfr.mkv")
+    assert info.timing == ("header" if name == "raw.h264" else "timestamps")
+    assert (info.width, info.height) == ((240, 320) if name == "rotated.mp4" else (320, 240))
+
+
+def test_the_manifest_records_timing_and_orientation(manifest):
+    by_name = manifest.groupby("name").first()
+    assert set(by_name.index) == set(NAMES)
+    assert by_name.loc["vfr.mkv", "vfr"] and not by_name.drop("vfr.mkv").vfr.any()
+    assert by_name.loc["raw.h264", "timing"] == "header"
+    assert manifest[manifest.name == "raw.h264"].seek_time.isna().all()  # read by counting from the first frame
+    assert (by_name.drop("raw.h264").timing == "timestamps").all()
+    assert by_name.loc["rotated.mp4", "rotation"] == 90
+    assert tuple(by_name.loc["rotated.mp4", ["width", "height"]]) == (240, 320)
+    assert (manifest.fps.round(3) == manifest.name.map({"vfr.mkv": 23.965}).fillna(25.0)).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_readers_get_each_clips_own_frames(matrix, manifest, name, caplog):
+    """What captioning and precompute read for a clip (seeking to its anchor) are the frames whose display times
+    fall in the clip, as ffmpeg decodes them independently; on variable frame rate too."""
+    decoded = mf.ffmpeg_frames(matrix[name]).astype(np.int16)
+    truth = mf.matrix_times(name)
+    rows = manifest[manifest.name == name].sort_values("start_frame").to_dict("records")
+    assert any(row["start_frame"] > 0 for row in rows)
+    with caplog.at_level(logging.DEBUG, logger="components.common.video"):
+        for row in rows:
+            slack = 0.25 / row["fps"]  # timestamps rounded by the container (Matroska: to the millisecond)
+            inside = np.flatnonzero((truth >= row["start_s"] - slack) & (truth < row["end_s"] - slack))
+            assert list(inside) == list(range(row["start_frame"], row["end_frame"]))
+            frames = np.stack(read_clip_frames(row, list(inside))).astype(np.int16)
+            for got, k in zip(frames, inside, strict=True):
+                # two decoders (ffmpeg 5.1 here, PyAV's own) differ by a few levels; neighbouring frames by far more
+                errors = np.abs(decoded - got).mean(axis=(1, 2, 3))
+                second = np.partition(errors, 1)[1]
+                assert errors.argmin() == k and errors[k] < second / 2, (row["clip_id"], k, errors.argmin(), errors[k])
+    seeks = [r for r in caplog.records if "reading from the first frame" in r.getMessage()]
+    assert not seeks, seeks[0].getMessage()  # every anchored clip was found by seeking, not by reading from 0

@@ -1,0 +1,75 @@
+"""The held-out split by groups: a file and its re-encoded copy never straddle it."""
+
+import subprocess
+
+import pandas as pd
+import pytest
+
+from components.common import settings
+from components.ingest.ingest import IngestConfig, ingest
+from components.ingest.split import assign_splits, source_groups
+
+# six kinds of footage (ffmpeg's test sources, textured as camera footage is), 3 s each. A perceptual hash of a
+# near-flat picture (ffmpeg's rgbtestsrc: three pure colour bars) flips bits under re-encoding: such footage would
+# need a larger split_distance.
+FOOTAGE = ["testsrc", "testsrc2", "mandelbrot", "smptebars", "life=ratio=0.2:mold=10:size=40x30:seed=7,scale=160x120",
+           "sierpinski=size=160x120:seed=7"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory):
+    """Each source twice: the file, and a damaged re-encode of it (other codec settings, blurred, other bytes)."""
+    root = tmp_path_factory.mktemp("footage")
+    pairs = []
+    for k, source in enumerate(FOOTAGE):
+        original, copy = root / f"s{k}.mp4", root / f"s{k}_reencoded.mkv"
+        common = ["ffmpeg", "-v", "error", "-y"]
+        size = ["-t", "3", "-s", "160x120", "-r", "25", "-pix_fmt", "yuv420p"]
+        subprocess.run([*common, "-f", "lavfi", "-i", source, *size, str(original)], check=True)
+        damage = ["-vf", "gblur=sigma=0.8", "-c:v", "libx264", "-crf", "38", "-bf", "0"]
+        subprocess.run([*common, "-i", str(original), *damage, str(copy)], check=True)
+        pairs.append((original, copy))
+    return root, pairs
+
+
+def split_by_file(root, out, **overrides):
+    cfg = IngestConfig(inputs=(str(root),), out_dir=str(out), cache_dir=str(root.parent / "cache"), progress=False)
+    result = ingest(settings.updated(cfg, {"val_fraction": 0.5, **overrides}))
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    return result.summary, dict(zip(manifest.source.str.rsplit("/", n=1).str[-1], manifest.split, strict=False))
+
+
+@pytest.mark.parametrize("dedup", [None, 4], ids=["dedup-off", "dedup-on"])
+def test_a_file_and_its_reencoded_copy_never_straddle_the_split(footage, tmp_path, dedup):
+    root, pairs = footage
+    for seed in range(4):
+        summary, split = split_by_file(root, tmp_path / str(seed), split_seed=seed, **{"filters.dedup_distance": dedup})
+        for original, copy in pairs:
+            if copy.name in split:  # removed as a near-duplicate of its original when dedup is on
+                assert split[original.name] == split[copy.name], (seed, original.name)
+            else:
+                assert dedup is not None
+        assert summary["split_groups"] == len(pairs) and summary["sources_grouped"] == 2 * len(pairs)
+        assert set(split.values()) == {"train", "val"}
+
+
+def test_without_groups_copies_do_straddle(footage, tmp_path):
+    """The check above can fail: split by file alone, some seed puts a copy and its original apart."""
+    root, pairs = footage
+    apart = 0
+    for seed in range(4):
+        _, split = split_by_file(root, tmp_path / str(seed), split_seed=seed, split_distance=None,
+                                 **{"filters.dedup_distance": None})  # fmt: skip
+        apart += sum(split[a.name] != split[b.name] for a, b in pairs)
+    assert apart > 0
+
+
+def test_groups_are_transitive_and_decided_once():
+    # a~b (2 bits), b~c (3 bits), a and c 5 bits apart: one group at distance 3; d on its own
+    a, b, c, d = 0, 0b11, 0b11111, (1 << 64) - 1
+    groups = source_groups(["A", "B", "C", "D"], [a, b, c, d], max_distance=3)
+    assert groups == {"A": "A", "B": "A", "C": "A", "D": "D"}
+    assert source_groups(["A", "B"], [a, b], max_distance=None) == {"A": "A", "B": "B"}
+    for seed in range(20):
+        splits = assign_splits(["A", "B", "C", "D"], seed, 0.5, groups)
+        assert splits["A"] == splits["B"] == splits["C"] and "val" in splits.values()
