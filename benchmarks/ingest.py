@@ -5,11 +5,15 @@ Generates H.264 test videos of moving textures with scene cuts, then times on th
   ingest rows   the default mode: hash, decode once, scene detection, scores, filters, manifest
   ingest copy   rows + clip files by stream copy
   ingest reenc  rows + frame-exact re-encoded clip files
-Each ingest starts without a cache. Throughput is clips per second, and per core (divided by the cores the
-process may use). The goal for the default mode is 50% or more of decode-only throughput.
+Each ingest starts without a cache; before any timing, one decode and one ingest of the first file warm the page
+cache and what a process sets up once (codec, imports, OpenCV). Throughput is clips per second, and per core
+(divided by the cores the process may use). The goal for the default mode is 90% or more of decode-only
+throughput: beside decoding, its per-frame work (scene detection on a small copy, small grayscale frames kept for
+the scores) costs next to nothing.
 
-    python benchmarks/ingest.py            # 12 videos of 1280x720, 9 s, 3 scenes each
-    python benchmarks/ingest.py --quick    # 3 videos of 640x360 (CI)
+    python benchmarks/ingest.py                 # 12 videos of 1280x720, 9 s, 3 scenes each
+    python benchmarks/ingest.py --quick         # 3 videos of 640x360 (CI)
+    python benchmarks/ingest.py --modes rows    # only the default mode (the re-encode takes most of a full run)
 
 The last line printed is a JSON object with every figure.
 """
@@ -29,7 +33,7 @@ import av
 import numpy as np
 
 from components.common.video import write_video
-from components.ingest.ingest import IngestConfig, ingest
+from components.ingest.ingest import CLIP_MODES, IngestConfig, ingest
 
 
 def texture_video(path: Path, rng: np.random.Generator, *, width: int, height: int, fps: int, scenes: int, seconds):
@@ -71,7 +75,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 small videos (for CI)")
     parser.add_argument("--videos", type=int, default=None)
+    parser.add_argument(
+        "--modes",
+        type=lambda text: text.split(","),
+        default=list(CLIP_MODES),
+        help=f"comma-separated clip modes to time (default: all, {','.join(CLIP_MODES)})",
+    )
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.modes) - set(CLIP_MODES))
+    if unknown:
+        parser.error(f"--modes: no clip mode {', '.join(unknown)}; choose from {','.join(CLIP_MODES)}")
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     n = args.videos or (3 if args.quick else 12)
     width, height, seconds = (640, 360, 7.5) if args.quick else (1280, 720, 9.0)
@@ -86,12 +99,13 @@ def main(argv: list[str] | None = None) -> dict:
             texture_video(path, rng, width=width, height=height, fps=24, scenes=3, seconds=seconds)
         frames = sum(av.open(str(p)).streams.video[0].frames for p in paths)
         decode_only(paths[:1])  # warm the page cache and the codec
+        timed_ingest(paths[0], work / "out-warm", "rows")  # and what ingest sets up once per process
         t_decode = decode_only(paths)
         rows = {}
-        for mode in ("rows", "copy", "reencode"):
+        for mode in [m for m in CLIP_MODES if m in args.modes]:
             seconds_taken, clips = timed_ingest(src, work / f"out-{mode}", mode)
             rows[mode] = {"seconds": seconds_taken, "clips": clips}
-        clips = rows["rows"]["clips"]
+        clips = next(iter(rows.values()))["clips"]
         decode_rate = clips / t_decode
         table = [("decode-only", t_decode, decode_rate)] + [
             (f"ingest {mode}", r["seconds"], r["clips"] / r["seconds"]) for mode, r in rows.items()
@@ -112,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
             "decode_only_clips_per_s_per_core": decode_rate / cores,
             **{f"{mode}_clips_per_s_per_core": r["clips"] / r["seconds"] / cores for mode, r in rows.items()},
             **{f"{mode}_vs_decode_only": r["clips"] / r["seconds"] / decode_rate for mode, r in rows.items()},
-            "goal_rows_vs_decode_only": 0.5,
+            "goal_rows_vs_decode_only": 0.9,
         }
         print(json.dumps(result))
         return result

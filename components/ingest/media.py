@@ -18,8 +18,6 @@ import av
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from scenedetect.common import FrameTimecode
-from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
 from components.common.scores import (
     brightness_score,
@@ -29,12 +27,13 @@ from components.common.scores import (
     to_analysis_gray,
 )
 from components.common.settings import setting
+from components.ingest.scenes import AdaptiveCuts, ContentCuts, plane
 from components.ingest.timing import timing
 
 # Part of every cache key: bump it when a change to the analysis changes its results, so caches recompute.
-ANALYSIS_VERSION = 3
+ANALYSIS_VERSION = 4
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-DETECTOR_WIDTH = 256  # scene detection runs on frames scaled to at most this width
+DETECTOR_WIDTH = 96  # scene detection runs on frames whose longer side is at most this (components.ingest.scenes)
 ANALYSIS_SIDE = 320  # scores run on grayscale frames whose longer side is at most this
 PLUGIN_SIDE = 640  # model-based scorers get RGB frames whose longer side is at most this
 
@@ -135,28 +134,10 @@ def _fit(w: int, h: int, side: int) -> tuple[int, int]:
     return max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
 
 
-def _plane(frame: av.VideoFrame, i: int, w: int, h: int) -> np.ndarray:
-    return np.frombuffer(frame.planes[i], np.uint8).reshape(h, frame.planes[i].line_size)[:, :w]
-
-
-def _small_bgr(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
-    """A small BGR copy for the scene detector. For 4:2:0 frames the planes are resized directly (4x faster
-    than a colour conversion at full size)."""
-    w, h = size
-    if frame.format.name not in ("yuv420p", "yuvj420p") or frame.width % 2 or frame.height % 2:
-        return frame.reformat(w, h, format="bgr24", interpolation="FAST_BILINEAR").to_ndarray()
-    fw, fh = frame.width, frame.height
-    y = cv2.resize(_plane(frame, 0, fw, fh), (w, h), interpolation=cv2.INTER_LINEAR)
-    u = cv2.resize(_plane(frame, 1, fw // 2, fh // 2), (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
-    v = cv2.resize(_plane(frame, 2, fw // 2, fh // 2), (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
-    i420 = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(h * 3 // 2, w)
-    return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
-
-
 def _small_gray(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     """Small grayscale (luma) copy for the scores."""
     if frame.format.name in EIGHT_BIT_LUMA:
-        return cv2.resize(_plane(frame, 0, frame.width, frame.height), size, interpolation=cv2.INTER_AREA)
+        return cv2.resize(plane(frame, 0, frame.width, frame.height), size, interpolation=cv2.INTER_AREA)
     return frame.reformat(*size, format="gray", interpolation="AREA").to_ndarray()
 
 
@@ -168,11 +149,12 @@ def _check_pixels(w: int, h: int, cfg: AnalysisConfig) -> None:
         )
 
 
-def _detector(cfg: AnalysisConfig):
+def _detector(cfg: AnalysisConfig, size: tuple[int, int], fps: float) -> ContentCuts | AdaptiveCuts:
+    """The scene detector, on frames scaled to `size`; `fps` is the adaptive detector's frame rate."""
     if cfg.detector == "content":
-        return ContentDetector(threshold=cfg.scene_threshold, min_scene_len=cfg.min_scene_frames)
+        return ContentCuts(cfg.scene_threshold, cfg.min_scene_frames, size)
     if cfg.detector == "adaptive":
-        return AdaptiveDetector(adaptive_threshold=cfg.scene_threshold, min_scene_len=cfg.min_scene_frames)
+        return AdaptiveCuts(cfg.scene_threshold, cfg.min_scene_frames, size, fps)
     raise ValueError(f"detector={cfg.detector!r} must be 'content' or 'adaptive'")
 
 
@@ -204,14 +186,12 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
         header_duration = float(container.duration / av.time_base) if container.duration else None
         codec = stream.codec_context.name
 
-        detector = _detector(cfg)
-        rate_for_detector = header_fps or 25.0
+        detector = _detector(cfg, _fit(w, h, DETECTOR_WIDTH), header_fps or 25.0)
         raw: list[float | None] = []  # decoder timestamps, in display order
         samples: dict[int, np.ndarray] = {}  # frame index -> small grayscale frame
         stride = max(1, round((header_fps or 25.0) * cfg.score_interval))
         cuts: list[int] = []
         decode_error = None
-        detector_size = _fit(w, h, DETECTOR_WIDTH)
         analysis_size = _fit(w, h, ANALYSIS_SIDE)
         plugin_size = _fit(w, h, PLUGIN_SIDE)
         rgb_samples: dict[int, np.ndarray] = {}
@@ -221,8 +201,7 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
                 raw.append(frame.time)
                 if index == 0:
                     rotation = _rotation(frame)
-                small = _small_bgr(frame, detector_size)
-                cuts += [c.frame_num for c in detector.process_frame(FrameTimecode(index, rate_for_detector), small)]
+                cuts += detector.push(index, frame)
                 if index % stride in (0, 1):
                     samples[index] = _upright(_small_gray(frame, analysis_size), rotation)
                 if scorers and index % stride == 0:
@@ -238,7 +217,7 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
             decode_error = str(err)
         n = len(raw)
         if n:
-            cuts += [c.frame_num for c in detector.post_process(FrameTimecode(n - 1, rate_for_detector))]
+            cuts += detector.finish(n)
         tick = float(stream.time_base) if stream.time_base else 0.0
 
     if n == 0:
