@@ -96,10 +96,18 @@ def _from_anchor(container, stream, seek_time: float, margin: float) -> Iterator
         yield _upright(frame)
 
 
+def rotation(frame: av.VideoFrame) -> int:
+    """Degrees (0, 90, 180, 270) counter-clockwise the frame is turned for display (its display matrix)."""
+    return round(getattr(frame, "rotation", 0) / 90) * 90 % 360
+
+
+def upright(image: np.ndarray, degrees: int) -> np.ndarray:
+    """`image` (H, W[, C]) turned `degrees` counter-clockwise, as it is displayed."""
+    return np.ascontiguousarray(np.rot90(image, degrees // 90)) if degrees else image
+
+
 def _upright(frame: av.VideoFrame) -> np.ndarray:
-    rgb = frame.to_ndarray(format="rgb24")
-    turns = round(getattr(frame, "rotation", 0) / 90) % 4
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+    return upright(frame.to_ndarray(format="rgb24"), rotation(frame))
 
 
 def read_frames(

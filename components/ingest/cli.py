@@ -23,9 +23,8 @@ or --recipe FILE (its `ingest` section), --config FILE, --set key=value (e.g. --
 
 Outputs in --out-dir: manifest.parquet and manifest.csv (Open-Sora columns path,text,num_frames,height,width,
 aspect_ratio,fps,resolution, then clip_id, source, start/end, seek_time, timing, vfr, rotation, scores, split),
-rejected_clips.parquet (clips
-filtered out, with the reason), quarantine.parquet (files that cannot be used, with the reason), summary.json,
-and cache/ (per-file results: a re-run skips files already analyzed).
+rejected_clips.parquet (clips filtered out, with the reason), quarantine.parquet (files that cannot be used, with
+the reason), summary.json, and cache/ (per-file results: a re-run skips files already analyzed).
 """
 
 EPILOG = """\

@@ -85,6 +85,11 @@ class IngestConfig:
             raise ValueError(f"clip_mode={self.clip_mode!r} must be one of {CLIP_MODES}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction={self.val_fraction} must be in [0, 1)")
+        if self.split_distance is not None and not 0 <= self.split_distance <= 64:
+            raise ValueError(
+                f"split_distance={self.split_distance} must be a number of phash bits in [0, 64], or none to group "
+                "byte-identical files only"
+            )
 
     def models(self) -> dict[str, str | None]:
         """The pretrained weights these settings load, by setting (a task checks them at its start)."""

@@ -27,6 +27,7 @@ from components.common.scores import (
     to_analysis_gray,
 )
 from components.common.settings import setting
+from components.common.video import rotation, upright
 from components.ingest.scenes import AdaptiveCuts, ContentCuts, plane
 from components.ingest.timing import timing
 
@@ -195,18 +196,18 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
         analysis_size = _fit(w, h, ANALYSIS_SIDE)
         plugin_size = _fit(w, h, PLUGIN_SIDE)
         rgb_samples: dict[int, np.ndarray] = {}
-        rotation = 0
+        turned = 0  # degrees the picture is turned for display
         try:
             for index, frame in enumerate(container.decode(stream)):
                 raw.append(frame.time)
                 if index == 0:
-                    rotation = _rotation(frame)
+                    turned = rotation(frame)
                 cuts += detector.push(index, frame)
                 if index % stride in (0, 1):
-                    samples[index] = _upright(_small_gray(frame, analysis_size), rotation)
+                    samples[index] = upright(_small_gray(frame, analysis_size), turned)
                 if scorers and index % stride == 0:
                     rgb = frame.reformat(*plugin_size, format="rgb24").to_ndarray()
-                    rgb_samples[index] = _upright(rgb, rotation)
+                    rgb_samples[index] = upright(rgb, turned)
                 if frame.time is not None and raw[0] is not None and frame.time - raw[0] > cfg.max_duration:
                     raise Rejected(
                         "over_limit",
@@ -237,18 +238,18 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
             f"decoding stopped after {n} frames, {clock.duration:.2f} s of the {promised or 0:.2f} s its header "
             f"promises ({decode_error or 'premature end'}); the file is incomplete: copy it again from its source",
         )
-    upright = rotation % 180 == 0
+    level = turned % 180 == 0
     info = SourceInfo(
         "video",
         codec,
-        w if upright else h,
-        h if upright else w,
+        w if level else h,
+        h if level else w,
         round(clock.fps, 4),
         n,
         clock.duration,
         timing=clock.source,
         vfr=clock.vfr,
-        rotation=rotation,
+        rotation=turned,
         header_fps=header_fps,
         header_frames=header_frames,
         header_duration=header_duration,
@@ -266,15 +267,6 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
             else:
                 info.dropped.append({"start_frame": a, "end_frame": b, "reason": f"shorter than {cfg.min_seconds} s"})
     return info
-
-
-def _rotation(frame: av.VideoFrame) -> int:
-    """Degrees (0, 90, 180, 270) counter-clockwise the frame is turned for display (its display matrix)."""
-    return round(getattr(frame, "rotation", 0) / 90) * 90 % 360
-
-
-def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
-    return np.ascontiguousarray(np.rot90(image, rotation // 90)) if rotation else image
 
 
 def _head(src: str | BinaryIO, size: int = 192) -> bytes:

@@ -73,3 +73,9 @@ def test_groups_are_transitive_and_decided_once():
     for seed in range(20):
         splits = assign_splits(["A", "B", "C", "D"], seed, 0.5, groups)
         assert splits["A"] == splits["B"] == splits["C"] and "val" in splits.values()
+
+
+@pytest.mark.parametrize("distance", [-1, 65])
+def test_a_split_distance_outside_the_hash_is_refused_by_name(distance):
+    with pytest.raises(ValueError, match=rf"split_distance={distance} must be a number of phash bits in \[0, 64\]"):
+        IngestConfig(inputs=("x",), split_distance=distance)
