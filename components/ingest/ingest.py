@@ -1,7 +1,8 @@
 """Ingest: raw videos and images in, a filtered clip manifest with a held-out split out.
 
     inputs -> discover -> per source (in parallel): size checks, content hash, one decode pass
-           -> clips with scores | quarantine row with the reason
+           -> clips with scores (one worker: on a second thread, while the next file decodes)
+              | quarantine row with the reason
            -> near-duplicate and threshold filters -> split by groups of sources (a file and its re-encoded copy
               are one group) -> (optional) clip files
            -> manifest.parquet, manifest.csv (Open-Sora columns), rejected_clips.parquet, quarantine.parquet,
@@ -18,7 +19,8 @@ import json
 import logging
 import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -29,7 +31,7 @@ from tqdm.auto import tqdm
 
 from components.common.files import atomic_path
 from components.common.settings import setting
-from components.ingest.media import ANALYSIS_VERSION, AnalysisConfig, Rejected, analyze
+from components.ingest.media import ANALYSIS_VERSION, AnalysisConfig, Rejected, analyze_later
 from components.ingest.plugins import load_scorers
 from components.ingest.sources import discover, is_remote
 from components.ingest.split import assign_splits, near_duplicates, source_groups
@@ -142,34 +144,46 @@ def _quarantine(spec: str, reason: str, detail: str, size: int | None = None, di
 
 def process_source(spec: str, cfg: IngestConfig, cache_dir: str) -> dict:
     """Analyze one source (or load its cached result); never raises for a bad file."""
+    return start_source(spec, cfg, cache_dir)()
+
+
+def start_source(spec: str, cfg: IngestConfig, cache_dir: str) -> Callable[[], dict]:
+    """`process_source` in two parts: checks, hash and the decode pass now; the clips' scores and the cache entry
+    when the returned function is called (on another thread, while the next file decodes)."""
     try:
         size = _size(spec)
     except (OSError, ValueError) as err:
-        return _quarantine(spec, "unreadable", f"cannot be opened ({err}); check the path and permissions")
+        return _now(_quarantine(spec, "unreadable", f"cannot be opened ({err}); check the path and permissions"))
     if size == 0:
-        return _quarantine(spec, "zero_bytes", "the file is empty (0 bytes); copy it again from its source", 0)
+        return _now(_quarantine(spec, "zero_bytes", "the file is empty (0 bytes); copy it again from its source", 0))
     if size > cfg.max_bytes:
-        return _quarantine(
-            spec, "over_limit", f"{size} bytes exceeds max_bytes={cfg.max_bytes}; split it or raise max_bytes", size
-        )
+        reason = f"{size} bytes exceeds max_bytes={cfg.max_bytes}; split it or raise max_bytes"
+        return _now(_quarantine(spec, "over_limit", reason, size))
     digest = content_hash(spec)
     cache = Path(cache_dir) / f"{digest}-{_fingerprint(cfg)}.json"
     if cache.exists():
         result = json.loads(cache.read_text())
-        return {**result, "source": spec, "cached": True}
+        return _now({**result, "source": spec, "cached": True})
     scorers = load_scorers(cfg.aesthetic_model, cfg.aesthetic_head, cfg.ocr_model)
+
+    def keep(result: dict) -> dict:
+        with atomic_path(cache) as tmp:
+            tmp.write_text(json.dumps(result))
+        return result
+
     try:
         if is_remote(spec):
             with fsspec.open(spec, "rb") as f:
-                info = analyze(f, spec, cfg.analysis, scorers)
+                scored = analyze_later(f, spec, cfg.analysis, scorers)
         else:
-            info = analyze(spec, spec, cfg.analysis, scorers)
-        result = {"source": spec, "status": "ok", "bytes": size, "hash": digest, "info": asdict(info)}
+            scored = analyze_later(spec, spec, cfg.analysis, scorers)
     except Rejected as rej:
-        result = _quarantine(spec, rej.reason, rej.detail, size, digest)
-    with atomic_path(cache) as tmp:
-        tmp.write_text(json.dumps(result))
-    return result
+        return _now(keep(_quarantine(spec, rej.reason, rej.detail, size, digest)))
+    return lambda: keep({"source": spec, "status": "ok", "bytes": size, "hash": digest, "info": asdict(scored())})
+
+
+def _now(result: dict) -> Callable[[], dict]:
+    return lambda: result
 
 
 # --------------------------------------------------------------------------------------------- filters, split
@@ -256,9 +270,13 @@ def ingest(cfg: IngestConfig) -> IngestResult:
     results: list[dict] = []
     bar = tqdm(total=len(sources), desc="ingest", unit="file", disable=not cfg.progress)
     if cfg.workers <= 1:
-        for spec in sources:
-            results.append(process_source(spec, cfg, str(cache_dir)))
-            bar.update()
+        # one file decodes while the clips of the one before are scored (optical flow and the rest release the GIL)
+        with ThreadPoolExecutor(1, thread_name_prefix="ingest-scores") as scoring:
+            pending = []
+            for spec in sources:
+                pending.append(scoring.submit(start_source(spec, cfg, str(cache_dir))))
+                pending[-1].add_done_callback(lambda _: bar.update())
+            results = [future.result() for future in pending]
     else:
         with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(process_source, spec, cfg, str(cache_dir)) for spec in sources]

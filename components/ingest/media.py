@@ -5,17 +5,18 @@ a fixed interval (each with its successor, for optical flow) for the clip scores
 frames' timestamps in display order (`components.ingest.timing`), not from the container header: where the two
 disagree, decoding wins. Frames are counted in display order; a clip records the decoder's timestamp of its first
 frame (`seek_time`), by which readers find it again. Sizes and scores are those of the displayed picture (a phone
-video's rotation applied).
+video's rotation applied). `analyze_later` splits the work at the end of the decode pass: the clips' scores need
+nothing from the file, so ingest computes them on a second thread while the next file decodes.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import av
-import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -24,6 +25,7 @@ from components.common.scores import (
     motion_score,
     phash,
     sharpness_score,
+    shrink,
     to_analysis_gray,
 )
 from components.common.settings import setting
@@ -32,7 +34,7 @@ from components.ingest.scenes import AdaptiveCuts, ContentCuts, plane
 from components.ingest.timing import timing
 
 # Part of every cache key: bump it when a change to the analysis changes its results, so caches recompute.
-ANALYSIS_VERSION = 4
+ANALYSIS_VERSION = 5
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DETECTOR_WIDTH = 96  # scene detection runs on frames whose longer side is at most this (components.ingest.scenes)
 ANALYSIS_SIDE = 320  # scores run on grayscale frames whose longer side is at most this
@@ -106,9 +108,17 @@ class SourceInfo:
 def analyze(src: str | BinaryIO, name: str, cfg: AnalysisConfig, scorers: tuple = ()) -> SourceInfo:
     """Analyze the image or video at `src` (a path or an open binary file); `name` decides image vs video.
     `scorers` are optional model-based clip scorers (see `components.ingest.plugins`)."""
+    return analyze_later(src, name, cfg, scorers)()
+
+
+def analyze_later(src: str | BinaryIO, name: str, cfg: AnalysisConfig, scorers: tuple = ()) -> Callable[[], SourceInfo]:
+    """`analyze` in two parts: the decode pass (and any rejection) now, the clips' scores when the returned function
+    is called. The second part needs nothing from `src`, so it can run on another thread while the next file
+    decodes."""
     if name.lower().endswith(IMAGE_SUFFIXES):
-        return analyze_image(src, cfg, scorers)
-    return analyze_video(src, cfg, scorers)
+        info = analyze_image(src, cfg, scorers)
+        return lambda: info
+    return _decode_video(src, cfg, scorers).finish
 
 
 def analyze_image(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ()) -> SourceInfo:
@@ -124,7 +134,7 @@ def analyze_image(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
     gray = to_analysis_gray(rgb, ANALYSIS_SIDE)
     clip = Clip(0, 0, 1, 0.0, 0.0, None, 0.0, sharpness_score(gray), brightness_score(gray), f"{phash(gray):016x}")
     if scorers:
-        small = cv2.resize(rgb, _fit(w, h, PLUGIN_SIDE), interpolation=cv2.INTER_AREA)
+        small = shrink(rgb, _fit(w, h, PLUGIN_SIDE))
         clip.extra = {s.column: s([small]) for s in scorers}
     return SourceInfo("image", codec, w, h, 0.0, 1, 0.0, clips=[clip])
 
@@ -138,7 +148,7 @@ def _fit(w: int, h: int, side: int) -> tuple[int, int]:
 def _small_gray(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     """Small grayscale (luma) copy for the scores."""
     if frame.format.name in EIGHT_BIT_LUMA:
-        return cv2.resize(plane(frame, 0, frame.width, frame.height), size, interpolation=cv2.INTER_AREA)
+        return shrink(plane(frame, 0, frame.width, frame.height), size)
     return frame.reformat(*size, format="gray", interpolation="AREA").to_ndarray()
 
 
@@ -159,7 +169,37 @@ def _detector(cfg: AnalysisConfig, size: tuple[int, int], fps: float) -> Content
     raise ValueError(f"detector={cfg.detector!r} must be 'content' or 'adaptive'")
 
 
-def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ()) -> SourceInfo:
+@dataclass
+class _Decoded:
+    """What the decode pass of a video leaves for scoring its clips."""
+
+    info: SourceInfo
+    times: np.ndarray
+    ends: np.ndarray
+    seek_times: list[float | None]
+    samples: dict[int, np.ndarray]
+    rgb_samples: dict[int, np.ndarray]
+    cfg: AnalysisConfig
+    scorers: tuple
+
+    def finish(self) -> SourceInfo:
+        """The source with its clips (scored) and the scenes too short to make one."""
+        info, cfg = self.info, self.cfg
+        for start, end in _scenes(info.cuts, info.num_frames):
+            for a, b, usable in _split_scene(start, end, self.times, self.ends, cfg):
+                if usable:
+                    times = (self.times, self.ends)
+                    clip = _score_clip(len(info.clips), a, b, times, self.seek_times[a], self.samples, cfg)
+                    if self.scorers:
+                        clip.extra = _plugin_scores(self.scorers, self.rgb_samples, a, b)
+                    info.clips.append(clip)
+                else:
+                    reason = f"shorter than {cfg.min_seconds} s"
+                    info.dropped.append({"start_frame": a, "end_frame": b, "reason": reason})
+        return info
+
+
+def _decode_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ()) -> _Decoded:
     try:
         container = av.open(src, "r")
     except av.error.FFmpegError as err:
@@ -256,17 +296,7 @@ def analyze_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
         cuts=sorted(set(cuts)),
     )
     seek_times = raw if clock.source == "timestamps" else [None] * n
-    ends = clock.ends
-    for start, end in _scenes(info.cuts, n):
-        for a, b, usable in _split_scene(start, end, clock.times, ends, cfg):
-            if usable:
-                clip = _score_clip(len(info.clips), a, b, (clock.times, ends), seek_times[a], samples, cfg)
-                if scorers:
-                    clip.extra = _plugin_scores(scorers, rgb_samples, a, b)
-                info.clips.append(clip)
-            else:
-                info.dropped.append({"start_frame": a, "end_frame": b, "reason": f"shorter than {cfg.min_seconds} s"})
-    return info
+    return _Decoded(info, clock.times, clock.ends, seek_times, samples, rgb_samples, cfg, scorers)
 
 
 def _head(src: str | BinaryIO, size: int = 192) -> bytes:

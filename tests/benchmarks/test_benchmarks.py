@@ -32,6 +32,7 @@ def test_attention_benchmark_quick():
 def test_ingest_benchmark_quick():
     result = run_benchmark("ingest.py", "--quick")
     assert result["clips"] == 9  # three videos of three scenes
+    assert result["rounds"] == 1 and len(result["seconds_per_round"]["rows"]) == 1
     for mode in ("rows", "copy", "reencode"):
         assert 0 < result[f"{mode}_vs_decode_only"] <= 1.5
     assert result["decode_only_clips_per_s_per_core"] > 0

@@ -1,11 +1,32 @@
-"""Selecting clips by score: thresholds, what ingest must compute, and the refusal before a run."""
+"""The small copies scores run on; selecting clips by score: thresholds, what ingest must compute, and the refusal
+before a run."""
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
 
-from components.common.scores import passing, thresholds, unscored
+from components.common.scores import passing, shrink, thresholds, unscored
 from components.ingest.ingest import IngestConfig
 from pipelines.recipe import check
+
+
+@pytest.mark.parametrize(
+    ("source", "size"),
+    [((1280, 720), (320, 180)), ((1920, 1080), (320, 180)), ((3840, 2160), (320, 180)), ((1000, 562), (320, 180)),
+     ((640, 360), (320, 180)), ((330, 190), (320, 180)), ((320, 180), (320, 180)), ((1280, 720), (160, 90))],
+)  # fmt: skip
+def test_shrink_in_halving_steps_is_a_direct_area_resize_up_to_rounding(source, size):
+    rng = np.random.default_rng(0)
+    w, h = source
+    gray = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    colour = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    for image in (gray, colour):
+        small = shrink(image, size)
+        direct = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        assert small.shape == direct.shape
+        assert np.abs(small.astype(int) - direct).max() <= 1
+        assert np.abs(small.astype(int) - direct).mean() < 0.5
 
 
 def test_a_number_is_a_minimum_and_a_mapping_a_range():

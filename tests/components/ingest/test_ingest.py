@@ -144,7 +144,9 @@ def test_rerun_skips_finished_files_and_gives_the_same_manifest(first_run, libra
 
 
 def test_interrupted_run_keeps_what_it_finished(library, tmp_path, monkeypatch):
-    real = ingest_module.process_source
+    """Interrupted while the sixth file decodes: the five before it (the last one's scores on the scoring thread
+    then) are kept."""
+    real = ingest_module.start_source
     calls = []
 
     def flaky(spec, cfg, cache_dir):
@@ -153,10 +155,10 @@ def test_interrupted_run_keeps_what_it_finished(library, tmp_path, monkeypatch):
         calls.append(spec)
         return real(spec, cfg, cache_dir)
 
-    monkeypatch.setattr(ingest_module, "process_source", flaky)
+    monkeypatch.setattr(ingest_module, "start_source", flaky)
     with pytest.raises(KeyboardInterrupt):
         ingest(config(library, tmp_path / "out"))
-    monkeypatch.setattr(ingest_module, "process_source", real)
+    monkeypatch.setattr(ingest_module, "start_source", real)
     resumed = ingest(config(library, tmp_path / "out"))
     assert resumed.cached == 5
     clean = ingest(config(library, tmp_path / "clean"))
