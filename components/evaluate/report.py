@@ -133,21 +133,38 @@ def write_report(result: dict, root: Path, path: Path) -> Path:
     return path
 
 
-def stage_dirs(pipe, given: tuple[str, ...]) -> list[Path]:
-    """Training out_dirs to plot: as given, or every stage named in the pipeline's lineage.json."""
+STAGE_NAMES = {1: "stage 1 (images)", 2: "stage 2 (video)", 3: "stage 3 (HQ video)"}
+
+
+def stage_dirs(pipe, given: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """(legend name, training out_dir) of each stage to plot: the folders given, or every stage named in the
+    pipeline's lineage.json."""
     if given:
-        return [Path(d) for d in given]
+        return [(_stage_name(Path(d)), Path(d)) for d in given]
     lineage = pipe.folder / "lineage.json" if pipe.folder is not None else None
     if lineage is None or not lineage.exists():
         return []
-    return [Path(stage["config"]["out_dir"]) for stage in json.loads(lineage.read_text())]
+    return [(_named(stage), Path(stage["config"]["out_dir"])) for stage in json.loads(lineage.read_text())]
+
+
+def _named(record: dict) -> str:
+    return STAGE_NAMES.get(record.get("stage"), f"stage {record.get('stage', '?')}")
+
+
+def _stage_name(folder: Path) -> str:
+    """The stage a training folder holds, from the lineage its export wrote (the folder's name without one: a KFP
+    artifact folder is always called "model")."""
+    for lineage in (folder / "export" / "lineage.json", folder / "pipeline" / "lineage.json", folder / "lineage.json"):
+        if lineage.exists():
+            return _named(json.loads(lineage.read_text())[-1])
+    return folder.name
 
 
 def loss_curves(pipe, given: tuple[str, ...] = ()):
-    """A matplotlib figure of training and validation loss over the stages, one after the other; None without
-    training logs."""
-    logs = [(d, d / "metrics.jsonl") for d in stage_dirs(pipe, given)]
-    logs = [(d, p) for d, p in logs if p.exists()]
+    """A matplotlib figure of training and validation loss over the stages, one after the other, each named in the
+    legend; None without training logs."""
+    logs = [(name, d / "metrics.jsonl") for name, d in stage_dirs(pipe, given)]
+    logs = [(name, p) for name, p in logs if p.exists()]
     if not logs:
         return None
     import matplotlib
@@ -157,14 +174,14 @@ def loss_curves(pipe, given: tuple[str, ...] = ()):
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     offset = 0
-    for i, (folder, path) in enumerate(logs):
+    for i, (name, path) in enumerate(logs):
         steps = read_metrics_log(path)
         train = [(s + offset, m["loss"]) for s, m in steps.items() if "loss" in m]
         val = [(s + offset, m["val_loss"]) for s, m in steps.items() if "val_loss" in m]
         if train:
-            ax.plot(*np.asarray(train).T, color=f"C{i}", alpha=0.8, label=f"{folder.name} train")
+            ax.plot(*np.asarray(train).T, color=f"C{i}", alpha=0.8, label=f"{name} train")
         if val:
-            ax.plot(*np.asarray(val).T, "o--", color=f"C{i}", markersize=4, label=f"{folder.name} val")
+            ax.plot(*np.asarray(val).T, "o--", color=f"C{i}", markersize=4, label=f"{name} val")
         offset += max(steps, default=0)
         ax.axvline(offset, color="#999", linewidth=0.6)
     ax.set(xlabel="step (stages in sequence)", ylabel="rectified-flow loss", yscale="log")

@@ -104,3 +104,24 @@ def test_bad_inputs_are_named(toy_chain, toy_data, tmp_path):
     with pytest.raises(ValueError, match="prompts file"):
         evaluate(EvalConfig(model=model, data=str(toy_data), out_dir=str(tmp_path / "e"), prompts="missing.txt"))
     assert not (tmp_path / "e").exists()  # nothing half-written
+
+
+def test_the_loss_plot_names_each_stage_whether_found_by_lineage_or_given_as_artifact_folders(toy_chain, tmp_path):
+    from components.evaluate.report import loss_curves
+    from model.pipeline import T2VPipeline
+
+    def labels(figure):
+        return figure.axes[0].get_legend_handles_labels()[1]
+
+    chain = toy_chain
+    pipe = T2VPipeline.from_pretrained(str(chain[2].out_dir / "pipeline"))
+    names = ["stage 1 (images)", "stage 2 (video)", "stage 3 (HQ video)"]
+    assert labels(loss_curves(pipe)) == [f"{n} {kind}" for n in names for kind in ("train", "val")]
+    # KFP hands the stages over as artifact folders that are all called "model"
+    given = []
+    for i, stage in enumerate(chain):
+        folder = tmp_path / f"a{i}" / "model"
+        shutil.copytree(stage.out_dir / "export", folder / "export")
+        shutil.copyfile(stage.out_dir / "metrics.jsonl", folder / "metrics.jsonl")
+        given.append(str(folder))
+    assert labels(loss_curves(pipe, tuple(given))) == labels(loss_curves(pipe))
