@@ -19,12 +19,17 @@ def summary(
     result = json.loads(metrics_path.read_text())
     m = result["metrics"]
     lines = [f"validation loss {m['val_loss']:.4f} on {result['data']['val_samples']} held-out clips"]
-    adherence = {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("adherence/") and k != "adherence/mean"}
-    if adherence:
-        from components.evaluate.adherence import CHANCE
+    from components.evaluate.adherence import ATTRIBUTES, CHANCE
 
+    adherence = {name: m[f"adherence/{name}"] for name in ATTRIBUTES if f"adherence/{name}" in m}
+    if adherence:
         shown = ", ".join(f"{k} {v:.0%} (chance {CHANCE[k]:.0%})" for k, v in adherence.items())
         lines.append(f"prompt adherence over {len(result['samples'])} prompts: {shown}")
+    if "adherence/displacement_truth" in m:
+        lines.append(
+            f"motion: the shapes travel {m['adherence/displacement']:.1f} px per clip in the direction asked, the "
+            f"held-out footage's {m['adherence/displacement_truth']:.1f} px"
+        )
     if decision_path.exists():
         d = json.loads(decision_path.read_text())
         alias = "champion" if d["promoted"] else "challenger"

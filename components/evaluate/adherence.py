@@ -9,6 +9,8 @@ The detector knows only the toy world's palette (components/common/toy/synth.py)
   frames (reliable from 24 px frames up: below that a circle can fill its box);
 - direction: the sign of the larger of the horizontal and vertical slopes of the region's centre over time
   ("none" when it moves less than a pixel in all; "" for single frames, which rest).
+`displacement` measures how far the shape travels in the direction asked, from the same straight-line fit: a
+model can read the right direction while moving a fraction of the distance the footage moves.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def _nearest(value: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str
     return min(palette, key=lambda name: float(np.sum((np.asarray(palette[name], np.float64) - value) ** 2)))
 
 
-def detect(video: np.ndarray) -> dict[str, str]:
-    """The attributes a uint8 video (T, H, W, 3) shows; "none" for what cannot be found."""
+def _track(video: np.ndarray):
+    """Per frame where the shape is found: its pixels, how much of its bounding box it fills, its centre (x, y) and
+    the frame's index; and the background colour."""
     frames = video.astype(np.float64)
     border = np.concatenate(
         [frames[:, 0].reshape(-1, 3), frames[:, -1].reshape(-1, 3), frames[:, :, 0].reshape(-1, 3),
@@ -56,6 +59,12 @@ def detect(video: np.ndarray) -> dict[str, str]:
         fills.append(area / box)
         centres.append(centroids[best])
         times.append(t)
+    return background, pixels, fills, centres, times
+
+
+def detect(video: np.ndarray) -> dict[str, str]:
+    """The attributes a uint8 video (T, H, W, 3) shows; "none" for what cannot be found."""
+    background, pixels, fills, centres, times = _track(video)
     out = {"background": _nearest(background, BACKGROUNDS), "colour": "none", "shape": "none", "direction": "none"}
     if len(video) == 1:
         out["direction"] = ""
@@ -72,6 +81,19 @@ def detect(video: np.ndarray) -> dict[str, str]:
             forward = slopes[axis] > 0
             out["direction"] = ("left", "right")[forward] if axis == 0 else ("up", "down")[forward]
     return out
+
+
+def displacement(video: np.ndarray, direction: str) -> float:
+    """How many pixels the shape travels over the whole clip in `direction` (negative: the other way), from the
+    straight line fitted to its centre over the frames it is found in (as `detect` fits it); 0 when it is found in
+    fewer than two frames."""
+    _, _, _, centres, times = _track(video)
+    if len(times) < 2:
+        return 0.0
+    dx, dy = DIRECTIONS[direction]
+    axis, sign = (0, dx) if dx else (1, dy)
+    slope = float(np.polyfit(times, np.asarray(centres)[:, axis], 1)[0])
+    return sign * slope * (len(video) - 1)
 
 
 _PATTERNS = {

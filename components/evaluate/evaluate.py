@@ -182,7 +182,35 @@ def sample_metrics(records: list[dict]) -> dict[str, float]:
         scores = adherence.accuracy([asked[i] for i in toy], [records[i]["detected"] for i in toy])
         out.update({f"adherence/{k}": v for k, v in scores.items()})
         out["adherence/mean"] = float(np.mean(list(scores.values())))
+    moving = [i for i in toy if asked[i].get("direction") and len(records[i]["video"]) > 1]
+    if moving:
+        out["adherence/displacement"] = _mean_displacement(
+            [records[i]["video"] for i in moving], [asked[i]["direction"] for i in moving]
+        )
     return out
+
+
+def _mean_displacement(videos: list[np.ndarray], directions: list[str]) -> float:
+    return float(np.mean([adherence.displacement(v, d) for v, d in zip(videos, directions, strict=True)]))
+
+
+def true_displacement(val, vae, limit: int = 64) -> float | None:
+    """How far the shapes of the held-out toy-world videos travel in their captions' direction over a clip (pixels,
+    decoded from the latents the model learns from): what a generated clip's `adherence/displacement` is compared
+    with. None without such videos."""
+    from model.pipeline import to_frames
+
+    videos, directions = [], []
+    for i in range(len(val)):
+        row = val.index.iloc[i]
+        direction = adherence.parse_prompt(str(row.text)).get("direction")
+        if int(row.num_frames) < 2 or not direction:
+            continue
+        videos.append(to_frames(vae.decode(val[i]["latent"][None].float())[0]))
+        directions.append(direction)
+        if len(videos) == limit:
+            break
+    return _mean_displacement(videos, directions) if videos else None
 
 
 def weighted_metrics(cfg: EvalConfig, records: list[dict], real: list[np.ndarray], device: str) -> dict[str, float]:
@@ -224,6 +252,9 @@ def evaluate_one(pipe, name: str, val, meta, prompts, cfg: EvalConfig, folder: P
     records = sample_videos(pipe, prompts, cfg, folder, name)
     metrics.update(sample_metrics(records))
     vae, _ = pipe.encoders()
+    if "adherence/displacement" in metrics and (truth := true_displacement(val, vae)) is not None:
+        metrics["adherence/displacement_truth"] = truth
+        metrics["adherence/displacement_ratio"] = metrics["adherence/displacement"] / truth if truth else float("nan")
     real = real_videos(val, vae, cfg.fvd_max_videos) if cfg.fvd_model or cfg.fvd_videomae else []
     metrics.update(weighted_metrics(cfg, records, real, device))
     for r in records:

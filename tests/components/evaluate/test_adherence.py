@@ -68,3 +68,22 @@ def test_larger_shapes_stay_in_frame_and_are_read(tmp_path):
         assert detect(frames) == parse_prompt(row["caption"]), row
         edges = np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]]).astype(int)
         assert np.abs(edges - edges[0, 0]).max() < 40, row  # the border stays background: nothing cut off
+
+
+@pytest.mark.parametrize("direction", ["left", "right", "up", "down"])
+def test_displacement_is_the_distance_the_shape_travels_in_the_direction_asked(direction):
+    from components.common.toy.synth import DIRECTIONS, trajectory, video_frames
+    from components.evaluate.adherence import displacement
+
+    cfg = SynthConfig(size=64, shape_scale=0.24)
+    world = {"colour": "red", "shape": "circle", "direction": direction, "background": "black", "jitter": 0.5}
+    frames = video_frames(world, cfg, 8)
+    path = trajectory(direction, 8, 64, 0.5, 0.24)
+    travelled = float(np.abs(path[-1] - path[0]).sum())  # along one axis only
+    assert travelled > 20
+    assert displacement(frames, direction) == pytest.approx(travelled, abs=0.5)
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}[direction]
+    assert displacement(frames, opposite) == pytest.approx(-travelled, abs=0.5)
+    turned = next(d for d in DIRECTIONS if DIRECTIONS[d][0] == DIRECTIONS[direction][1] and d != direction)
+    assert abs(displacement(frames, turned)) < 0.5  # across the motion: nothing
+    assert displacement(frames[:1], direction) == 0.0

@@ -39,6 +39,9 @@ def test_every_metric_is_finite(evaluated):
     expected = {"val_loss", "temporal_consistency", "motion", "flicker", "clip_score", "fvd", "fvd_videomae"}
     assert expected <= set(m) and any(k.startswith("val_loss/32-") for k in m)  # per bucket
     assert {"adherence/colour", "adherence/shape", "adherence/direction", "adherence/background"} <= set(m)
+    # how far the held-out clips' shapes travel (they cross most of the frame) and the generated ones' ratio to it
+    assert m["adherence/displacement_truth"] > 3
+    assert m["adherence/displacement_ratio"] == m["adherence/displacement"] / m["adherence/displacement_truth"]
     assert all(np.isfinite(v) for v in m.values()), m
     assert json.loads((Path(cfg.out_dir) / "metrics.json").read_text())["metrics"] == m
 
