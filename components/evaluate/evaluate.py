@@ -132,12 +132,14 @@ def sample_videos(pipe, prompts: list[Prompt], cfg: EvalConfig, folder: Path, la
     import imageio.v2 as imageio
 
     from components.common.video import write_video
+    from model.pipeline import to_uint8
 
     folder.mkdir(parents=True, exist_ok=True)
+    pipe.set_progress_bar_config(disable=True)  # one bar over the prompts instead
     records = []
     for i, p in enumerate(tqdm(prompts, desc=f"sampling ({label})", disable=not cfg.progress)):
         seed = cfg.seed + i
-        video = pipe(
+        frames = pipe(
             p.text,
             num_frames=p.num_frames,
             height=p.height,
@@ -145,8 +147,8 @@ def sample_videos(pipe, prompts: list[Prompt], cfg: EvalConfig, folder: Path, la
             num_inference_steps=cfg.steps,
             guidance_scale=cfg.guidance_scale,
             generator=torch.Generator().manual_seed(seed),
-            progress=False,
-        )[0]
+        ).frames
+        video = to_uint8(frames[0])
         mp4, gif = folder / f"sample_{i:03d}.mp4", folder / f"sample_{i:03d}.gif"
         write_video(mp4, list(video), cfg.fps)
         imageio.mimsave(gif, list(video), duration=1 / cfg.fps, loop=0)
@@ -210,6 +212,7 @@ def weighted_metrics(cfg: EvalConfig, records: list[dict], real: list[np.ndarray
 
 def evaluate_one(pipe, name: str, val, meta, prompts, cfg: EvalConfig, folder: Path, device: str) -> dict:
     from components.common.validation import validation_loss
+    from model.encoders import video_vae
 
     check_compatible(pipe, meta, name)
     metrics = validation_loss(
@@ -223,8 +226,7 @@ def evaluate_one(pipe, name: str, val, meta, prompts, cfg: EvalConfig, folder: P
     )
     records = sample_videos(pipe, prompts, cfg, folder, name)
     metrics.update(sample_metrics(records))
-    vae, _ = pipe.encoders()
-    real = real_videos(val, vae, cfg.fvd_max_videos) if cfg.fvd_model or cfg.fvd_videomae else []
+    real = real_videos(val, video_vae(pipe.vae), cfg.fvd_max_videos) if cfg.fvd_model or cfg.fvd_videomae else []
     metrics.update(weighted_metrics(cfg, records, real, device))
     for r in records:
         del r["video"]
