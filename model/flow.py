@@ -139,6 +139,54 @@ def make_scheduler(cfg: FlowConfig) -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=cfg.num_train_timesteps, shift=1.0)
 
 
+def sampling_sigmas(cfg: FlowConfig, shape: tuple[int, ...], num_steps: int) -> list[float]:
+    """The noise levels of `num_steps` Euler steps from pure noise, shifted for latents of `shape` (..., T, H, W)."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps={num_steps} must be at least 1")
+    return shift_timesteps(torch.linspace(1.0, 1.0 / num_steps, num_steps), timestep_shift_factor(cfg, shape)).tolist()
+
+
+def _pad_tokens(text: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Text tokens (B, L, C) and their mask (B, L) padded to `length` tokens; the padding is masked out."""
+    pad = length - text.shape[1]
+    return torch.nn.functional.pad(text, (0, 0, 0, pad)), torch.nn.functional.pad(mask, (0, pad))
+
+
+def guided_velocity(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    text: torch.Tensor,
+    text_mask: torch.Tensor | None,
+    guidance_scale: float,
+    negative_text: torch.Tensor | None = None,
+    negative_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The velocity (fp32) at latents x (B, C, T, H, W) and timestep t, with classifier-free guidance unless
+    guidance_scale is 1: v = v_uncond + s * (v_cond - v_uncond), both halves in one batch. The unconditional input is
+    the negative text when given, else the model's learned null caption."""
+    B, C = x.shape[:2]
+    if guidance_scale == 1.0:
+        return model(x, t.expand(B), text, text_mask).sample[:, :C].float()
+    if text_mask is None:
+        text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+    if negative_text is None:
+        text_in, mask_in = torch.cat([text, text]), torch.cat([text_mask, text_mask])
+        drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(x.device)
+    else:
+        if negative_mask is None:
+            negative_mask = torch.ones(negative_text.shape[:2], dtype=torch.bool, device=negative_text.device)
+        length = max(text.shape[1], negative_text.shape[1])
+        cond, uncond = (
+            _pad_tokens(text, text_mask, length),
+            _pad_tokens(negative_text.to(text.dtype), negative_mask, length),
+        )
+        text_in, mask_in, drop = torch.cat([cond[0], uncond[0]]), torch.cat([cond[1], uncond[1]]), None
+    v = model(torch.cat([x, x]), t.expand(2 * B), text_in, mask_in, drop).sample[:, :C].float()
+    v_cond, v_uncond = v.chunk(2)
+    return v_uncond + guidance_scale * (v_cond - v_uncond)
+
+
 @torch.no_grad()
 def sample(
     model: torch.nn.Module,
@@ -153,33 +201,16 @@ def sample(
     scheduler: FlowMatchEulerDiscreteScheduler | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Generate latents of `shape` (B, C, T, H, W) from noise by Euler steps on the predicted velocity.
-
-    With guidance_scale > 1 every step evaluates the model with and without the caption (the null caption) and
-    extrapolates: v = v_uncond + s * (v_cond - v_uncond).
-    """
-    if num_steps < 1:
-        raise ValueError(f"num_steps={num_steps} must be at least 1")
+    """Generate latents of `shape` (B, C, T, H, W), in the model's dtype, from noise by Euler steps on the predicted
+    velocity, with classifier-free guidance against the null caption (`guided_velocity`)."""
     param = next(model.parameters())
     scheduler = scheduler or make_scheduler(cfg)
-    sigmas = shift_timesteps(torch.linspace(1.0, 1.0 / num_steps, num_steps), timestep_shift_factor(cfg, shape))
-    scheduler.set_timesteps(sigmas=sigmas.tolist(), device=param.device)
+    scheduler.set_timesteps(sigmas=sampling_sigmas(cfg, shape, num_steps), device=param.device)
     x = torch.randn(shape, generator=generator).to(device=param.device, dtype=param.dtype)
-    B = shape[0]
-    guided = guidance_scale != 1.0
     text = text.to(device=param.device, dtype=param.dtype)
     if text_mask is not None:
         text_mask = text_mask.to(param.device)
-    if guided:
-        text_in = torch.cat([text, text])
-        mask_in = None if text_mask is None else torch.cat([text_mask, text_mask])
-        drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(param.device)
     for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
-        if guided:
-            v = model(torch.cat([x, x]), t.expand(2 * B), text_in, mask_in, drop).sample[:, : shape[1]]
-            v_cond, v_uncond = v.chunk(2)
-            v = v_uncond + guidance_scale * (v_cond - v_uncond)
-        else:
-            v = model(x, t.expand(B), text, text_mask).sample[:, : shape[1]]
-        x = scheduler.step(v, t, x).prev_sample
+        v = guided_velocity(model, x, t, text, text_mask, guidance_scale)
+        x = scheduler.step(v.to(x.dtype), t, x).prev_sample
     return x

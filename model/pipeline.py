@@ -1,28 +1,57 @@
-"""Text-to-video generation as a diffusers pipeline: `T2VPipeline.from_pretrained(folder)(prompt)`.
+"""Text-to-video generation as a diffusers pipeline, loaded and called as diffusers' own video pipelines are:
 
-The folder holds the STDiT (transformer/), the scheduler (scheduler/) and model_index.json. The frozen encoders
-are referenced, not copied (T5-XXL alone is about 9.5 GB in bf16): model_index.json records their specs (hub id
-or path, as `t2v precompute` takes them) and they are loaded from there; a relative path that exists inside the
-folder (a small encoder bundled with a registered version) is taken from there first. model_index.json also keeps
-the training's flow settings (the timestep shift) and the default sample shape (frames, height, width).
+    pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    out = pipe("a red circle moves left", num_videos_per_prompt=2, generator=torch.Generator().manual_seed(0))
+    export_to_video(out.frames[0], "video.mp4", fps=8)
+
+Components: transformer (STDiT), scheduler (FlowMatchEulerDiscreteScheduler), vae (a diffusers AutoencoderKL or
+AutoencoderKLCogVideoX, or the exact PatchAutoencoder of pixel space), text_encoder (T5EncoderModel) and tokenizer.
+
+The folder holds model_index.json, a subfolder per component and t2v_pipeline.py, the module that diffusers' loader
+for pipelines defined outside the library imports (`_class_name` is ["t2v_pipeline", "T2VPipeline"]); it only
+imports this module, so the t2v-pipeline package must be installed where the folder is loaded. The encoders are
+either written into the folder (vae/, text_encoder/, tokenizer/) or kept as references (T5-XXL alone is about 9.5 GB
+in bf16): model_index.json then records their specs (hub id or path, as `t2v precompute` takes them) and the
+pipeline loads them from there when it is built, on the transformer's device and in its dtype. model_index.json also
+keeps the training's flow settings (the timestep shift) and the default sample shape (frames, height, width).
 Prompts go through the same clean-up as training captions (`clean_caption`), so the text encoder sees text of the
 form it was trained on.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
-from tqdm.auto import tqdm
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
 
 from model.buckets import latent_frames
-from model.encoders import DEFAULT_TEXT_ENCODER, DEFAULT_VAE
-from model.flow import FlowConfig, sample
+from model.encoders import encode_text, load_text_encoder, load_vae_model, video_vae
+from model.flow import FlowConfig, guided_velocity, sampling_sigmas
+from model.pipeline_folder import CODE, CODE_FILE, ENCODERS, loading_kwargs
 from model.stdit import STDiT
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+
+
+@dataclass
+class T2VPipelineOutput(BaseOutput):
+    """`frames`: per video, its frames. "np": an array (B, T, H, W, 3) in [0, 1]; "pt": a tensor (B, T, 3, H, W) in
+    [0, 1]; "pil": lists of PIL images; "latent": the latents (B, C, T', H/f, W/f)."""
+
+    frames: np.ndarray | torch.Tensor | list
 
 
 def to_frames(video: torch.Tensor) -> np.ndarray:
@@ -30,25 +59,47 @@ def to_frames(video: torch.Tensor) -> np.ndarray:
     return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
 
 
-class T2VPipeline(DiffusionPipeline):
-    """STDiT + rectified-flow Euler sampling with classifier-free guidance, encoders loaded by spec."""
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Frames in [0, 1] (the pipeline's "np" output) as uint8."""
+    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
 
-    model_cpu_offload_seq = "transformer"
+
+class T2VPipeline(DiffusionPipeline):
+    """STDiT + rectified-flow Euler sampling with classifier-free guidance."""
+
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _optional_components: ClassVar[list[str]] = ["vae", "text_encoder", "tokenizer"]
+    _callback_tensor_inputs: ClassVar[list[str]] = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(
         self,
         transformer: STDiT,
         scheduler: FlowMatchEulerDiscreteScheduler,
-        vae_spec: str = DEFAULT_VAE,
-        text_encoder_spec: str = DEFAULT_TEXT_ENCODER,
+        vae=None,
+        text_encoder=None,
+        tokenizer=None,
+        vae_spec: str | None = None,
+        text_encoder_spec: str | None = None,
         max_text_tokens: int = 300,
         flow: dict | None = None,
         default_num_frames: int = 16,
         default_height: int = 256,
         default_width: int = 256,
+        load_encoders: bool = True,
     ):
+        """An encoder that is not given is loaded from its spec, unless `load_encoders` is False (a pipeline that is
+        only saved, with its encoders as references)."""
         super().__init__()
-        self.register_modules(transformer=transformer, scheduler=scheduler)
+        if load_encoders:
+            device, dtype = transformer.device, transformer.dtype
+            if vae is None and vae_spec:
+                vae = load_vae_model(vae_spec, dtype).to(device)
+            if text_encoder is None and text_encoder_spec:
+                loaded_tokenizer, text_encoder = load_text_encoder(text_encoder_spec, dtype)
+                text_encoder, tokenizer = text_encoder.to(device), tokenizer or loaded_tokenizer
+        self.register_modules(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, scheduler=scheduler
+        )
         self.register_to_config(
             vae_spec=vae_spec,
             text_encoder_spec=text_encoder_spec,
@@ -58,86 +109,259 @@ class T2VPipeline(DiffusionPipeline):
             default_height=default_height,
             default_width=default_width,
         )
-        self._encoders = None
-        self.folder: Path | None = None
+        self.video_processor = VideoProcessor(
+            vae_scale_factor=video_vae(vae).spatial_compression if vae is not None else 8
+        )
+
+    # ------------------------------------------------------------------------------------------ saving, loading
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        if Path(pretrained_model_name_or_path).is_dir():
-            pipe.folder = Path(pretrained_model_name_or_path)
-        return pipe
+        """diffusers' from_pretrained, trusting the folder's code file when it is the one save_pretrained writes. A
+        folder saved before the encoders were components (no code file) loads too, a bundled encoder from inside it."""
+        folder = Path(pretrained_model_name_or_path)
+        if (folder / "model_index.json").is_file():
+            kwargs = {**loading_kwargs(folder), **kwargs}
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
-    def resolve_spec(self, spec: str) -> str:
-        """An encoder spec as given, or the path inside this pipeline's folder when it was bundled there."""
-        if self.folder is not None and not Path(spec).is_absolute() and (self.folder / spec).exists():
-            return str(self.folder / spec)
-        return spec
+    def save_pretrained(self, save_directory, write_encoders: bool = False, **kwargs):
+        """diffusers' save_pretrained, plus the code file that lets DiffusionPipeline.from_pretrained load the folder.
+
+        An encoder with a spec is kept as a reference to it unless `write_encoders`; an encoder without one (built in
+        memory, or loaded from a folder that holds it) is written."""
+        referenced, written = [], []
+        for role, names in ENCODERS.items():
+            loaded = all(getattr(self, n) is not None for n in names)
+            if self.config[f"{role}_spec"] and not write_encoders:
+                referenced += names
+            elif loaded:
+                written.append(role)
+            elif self.config[f"{role}_spec"]:
+                raise ValueError(f"the {role} is not loaded, so it cannot be written: build the pipeline with it")
+        kept = {name: getattr(self, name) for name in referenced}
+        try:
+            self.register_modules(**dict.fromkeys(referenced))  # saved as [null, null]: loaded from the spec
+            super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.register_modules(**kept)
+        path = Path(save_directory) / "model_index.json"
+        index = json.loads(path.read_text())
+        index["_class_name"] = [Path(CODE_FILE).stem, type(self).__name__]
+        index.update({f"{role}_spec": None for role in written})  # the folder itself is now their source
+        path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        (Path(save_directory) / CODE_FILE).write_text(CODE)
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder this pipeline was loaded from, if any."""
+        name = self.name_or_path
+        return Path(name) if name and Path(name).is_dir() else None
 
     def flow_config(self) -> FlowConfig:
         known = {f.name for f in fields(FlowConfig)}
         return FlowConfig(**{k: v for k, v in dict(self.config.flow or {}).items() if k in known})
 
-    def encoders(self):
-        """(vae, text encoder), loaded on first use from their specs."""
-        if self._encoders is None:
-            from model.encoders import TextEncoder, load_vae
+    # ---------------------------------------------------------------------------------------------- sampling
 
-            device = str(self.transformer.device)
-            self._encoders = (
-                load_vae(self.resolve_spec(self.config.vae_spec), device),
-                TextEncoder(self.resolve_spec(self.config.text_encoder_spec), self.config.max_text_tokens, device),
-            )
-        return self._encoders
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    def encode_prompt(
+        self,
+        prompt: str | list[str] | None,
+        negative_prompt: str | list[str] | None = None,
+        num_videos_per_prompt: int = 1,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        max_sequence_length: int | None = None,
+        device: torch.device | None = None,
+    ):
+        """(prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask), each row
+        repeated `num_videos_per_prompt` times. Without a negative prompt the negatives are None: guidance then
+        contrasts with the model's learned null caption, the unconditional input that caption dropout trained."""
+        from model.prompts import clean_caption
+
+        device = device or self._execution_device
+        max_length = max_sequence_length or self.config.max_text_tokens
+
+        def encode(texts, embeds, mask):
+            if embeds is None:
+                if self.text_encoder is None or self.tokenizer is None:
+                    raise ValueError("this pipeline has no text encoder: pass prompt_embeds instead of prompts")
+                embeds, mask = encode_text(
+                    self.tokenizer, self.text_encoder, [clean_caption(t) for t in texts], max_length, device
+                )
+            elif mask is None:
+                mask = torch.ones(embeds.shape[:2], dtype=torch.bool)
+            n = num_videos_per_prompt
+            return embeds.to(device).repeat_interleave(n, 0), mask.to(device).bool().repeat_interleave(n, 0)
+
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        prompt_embeds, prompt_attention_mask = encode(prompts, prompt_embeds, prompt_attention_mask)
+        if negative_prompt is None and negative_prompt_embeds is None:
+            return prompt_embeds, prompt_attention_mask, None, None
+        batch = prompt_embeds.shape[0] // num_videos_per_prompt
+        negatives = [negative_prompt] * batch if isinstance(negative_prompt, str) else negative_prompt
+        if negatives is not None and len(negatives) != batch:
+            raise ValueError(f"{len(negatives)} negative prompts for {batch} prompts: give one, or one per prompt")
+        negative_prompt_embeds, negative_prompt_attention_mask = encode(
+            negatives, negative_prompt_embeds, negative_prompt_attention_mask
+        )
+        return prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
 
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
-        *,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
         num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 30,
         guidance_scale: float = 7.0,
-        generator: torch.Generator | None = None,
-        flow: FlowConfig | None = None,
-        progress: bool = True,
-    ) -> list[np.ndarray]:
-        """One uint8 video (T, H, W, 3) per prompt; shape defaults to the one the model was trained at."""
-        from model.prompts import clean_caption
-
-        prompts = [clean_caption(p) for p in ([prompt] if isinstance(prompt, str) else list(prompt))]
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        max_sequence_length: int | None = None,
+    ) -> T2VPipelineOutput | tuple:
+        """Videos for `prompt` (or `prompt_embeds`), `num_videos_per_prompt` each, in the order of the prompts; the
+        shape defaults to the one the model was trained at. Guidance (`guidance_scale` != 1) contrasts with the
+        negative prompt when one is given, else with the learned null caption. `generator` may be a list, one per
+        video, so that a video does not depend on the others in its batch; `latents` (B, C, T', H/f, W/f) replace
+        the initial noise. `callback_on_step_end(pipe, step, timestep, tensors)` is called after every step with the
+        tensors named in `callback_on_step_end_tensor_inputs` and returns those it replaces."""
+        if isinstance(callback_on_step_end, PipelineCallback | MultiPipelineCallbacks):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("give either prompt or prompt_embeds")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("give either negative_prompt or negative_prompt_embeds, not both")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r} must be one of {OUTPUT_TYPES}")
+        if num_videos_per_prompt < 1:
+            raise ValueError(f"num_videos_per_prompt={num_videos_per_prompt} must be at least 1")
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(f"callback tensors {sorted(unknown)}: the callback can see {self._callback_tensor_inputs}")
+        if self.vae is None:
+            raise ValueError("this pipeline has no VAE: build it with one, or load it with its vae_spec")
+        vae = video_vae(self.vae)
         num_frames = num_frames or self.config.default_num_frames
         height = height or self.config.default_height
         width = width or self.config.default_width
-        vae, text_encoder = self.encoders()
-        f = vae.spatial_compression
-        if height % (f * self.transformer.config.patch_size) or width % (f * self.transformer.config.patch_size):
+        f, p = vae.spatial_compression, self.transformer.config.patch_size
+        if height % (f * p) or width % (f * p):
             raise ValueError(
-                f"height and width must be multiples of {f * self.transformer.config.patch_size} "
-                f"(VAE factor {f} x patch {self.transformer.config.patch_size}), got {height}x{width}"
+                f"height and width must be multiples of {f * p} (VAE factor {f} x patch {p}), got {height}x{width}"
             )
-        text, mask = text_encoder.encode(prompts)
-        frames = latent_frames(num_frames, vae.temporal_compression)
-        shape = (len(prompts), self.transformer.config.in_channels, frames, height // f, width // f)
-        flow = flow or self.flow_config()
-        latents = sample(
-            self.transformer,
-            shape,
-            text,
-            mask,
-            cfg=flow,
-            num_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            generator=generator,
-            scheduler=self.scheduler,
-            progress=progress,
+        self._guidance_scale, self._interrupt = guidance_scale, False
+        device = self._execution_device
+
+        prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask = self.encode_prompt(
+            prompt,
+            negative_prompt,
+            num_videos_per_prompt,
+            prompt_embeds,
+            prompt_attention_mask,
+            negative_prompt_embeds,
+            negative_prompt_attention_mask,
+            max_sequence_length,
+            device,
         )
-        videos = []
-        for z in tqdm(latents, desc="decoding", disable=not progress or len(prompts) == 1, leave=False):
-            videos.append(to_frames(vae.decode(z[None].float().cpu())[0]))
-        return videos
+        shape = (
+            prompt_embeds.shape[0],
+            self.transformer.config.in_channels,
+            latent_frames(num_frames, vae.temporal_compression),
+            height // f,
+            width // f,
+        )
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents of shape {tuple(latents.shape)}, expected {shape} for these prompts and sizes")
+        # latents stay in fp32 whatever the model computes in: many small Euler steps add up
+        latents = latents.to(device=device, dtype=torch.float32)
+
+        self.scheduler.set_timesteps(
+            sigmas=sampling_sigmas(self.flow_config(), shape, num_inference_steps), device=device
+        )
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+        with self.progress_bar(total=len(timesteps)) as progress:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                v = guided_velocity(
+                    self.transformer,
+                    latents,
+                    t,
+                    prompt_embeds,
+                    prompt_mask,
+                    self.guidance_scale,
+                    negative_prompt_embeds,
+                    negative_mask,
+                )
+                latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    named = {"latents": latents, "prompt_embeds": prompt_embeds}
+                    named["negative_prompt_embeds"] = negative_prompt_embeds
+                    seen = {k: named[k] for k in callback_on_step_end_tensor_inputs}
+                    replaced = callback_on_step_end(self, i, t, seen) or {}
+                    latents = replaced.pop("latents", latents)
+                    prompt_embeds = replaced.pop("prompt_embeds", prompt_embeds)
+                    negative_prompt_embeds = replaced.pop("negative_prompt_embeds", negative_prompt_embeds)
+                progress.update()
+
+        if output_type == "latent":
+            frames = latents
+        else:  # one video at a time: the decoder's memory does not grow with the batch
+            video = torch.cat([vae.decode(z[None]) for z in latents])
+            frames = self.video_processor.postprocess_video(video.float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        return T2VPipelineOutput(frames=frames) if return_dict else (frames,)
+
+
+def load_pipeline(folder: str | Path, **kwargs) -> T2VPipeline:
+    """A saved pipeline folder through diffusers' entry point, DiffusionPipeline.from_pretrained, which runs the
+    folder's code file: only the one save_pretrained writes is trusted. A folder in the earlier format loads
+    through T2VPipeline, with a warning."""
+    folder = Path(folder)
+    if not (folder / "model_index.json").is_file():
+        raise ValueError(f"{folder} is not a pipeline folder (no model_index.json)")
+    index = json.loads((folder / "model_index.json").read_text())
+    if not isinstance(index.get("_class_name"), list):
+        log.warning(
+            "%s is in the earlier pipeline format, which DiffusionPipeline.from_pretrained cannot load: re-save it "
+            "with T2VPipeline.from_pretrained(old).save_pretrained(new)",
+            folder,
+        )
+        return T2VPipeline.from_pretrained(folder, **kwargs)
+    trusted = loading_kwargs(folder)
+    if not trusted:
+        raise ValueError(
+            f"{folder}: {index['_class_name'][0]}.py is not the code file T2VPipeline.save_pretrained writes; if you "
+            "trust it, load it with DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)"
+        )
+    return DiffusionPipeline.from_pretrained(folder, **trusted, **kwargs)
 
 
 def build_pipeline(
@@ -147,12 +371,22 @@ def build_pipeline(
     max_text_tokens: int,
     flow: FlowConfig | None = None,
     sample_shape: tuple[int, int, int] = (16, 256, 256),
+    load_encoders: bool = True,
 ) -> T2VPipeline:
     """A pipeline around a trained transformer; `flow` as trained, `sample_shape` (frames, height, width) the
-    default output."""
+    default output. Without `load_encoders` the encoders stay references: a pipeline to save, not to call."""
     flow = flow or FlowConfig()
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=flow.num_train_timesteps, shift=1.0)
     frames, height, width = sample_shape
     return T2VPipeline(
-        transformer, scheduler, vae_spec, text_encoder_spec, max_text_tokens, asdict(flow), frames, height, width
+        transformer,
+        scheduler,
+        vae_spec=vae_spec,
+        text_encoder_spec=text_encoder_spec,
+        max_text_tokens=max_text_tokens,
+        flow=asdict(flow),
+        default_num_frames=frames,
+        default_height=height,
+        default_width=width,
+        load_encoders=load_encoders,
     )

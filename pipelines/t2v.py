@@ -62,10 +62,13 @@ class ClusterSettings:
         return cls(**values)
 
     def model_env(self) -> dict[str, str]:
-        """Where every task finds pretrained weights: the models volume as the Hugging Face cache, offline."""
+        """Where every task finds pretrained weights: the models volume as the Hugging Face cache, offline. The
+        module diffusers imports from a pipeline folder (its t2v_pipeline.py) is copied to the pod's own disk, not
+        into the volume, which tasks only read."""
         if not self.models_path:
             return {}
-        return {"HF_HOME": f"{self.models_path.rstrip('/')}/hf", "HF_HUB_OFFLINE": "1"}
+        hf = f"{self.models_path.rstrip('/')}/hf"
+        return {"HF_HOME": hf, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": "/tmp/hf-modules"}
 
     def apply(self, task, step: str):
         """Set this step's resources, placement, volumes, secrets and retries on `task`."""

@@ -89,10 +89,9 @@ def pipeline_folder(spec: str, tracking_uri: str | None = None) -> tuple[Path, d
 
 
 def load_pipeline(spec: str, tracking_uri: str | None = None, device: str = "cpu"):
-    """(T2VPipeline on `device` in eval mode, what it is) for a pipeline folder or a registry URI."""
-    from model.pipeline import T2VPipeline
+    """(T2VPipeline on `device`, what it is) for a pipeline folder or a registry URI, loaded through diffusers'
+    DiffusionPipeline.from_pretrained (model.pipeline.load_pipeline)."""
+    from model.pipeline import load_pipeline as load
 
     folder, info = pipeline_folder(spec, tracking_uri)
-    pipe = T2VPipeline.from_pretrained(folder)
-    pipe.transformer.to(device).eval()
-    return pipe, info
+    return load(folder).to(device), info

@@ -127,30 +127,53 @@ def check_compatible(pipe, meta: dict, name: str) -> None:
 # ----------------------------------------------------------------------------------------------------- samples
 
 
+SAMPLE_BATCH = 16  # prompts sampled together
+
+
 def sample_videos(pipe, prompts: list[Prompt], cfg: EvalConfig, folder: Path, label: str) -> list[dict]:
     """Generate, write mp4 + GIF, and return one record per prompt (with the video in memory under "video")."""
     import imageio.v2 as imageio
 
     from components.common.video import write_video
+    from model.pipeline import to_uint8
 
     folder.mkdir(parents=True, exist_ok=True)
+    pipe.set_progress_bar_config(disable=True)  # one bar over the prompts instead
+    # prompts of one shape sample together, each with its own seeded noise: the same videos as one by one
+    batches, i = [], 0
+    while i < len(prompts):
+        shape = (prompts[i].num_frames, prompts[i].height, prompts[i].width)
+        j = i + 1
+        while (
+            j < len(prompts)
+            and j - i < SAMPLE_BATCH
+            and (prompts[j].num_frames, prompts[j].height, prompts[j].width) == shape
+        ):
+            j += 1
+        batches.append(range(i, j))
+        i = j
     records = []
-    for i, p in enumerate(tqdm(prompts, desc=f"sampling ({label})", disable=not cfg.progress)):
-        seed = cfg.seed + i
-        video = pipe(
-            p.text,
+    bar = tqdm(total=len(prompts), desc=f"sampling ({label})", disable=not cfg.progress)
+    for batch in batches:
+        p = prompts[batch[0]]
+        frames = pipe(
+            [prompts[k].text for k in batch],
             num_frames=p.num_frames,
             height=p.height,
             width=p.width,
             num_inference_steps=cfg.steps,
             guidance_scale=cfg.guidance_scale,
-            generator=torch.Generator().manual_seed(seed),
-            progress=False,
-        )[0]
-        mp4, gif = folder / f"sample_{i:03d}.mp4", folder / f"sample_{i:03d}.gif"
-        write_video(mp4, list(video), cfg.fps)
-        imageio.mimsave(gif, list(video), duration=1 / cfg.fps, loop=0)
-        records.append({"prompt": p.text, "seed": seed, "mp4": str(mp4), "gif": str(gif), "video": video})
+            generator=[torch.Generator().manual_seed(cfg.seed + k) for k in batch],
+        ).frames
+        for k, video in zip(batch, frames, strict=True):
+            video = to_uint8(video)
+            mp4, gif = folder / f"sample_{k:03d}.mp4", folder / f"sample_{k:03d}.gif"
+            write_video(mp4, list(video), cfg.fps)
+            imageio.mimsave(gif, list(video), duration=1 / cfg.fps, loop=0)
+            record = {"prompt": prompts[k].text, "seed": cfg.seed + k, "mp4": str(mp4), "gif": str(gif)}
+            records.append({**record, "video": video})
+        bar.update(len(batch))
+    bar.close()
     return records
 
 
@@ -238,6 +261,7 @@ def weighted_metrics(cfg: EvalConfig, records: list[dict], real: list[np.ndarray
 
 def evaluate_one(pipe, name: str, val, meta, prompts, cfg: EvalConfig, folder: Path, device: str) -> dict:
     from components.common.validation import validation_loss
+    from model.encoders import video_vae
 
     check_compatible(pipe, meta, name)
     metrics = validation_loss(
@@ -251,7 +275,7 @@ def evaluate_one(pipe, name: str, val, meta, prompts, cfg: EvalConfig, folder: P
     )
     records = sample_videos(pipe, prompts, cfg, folder, name)
     metrics.update(sample_metrics(records))
-    vae, _ = pipe.encoders()
+    vae = video_vae(pipe.vae)
     if "adherence/displacement" in metrics and (truth := true_displacement(val, vae)) is not None:
         metrics["adherence/displacement_truth"] = truth
         metrics["adherence/displacement_ratio"] = metrics["adherence/displacement"] / truth if truth else float("nan")

@@ -43,9 +43,11 @@ def generate(cfg: GenerateConfig) -> list[Path]:
 
     from components.common.registry import load_pipeline
     from components.common.video import write_video
+    from model.pipeline import to_uint8
 
     pipe, _ = load_pipeline(cfg.model, cfg.tracking_uri, "cuda" if torch.cuda.is_available() else "cpu")
-    video = pipe(
+    pipe.set_progress_bar_config(disable=not cfg.progress)
+    frames = pipe(
         cfg.prompt,
         num_frames=cfg.frames,
         height=cfg.height,
@@ -53,8 +55,8 @@ def generate(cfg: GenerateConfig) -> list[Path]:
         num_inference_steps=cfg.steps,
         guidance_scale=cfg.guidance,
         generator=torch.Generator().manual_seed(cfg.seed),
-        progress=cfg.progress,
-    )[0]
+    ).frames
+    video = to_uint8(frames[0])
     written = [Path(cfg.out)]
     write_video(cfg.out, list(video), cfg.fps)
     if cfg.gif:

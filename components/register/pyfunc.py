@@ -26,18 +26,19 @@ class T2VModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import torch
 
-        from model.pipeline import T2VPipeline
+        from components.common.registry import load_pipeline
 
-        self.pipeline = T2VPipeline.from_pretrained(context.artifacts[PIPELINE_ARTIFACT])
-        if torch.cuda.is_available():
-            self.pipeline.transformer.to("cuda")
-        self.pipeline.transformer.eval()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.pipeline, _ = load_pipeline(context.artifacts[PIPELINE_ARTIFACT], device=device)
+        self.pipeline.set_progress_bar_config(disable=True)
 
     def predict(self, context, model_input, params=None):
         import torch
 
+        from model.pipeline import to_uint8
+
         p = {**DEFAULT_PARAMS, **(params or {})}
-        videos = self.pipeline(
+        frames = self.pipeline(
             prompts_of(model_input),
             num_frames=int(p["num_frames"]) or None,
             height=int(p["height"]) or None,
@@ -45,9 +46,8 @@ class T2VModel(mlflow.pyfunc.PythonModel):
             num_inference_steps=int(p["num_inference_steps"]),
             guidance_scale=float(p["guidance_scale"]),
             generator=torch.Generator().manual_seed(int(p["seed"])),
-            progress=False,
-        )
-        return np.stack(videos)
+        ).frames
+        return to_uint8(frames)
 
 
 def prompts_of(model_input) -> list[str]:

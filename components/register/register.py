@@ -4,8 +4,8 @@ register(cfg):
   1. checks first, so that a refused call changes nothing: the evaluation is of this model, it has the decision
      metric, and when a champion exists the evaluation also holds the champion's numbers (`t2v evaluate
      --baseline models:/<name>@champion`: both models on the same held-out set in the same run)
-  2. stages the pipeline folder: small local encoders (under `bundle_max_mb`) are copied in and referenced by
-     relative path, hub ids stay references, large local encoders are referenced by absolute path
+  2. stages the pipeline folder: small local encoders (under `bundle_max_mb`) are written into it as pipeline
+     components, hub ids stay references, large local encoders are referenced by absolute path
   3. logs it as an MLflow pyfunc (components.register.pyfunc.T2VModel) in a `register` run with the evaluation's
      metrics and report, and registers a version of `name` with lineage tags (git commit, data key, manifest hash,
      DVC md5, pipeline run id, per-stage configs and runs, evaluation run)
@@ -137,23 +137,27 @@ def _size_mb(folder: Path) -> float:
 
 
 def stage_pipeline(pipeline: Path, dest: Path, bundle_max_mb: float) -> dict[str, str]:
-    """Copy the pipeline folder to `dest`, bundling small local encoders; returns {spec key: original spec}."""
+    """Copy the pipeline folder to `dest`, writing small local encoders into it as pipeline components; returns
+    {spec key: original spec} of those written or re-pointed."""
+    from model.pipeline_folder import write_encoder
+
     shutil.copytree(pipeline, dest)
     index_path = dest / "model_index.json"
     index = json.loads(index_path.read_text())
-    originals = {}
+    originals, small = {}, []
     for key, role in (("vae_spec", "vae"), ("text_encoder_spec", "text_encoder")):
         spec = index.get(key)
         if not spec or not Path(spec).is_dir():
-            continue  # a hub id, or a built-in spec such as none:4
+            continue  # a hub id, a built-in spec such as none:4, or an encoder the folder already holds
         originals[key] = spec
         if _size_mb(Path(spec)) <= bundle_max_mb:
-            shutil.copytree(spec, dest / "encoders" / role)
-            index[key] = f"encoders/{role}"
+            small.append(role)
         else:
             index[key] = str(Path(spec).resolve())
             log.warning("%s (%s) is larger than %.0f MB: referenced by absolute path", role, spec, bundle_max_mb)
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True))
+    for role in small:
+        write_encoder(dest, role)
     return originals
 
 
@@ -184,6 +188,11 @@ def register(cfg: RegisterConfig) -> dict:
     pipeline = Path(cfg.model)
     if not (pipeline / "model_index.json").exists():
         raise ValueError(f"{pipeline} is not a pipeline folder (no model_index.json); use <train out_dir>/pipeline")
+    if not isinstance(json.loads((pipeline / "model_index.json").read_text()).get("_class_name"), list):
+        raise ValueError(
+            f"{pipeline} is in the earlier pipeline format: re-save it with T2VPipeline.from_pretrained(folder)"
+            ".save_pretrained(new_folder), or export it again with `t2v train`, then register the new folder"
+        )
     metrics_path = Path(cfg.evaluation) / "metrics.json"
     if not metrics_path.exists():
         raise ValueError(f"{metrics_path} not found: run `t2v evaluate --model {pipeline} --out-dir {cfg.evaluation}`")

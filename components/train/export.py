@@ -52,6 +52,7 @@ def export(
         encoders["max_text_tokens"],
         cfg.flow,
         sample_shape(index),
+        load_encoders=False,  # saved with its encoders as references: no need to load them here
     )
     pipe.save_pretrained(out / "pipeline")
     (out / "pipeline" / "lineage.json").write_text(json.dumps(lineage, indent=2))

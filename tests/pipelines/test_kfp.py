@@ -136,7 +136,7 @@ def test_every_task_mounts_the_models_volume_offline_and_the_run_records_in_the_
         mounts = {m["constant"]: m["mountPath"] for m in k8s[name]["pvcMount"]}
         assert mounts == {"t2v-data": "/mnt/data", "t2v-models": "/mnt/models"}, name
         env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
-        assert env == {"HF_HOME": "/mnt/models/hf", "HF_HUB_OFFLINE": "1"}, name
+        assert env == {"HF_HOME": "/mnt/models/hf", "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": "/tmp/hf-modules"}, name
     parameters = pipeline["root"]["inputDefinitions"]["parameters"]
     assert parameters["tracking_uri"]["defaultValue"] == "http://mlflow.t2v.svc:5000"
 

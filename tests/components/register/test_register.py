@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from components.evaluate.evaluate import EvalConfig, evaluate
 from components.register.register import RegisterConfig, decide, register
-from model.pipeline import T2VPipeline
+from model.pipeline import T2VPipeline, load_pipeline
 
 NAME = "t2v-stdit"
 
@@ -145,8 +145,10 @@ def test_the_registered_pipeline_bundles_its_small_local_text_encoder(registry):
     uri, _, _ = registry
     folder, info = pipeline_folder(f"models:/{NAME}/1", uri)
     index = json.loads((folder / "model_index.json").read_text())
-    assert info["version"] == "1" and index["text_encoder_spec"] == "encoders/text_encoder"
-    assert (folder / "encoders" / "text_encoder" / "config.json").exists() and index["vae_spec"] == "none:4"
+    assert info["version"] == "1" and index["text_encoder_spec"] is None and index["vae_spec"] == "none:4"
+    assert index["text_encoder"] == ["transformers", "T5EncoderModel"] and index["tokenizer"][0] == "transformers"
+    assert (folder / "text_encoder" / "config.json").exists() and (folder / "tokenizer").is_dir()
+    assert len(load_pipeline(folder).text_encoder.encoder.block) == 2  # the tiny T5, loaded from the version
 
 
 def test_registering_without_the_champions_numbers_is_refused_before_anything_changes(registry):
