@@ -80,14 +80,16 @@ def judge(pipeline: Path, prompts: list[str], steps: int, guidance: float) -> di
     import torch
 
     from components.evaluate import adherence
-    from model.pipeline import T2VPipeline
+    from model.pipeline import load_pipeline, to_uint8
 
-    pipe = T2VPipeline.from_pretrained(str(pipeline))
+    pipe = load_pipeline(pipeline)
+    pipe.set_progress_bar_config(disable=True)
     videos = []
     for start in range(0, len(prompts), 16):
-        generator = torch.Generator().manual_seed(start)
-        videos += pipe(prompts[start : start + 16], num_inference_steps=steps, guidance_scale=guidance,
-                       generator=generator, progress=False)  # fmt: skip
+        batch = prompts[start : start + 16]
+        seeds = [torch.Generator().manual_seed(start + k) for k in range(len(batch))]
+        frames = pipe(batch, num_inference_steps=steps, guidance_scale=guidance, generator=seeds).frames
+        videos += [to_uint8(v) for v in frames]
     asked = [adherence.parse_prompt(p) for p in prompts]
     scores = adherence.accuracy(asked, [adherence.detect(v) for v in videos])
     moved = [adherence.displacement(v, a["direction"]) for v, a in zip(videos, asked, strict=True)]

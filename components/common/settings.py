@@ -65,6 +65,11 @@ def _check(value, hint, where: str):
         raise ValueError(f"{where}: None is not allowed here; give a {getattr(base, '__name__', base)}")
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if base is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as text: a number all the same
+            return float(value)
+        except ValueError:
+            pass
     if typing.get_origin(base) is tuple and isinstance(value, list | tuple):
         return tuple(value)
     simple = {bool: bool, int: int, float: float, str: str}.get(base)

@@ -189,6 +189,12 @@ def test_values_are_parsed_by_the_settings_type():
         TrainConfig, overrides=["subset.aes=5", "guard.plant={4: nan}", "buckets=configs/buckets/80gb.yaml"]
     )
     assert cfg.subset == {"aes": 5} and cfg.guard.plant == {4: "nan"} and cfg.buckets == "configs/buckets/80gb.yaml"
+    # a number written without a dot (YAML 1.1 reads 3e-3 as text), from the command line or a recipe file
+    cfg = settings.load(TrainConfig, recipe={"train": {"optim": {"weight_decay": "1e-2"}}}, sections=("train",),
+                        overrides=["optim.lr=3e-3"])  # fmt: skip
+    assert cfg.optim.lr == 0.003 and cfg.optim.weight_decay == 0.01
+    with pytest.raises(ValueError, match=r"TrainConfig.optim.lr='fast': expected float"):
+        settings.load(TrainConfig, overrides=["optim.lr=fast"])
 
 
 def test_bad_settings_name_the_key_and_the_fix(tmp_path):
