@@ -79,3 +79,18 @@ def test_gpu_benchmark_skips_without_cuda_and_its_help_says_what_it_measures():
     assert "MFU" in shown and "--parts" in shown
     wrong = subprocess.run([*script, "--parts", "train,warp"], capture_output=True, text=True)
     assert wrong.returncode == 2 and "warp" in wrong.stderr
+
+
+@pytest.mark.slow
+def test_recipe_benchmark_quick(tmp_path):
+    result = run_benchmark("recipe.py", "--quick", "--out", str(tmp_path))
+    staged = [r for r in result["rows"] if r["arm"] == "staged"]
+    scratch = [r for r in result["rows"] if r["arm"] == "video-only"]
+    assert [r["stage2_steps"] for r in staged] == [2, 4]  # two judged segments of stage 2's 4 steps
+    assert result["budget_cpu_s"] == staged[-1]["cpu_s"] > result["stage1_cpu_s"] > 0
+    # video-only trains until it has used the staged arm's budget, and no segment beyond
+    assert scratch[-1]["cpu_s"] >= result["budget_cpu_s"]
+    assert all(r["cpu_s"] < result["budget_cpu_s"] for r in scratch[:-1])
+    assert all(0 <= r[k] <= 1 for r in result["rows"] for k in ("colour", "shape", "direction", "background"))
+    assert (tmp_path / "recipe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "recipe.json").read_text())["rows"] == result["rows"]
