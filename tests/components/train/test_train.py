@@ -168,9 +168,12 @@ def test_bad_configs_name_the_key(data, tmp_path):
         load_config(None, ["lr=1e-4"])
     with pytest.raises(ValueError, match="plugin"):
         load_config(None, ["plugin=fsdp"])
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="needs CUDA"):
-            train(stage_config(data, tmp_path, 1, "plugin=zero2"))
+
+
+def test_zero2_without_cuda_is_refused_naming_the_cpu_plugin(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="needs CUDA; use plugin=ddp on CPU"):
+        train(stage_config(data, tmp_path, 1, "plugin=zero2"))
 
 
 @pytest.mark.slow
@@ -279,6 +282,23 @@ def test_the_whole_loop_runs_its_zero2_path_with_the_model_held_in_bf16(data, tm
     assert all(ema[k].dtype == torch.float32 and torch.equal(ema[k], exported[k]) for k in ema)
     assert any(not torch.equal(ema[k], held[k].float()) for k in ema)  # the EMA is not the working weights
     assert list((out / "samples" / "step-00000004").glob("*.mp4"))
+
+
+@pytest.mark.gpu
+def test_zero2_on_cuda_trains_checkpoints_and_resumes_exactly(data, tmp_path):
+    """ColossalAI's LowLevelZero (stage 2, bf16) on one GPU: a run stopped at its step-4 checkpoint and resumed to
+    step 6 ends as an uninterrupted 6-step run does, and its checkpoints hold the working weights in bf16."""
+    common = ["plugin=zero2", "ckpt_every=2", "val_every=0", "sample_every=0"]
+    whole = train(stage_config(data, tmp_path / "whole", 2, "max_steps=6", *common))
+    assert all(math.isfinite(x) for x in whole.losses) and all(math.isfinite(x) for x in whole.probe_loss)
+    held = _weights(checkpoint.step_dir(tmp_path / "whole" / "checkpoints", 6))
+    assert {v.dtype for v in held.values()} == {torch.bfloat16}  # LowLevelZero's working weights
+    train(stage_config(data, tmp_path / "split", 2, "max_steps=4", *common))
+    resumed = train(stage_config(data, tmp_path / "split", 2, "max_steps=6", *common))
+    assert resumed.resumed_from == 4 and resumed.losses == pytest.approx(whole.losses[4:], rel=1e-3)
+    a = STDiT.from_pretrained(whole.export_dir).state_dict()
+    b = STDiT.from_pretrained(resumed.export_dir).state_dict()
+    assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)  # GPU kernels need not be bit-exact
 
 
 class PidRecordingVAE:
