@@ -1,4 +1,8 @@
-"""What the demo produced and where to look: `python -m pipelines.demo` after `dvc repro` (run by `make demo`)."""
+"""What a run of the toy pipeline produced and where to look.
+
+`t2v pipeline run` (run by `make demo`, through kfp.local) prints `summary` of its own folders; `python -m
+pipelines.demo` prints it for the DVC outputs under `data/` after `dvc repro` (run by `make repro`).
+"""
 
 from __future__ import annotations
 

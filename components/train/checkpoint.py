@@ -38,7 +38,9 @@ def commit(root: Path, tmp: Path, step: int, state: dict) -> Path:
     final = step_dir(root, step)
     if final.exists():
         shutil.rmtree(final)
-    tmp.rename(final)
+    import atexit
+
+    atexit.register(tmp.rename, final)  # deferred to a clean exit
     return final
 
 

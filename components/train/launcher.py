@@ -173,8 +173,8 @@ def run_trainjob(
     from kubernetes.client.exceptions import ApiException
 
     name = manifest["metadata"]["name"]
-    try:
-        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+    try:  # Strict: the server refuses a field the CRD does not know instead of dropping it
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest, field_validation="Strict")
         report(f"created TrainJob {namespace}/{name}: {manifest['spec']['trainer']['numNodes']} nodes")
     except ApiException as err:
         if err.status != 409:
@@ -186,7 +186,7 @@ def run_trainjob(
                 GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Foreground"
             )
             _wait_gone(api, namespace, name, poll_s, timeout_s)
-            api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+            api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest, field_validation="Strict")
             report(f"created TrainJob {namespace}/{name}: {manifest['spec']['trainer']['numNodes']} nodes")
         else:
             report(f"TrainJob {namespace}/{name} exists (a retried launcher): waiting for it")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,25 +18,58 @@ def run_benchmark(name: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def counted_flops(mode: str, frames: int) -> float:
+    """Forward + backward FLOPs that torch counts for the benchmarked model (attention through the math kernel,
+    which the counter sees; the fused CPU kernel would count as zero)."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.attention import CAPTION_CHANNELS, CHANNELS, LATENT, TEXT_TOKENS, build_stdit
+
+    torch.manual_seed(0)
+    model = build_stdit(mode)
+    x = torch.randn(1, CHANNELS, frames, LATENT, LATENT)
+    text, t = torch.randn(1, TEXT_TOKENS, CAPTION_CHANNELS), torch.tensor([500.0])
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(x, t, text, return_dict=False)[0].float().pow(2).mean().backward()
+    return counter.get_total_flops()
+
+
 @pytest.mark.slow
 def test_attention_benchmark_quick():
     result = run_benchmark("attention.py", "--quick")
     assert [r["frames"] for r in result["rows"]] == [1, 4]
     for row in result["rows"]:
         assert row["stdit_s"] > 0 and row["full_s"] > 0 and row["latte_s"] > 0
-    assert result["rows"][0]["full_over_stdit_analytic"] == 1.0
+        assert row["full_over_stdit"] == pytest.approx(row["full_s"] / row["stdit_s"])  # same-run timings
+        # the analytic ratio printed beside the measured one is that of the benchmarked models, as torch counts it
+        counted = counted_flops("full", row["frames"]) / counted_flops("spatial_temporal", row["frames"])
+        assert row["full_over_stdit_analytic"] == pytest.approx(counted, rel=0.03), row["frames"]
     xl2 = {(r["frames"], r["pixels"]): r for r in result["xl2_analytic"]}
-    assert 5 < xl2[(64, 512)]["full_over_stdit_analytic"] < 8  # Open-Sora measured 5x
+    at_64x512 = xl2[(64, 512)]
+    assert at_64x512["tokens"] == 64 * (512 // 8 // 2) ** 2
+    assert at_64x512["full_over_stdit_analytic"] == pytest.approx(
+        at_64x512["full_tflops_per_step"] / at_64x512["stdit_tflops_per_step"]
+    )  # its per-block derivation: tests/components/test_cli.py
 
 
 @pytest.mark.slow
 def test_ingest_benchmark_quick():
+    """The ratios come from this run's own timings (medians of rounds, same clips); the goal itself (rows at 90% of
+    decode-only) is checked by the full benchmark on a quiet machine, not on a shared CI runner."""
     result = run_benchmark("ingest.py", "--quick")
     assert result["clips"] == 9  # three videos of three scenes
     assert result["rounds"] == 1 and len(result["seconds_per_round"]["rows"]) == 1
+    rounds = result["seconds_per_round"]
+    decode = float(np.median(rounds["decode"]))
+    assert result["decode_only_seconds"] == pytest.approx(decode, abs=1e-3)
+    assert result["decode_only_clips_per_s_per_core"] == pytest.approx(9 / decode / result["cores"], rel=1e-2)
     for mode in ("rows", "copy", "reencode"):
-        assert 0 < result[f"{mode}_vs_decode_only"] <= 1.5
-    assert result["decode_only_clips_per_s_per_core"] > 0
+        assert result[f"{mode}_vs_decode_only"] == pytest.approx(decode / float(np.median(rounds[mode])), rel=1e-2)
+        assert result[f"{mode}_vs_decode_only"] > 0
+    assert result["goal_rows_vs_decode_only"] == 0.9
+    print(f"rows at {result['rows_vs_decode_only']:.0%} of decode-only (goal 90% on a quiet machine)")
 
 
 @pytest.mark.slow
@@ -43,8 +77,14 @@ def test_caption_benchmark_quick():
     result = run_benchmark("caption.py", "--quick")
     assert [r["batch_size"] for r in result["rows"]] == [1, 4]
     for row in result["rows"]:
-        assert row["clips"] == 8 and row["clips_per_s"] > 0
-        assert abs(row["decode_share"] + row["generate_share"] - 1) < 1e-9
+        assert row["clips"] == 8 and row["decode_ms_per_clip"] > 0 and row["generate_ms_per_clip"] > 0
+        work_s = (row["decode_ms_per_clip"] + row["generate_ms_per_clip"]) * row["clips"] / 1e3
+        assert work_s <= row["seconds"]  # the timed parts lie within the captioning call's wall-clock time
+        assert row["clips_per_s"] == pytest.approx(row["clips"] / work_s)
+        assert row["decode_share"] == pytest.approx(row["decode_ms_per_clip"] * row["clips"] / 1e3 / work_s)
+    assert result["batching_speedup"] == pytest.approx(
+        result["rows"][1]["clips_per_s"] / result["rows"][0]["clips_per_s"]
+    )
 
 
 @pytest.mark.slow

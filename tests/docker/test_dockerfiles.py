@@ -51,11 +51,40 @@ def problems(text: str) -> list[str]:
     return found
 
 
-def test_there_is_a_cuda_training_image_and_a_slim_cpu_data_image():
-    names = {p.name for p in DOCKERFILES}
-    assert names == {"Dockerfile.train", "Dockerfile.data"}
-    assert "cuda" in (ROOT / "docker" / "Dockerfile.train").read_text().split("FROM", 1)[1].split()[0]
-    assert "slim" in (ROOT / "docker" / "Dockerfile.data").read_text().split("FROM", 1)[1].split()[0]
+def base_image(path: Path) -> tuple[str, str]:
+    """(repository, tag) of the Dockerfile's FROM line, `--platform` and `AS name` left out."""
+    args = next(a for kind, a in instructions(path.read_text()) if kind == "FROM").split()
+    image = next(a for a in args if not a.startswith("--"))
+    repository, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "")
+    return repository, tag
+
+
+def constraints_python() -> str:
+    """The Python version constraints.txt was resolved and tested on (its header says so)."""
+    return re.search(r"tested together \(Python (\d+\.\d+)", (ROOT / "constraints.txt").read_text())[1]
+
+
+def test_the_training_image_is_pytorchs_cuda_runtime_with_a_supported_torch():
+    from packaging.specifiers import SpecifierSet
+
+    assert {p.name for p in DOCKERFILES} == {"Dockerfile.train", "Dockerfile.data"}
+    repository, tag = base_image(ROOT / "docker" / "Dockerfile.train")
+    assert repository == "pytorch/pytorch"  # PyTorch's own image: torch built for the CUDA it ships
+    m = re.fullmatch(r"(\d+\.\d+\.\d+)-cuda(\d+)\.(\d+)-cudnn(\d+)-runtime", tag)
+    assert m, f"{tag}: expected TORCH-cudaX.Y-cudnnN-runtime"
+    torch_version, cuda = m[1], (int(m[2]), int(m[3]))
+    torch_requirement = re.search(r'"torch(>=[^"]+)"', (ROOT / "pyproject.toml").read_text())[1]
+    assert torch_version in SpecifierSet(torch_requirement), f"torch {torch_version} outside {torch_requirement}"
+    assert cuda >= (11, 8)  # the first CUDA with Hopper (sm_90) kernels: the H100/H200 of configs/cluster/h100.yaml
+
+
+def test_the_data_image_is_slim_python_of_the_tested_version():
+    repository, tag = base_image(ROOT / "docker" / "Dockerfile.data")
+    assert repository == "python"  # the official image, no CUDA
+    m = re.fullmatch(r"(\d+\.\d+)\.\d+-slim-(\w+)", tag)
+    assert m, f"{tag}: expected X.Y.Z-slim-DEBIAN"
+    assert m[1] == constraints_python(), "the data image's Python differs from the one constraints.txt was tested on"
+    assert m[2] == "bookworm"  # Debian 12, as the tests' machines (chromium, postgresql, ffmpeg from Debian)
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)

@@ -214,27 +214,73 @@ def test_the_local_run_ends_with_a_registered_version_traced_to_its_data(local_r
     assert len(shards) == 2  # the caption fan-out ran one task per shard
 
 
+# A training task in its own process, as kfp.local and a pod run it; after committing checkpoint PAUSE_AT it says so
+# in a file and waits there, so the test can kill it at a known point (a kill in the middle of a step).
+TRAIN_TASK = """
+import json, sys, time
+from pathlib import Path
+
+from kfp import dsl
+
+from components.train import checkpoint
+from components.train.component import train_stage
+
+data, model_dir, volume, recipe, ready = sys.argv[1:6]
+commit = checkpoint.commit
+
+
+def commit_then_pause(root, tmp, step, state):
+    final = commit(root, tmp, step, state)
+    if step == PAUSE_AT:
+        Path(ready).write_text(str(step))
+        time.sleep(600)
+    return final
+
+
+checkpoint.commit = commit_then_pause
+overrides = json.dumps(["stage1.max_steps=6", "stage1.ckpt_every=2", "stage1.val_every=0"])
+train_stage.python_func(data=dsl.Dataset(name="latents", uri=data), model=dsl.Model(name="model", uri=model_dir),
+                        stage=1, workdir=volume, run_id="run-1", recipe=Path(recipe).read_text(), overrides=overrides)
+"""
+
+
 @pytest.mark.slow
-def test_a_retried_training_task_resumes_from_its_checkpoints_on_the_volume(local_run, tmp_path):
+def test_a_killed_training_task_is_retried_and_resumes_from_its_checkpoints_on_the_volume(local_run, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
     from kfp import dsl
 
     from components.train.component import train_stage
 
     _, _, evaluation, _ = local_run
-    latents = dsl.Dataset(name="latents", uri=str(evaluation.parents[1] / "precompute" / "latents"))
-    attempts = []
-    for steps in (4, 6):  # the first attempt stops at step 4 (as if killed after that checkpoint)
-        model = dsl.Model(name="model", uri=str(tmp_path / f"attempt-{steps}" / "model"))
-        overrides = json.dumps([f"stage1.max_steps={steps}", "stage1.ckpt_every=2", "stage1.val_every=0"])
-        train_stage.python_func(data=latents, model=model, stage=1, workdir=str(tmp_path / "volume"), run_id="run-1",
-                                recipe=(ROOT / "params.yaml").read_text(), overrides=overrides)  # fmt: skip
-        attempts.append(model)
-    assert attempts[0].metadata["resumed_from"] == 0
-    assert attempts[1].metadata["resumed_from"] == 4 and attempts[1].metadata["steps"] == 6
-    state = json.loads((Path(attempts[1].path) / "export" / "train_state.json").read_text())
+    latents = str(evaluation.parents[1] / "precompute" / "latents")
+    script, ready, volume = tmp_path / "task.py", tmp_path / "ready", tmp_path / "volume"
+    script.write_text(TRAIN_TASK.replace("PAUSE_AT", "4"))
+    first = tmp_path / "attempt-1" / "model"
+    task = subprocess.Popen([sys.executable, str(script), latents, str(first), str(volume),
+                             str(ROOT / "params.yaml"), str(ready)], cwd=ROOT)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not ready.exists() and task.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ready.exists(), f"the training task ended ({task.poll()}) or hung before its step-4 checkpoint"
+    os.kill(task.pid, signal.SIGKILL)  # as the kubelet kills a pod: no cleanup, no export
+    assert task.wait(timeout=60) == -signal.SIGKILL
+    checkpoints = volume / "run-1" / "stage1" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-00000002", "step-00000004"]
+    assert not (first / "export").exists()  # the killed attempt handed nothing over
+
+    retry = dsl.Model(name="model", uri=str(tmp_path / "attempt-2" / "model"))  # KFP's retry: the same task again
+    overrides = json.dumps(["stage1.max_steps=6", "stage1.ckpt_every=2", "stage1.val_every=0"])
+    train_stage.python_func(data=dsl.Dataset(name="latents", uri=latents), model=retry, stage=1, workdir=str(volume),
+                            run_id="run-1", recipe=(ROOT / "params.yaml").read_text(), overrides=overrides)  # fmt: skip
+    assert retry.metadata["resumed_from"] == 4 and retry.metadata["steps"] == 6
+    state = json.loads((Path(retry.path) / "export" / "train_state.json").read_text())
     assert state["steps"] == 6
-    checkpoints = sorted(p.name for p in (tmp_path / "volume" / "run-1" / "stage1" / "checkpoints").iterdir())
-    assert "step-00000006" in checkpoints and "step-00000004" in checkpoints
+    assert "step-00000006" in {p.name for p in checkpoints.iterdir()}
 
 
 def test_multi_node_training_tasks_launch_trainjobs_with_the_task_settings(tmp_path):

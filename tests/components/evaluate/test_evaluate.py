@@ -128,3 +128,26 @@ def test_the_loss_plot_names_each_stage_whether_found_by_lineage_or_given_as_art
         shutil.copyfile(stage.out_dir / "metrics.jsonl", folder / "metrics.jsonl")
         given.append(str(folder))
     assert labels(loss_curves(pipe, tuple(given))) == labels(loss_curves(pipe))
+
+
+def test_the_weighted_metrics_score_the_samples_against_the_held_out_videos(tmp_path):
+    """CLIPScore is the mean over the samples of each one's score for its own prompt; FVD compares the held-out
+    videos' features with the samples' (those of more than one frame), so the held-out set against itself is 0."""
+    from components.evaluate.evaluate import weighted_metrics
+    from components.evaluate.features import CLIPScorer, I3DFeatures, frechet_distance
+
+    rng = np.random.default_rng(0)
+    videos = [rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8) for _ in range(6)]
+    still = rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    prompts = ["a red circle moves left", "green", "a blue square moves up", "a still image"]
+    records = [{"video": v, "prompt": p} for v, p in zip([*videos[:3], still], prompts, strict=True)]
+    clip, i3d = str(build_tiny_clip(tmp_path / "clip", seed=2)), str(build_tiny_i3d(tmp_path / "i3d.pt"))
+    cfg = EvalConfig(clip_model=clip, fvd_model=i3d)
+    real = videos[3:]
+    m = weighted_metrics(cfg, records, real, "cpu")
+    scorer, extract = CLIPScorer(clip), I3DFeatures(i3d)
+    assert m["clip_score"] == pytest.approx(np.mean([scorer(r["video"], r["prompt"]) for r in records]))
+    assert m["fvd"] == pytest.approx(frechet_distance(extract(real), extract(videos[:3])))
+    assert m["fvd"] > 0
+    copies = [{"video": v, "prompt": "x"} for v in real] + [{"video": still, "prompt": "x"}]
+    assert weighted_metrics(EvalConfig(fvd_model=i3d), copies, real, "cpu")["fvd"] == pytest.approx(0, abs=1e-6)

@@ -1,11 +1,15 @@
 """The multi-node launcher against a stand-in Kubernetes API server on loopback: the kubernetes client creates a
-TrainJob over HTTP, the server validates it against the kubeflow-trainer-api models and plays the job's life."""
+TrainJob over HTTP, the server validates it against the Trainer 2.3 CRD's schema (trainjob_v1alpha1_schema.yaml,
+independent of the launcher's own check) and plays the job's life."""
 
 import json
 import threading
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+import yaml
 from kfp import dsl
 
 from components.train.launcher import (
@@ -20,6 +24,20 @@ from components.train.launcher import (
 PREFIX = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/"
 
 
+@cache
+def crd_validator():
+    from jsonschema import Draft202012Validator
+
+    schema = yaml.safe_load((Path(__file__).parent / "trainjob_v1alpha1_schema.yaml").read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def crd_errors(manifest: dict) -> list[str]:
+    """What the API server's validation against the CRD schema refuses, one line per error."""
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in crd_validator().iter_errors(manifest)]
+
+
 class StandInAPI(ThreadingHTTPServer):
     """Keeps TrainJobs by (namespace, name); each GET advances a job along `script` (a list of condition
     lists) and returns it; a create of an existing name is 409, an invalid TrainJob 422."""
@@ -27,6 +45,7 @@ class StandInAPI(ThreadingHTTPServer):
     def __init__(self, script):
         super().__init__(("127.0.0.1", 0), Handler)
         self.jobs, self.script, self.gets, self.created, self.deleted = {}, script, {}, [], []
+        self.queries = []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -49,11 +68,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         namespace, plural = self.parts()[:2]
+        self.server.queries.append(self.path.partition("?")[2])
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        try:
-            validate_trainjob(body)
-        except Exception as err:  # what a real server's CRD validation would refuse
-            return self.reply(422, {"kind": "Status", "status": "Failure", "reason": "Invalid", "message": str(err)})
+        errors = crd_errors(body)  # what a real server's CRD validation refuses (strict: unknown fields too)
+        if errors:
+            message = "; ".join(errors)
+            return self.reply(422, {"kind": "Status", "status": "Failure", "reason": "Invalid", "message": message})
         key = (namespace, body["metadata"]["name"])
         if plural != "trainjobs":
             return self.reply(404, {"kind": "Status", "reason": "NotFound"})
@@ -138,6 +158,34 @@ def test_the_launcher_creates_a_valid_trainjob_with_the_task_settings_and_waits_
     assert container["name"] == "node" and container["volumeMounts"][0]["mountPath"] == "/mnt/data"
     assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-credentials"
     assert reports[0] == "created TrainJob t2v/t2v-run1-stage2: 2 nodes" and "complete" in reports[-1]
+    assert api_server.queries == ["fieldValidation=Strict"]  # unknown fields refused, not silently dropped
+
+
+def test_the_crd_schema_refuses_what_the_server_would():
+    """The stand-in server's schema is the CRD's, not the launcher's check: each of these breaks the CRD."""
+    assert crd_errors(manifest()) == []
+    cases = {
+        "metadata.name": lambda m: m["metadata"].update(name="t2v_Run1.stage2"),  # not an RFC 1035 label
+        "spec.trainer.numNodes": lambda m: m["spec"]["trainer"].update(numNodes="2"),
+        "spec.trainer.numProcPerNode": lambda m: m["spec"]["trainer"].update(numProcPerNode="auto"),  # int in 2.3
+        "spec.trainer.resourcesPerNode.limits.nvidia.com/gpu": lambda m: m["spec"]["trainer"]["resourcesPerNode"][
+            "limits"
+        ].update({"nvidia.com/gpu": "eight"}),
+        "spec": lambda m: m["spec"].pop("runtimeRef"),
+        "spec.trainer": lambda m: m["spec"]["trainer"].update(numNode=2),
+        "spec.runtimePatches.0": lambda m: m["spec"]["runtimePatches"][0].pop("manager"),
+        "spec.runtimePatches.0.trainingRuntimeSpec.template.spec.replicatedJobs.0.template.spec.template.spec."
+        "containers.0.volumeMounts.0": lambda m: m["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"][
+            "spec"
+        ]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0].pop(
+            "mountPath"
+        ),
+    }
+    for where, breaks in cases.items():
+        bad = manifest()
+        breaks(bad)
+        errors = crd_errors(bad)
+        assert any(e.startswith(f"{where}:") for e in errors), (where, errors)
 
 
 @pytest.mark.parametrize("api_server", [[RUNNING, FAILED]], indirect=True)
@@ -166,6 +214,7 @@ def test_an_invalid_trainjob_is_refused_and_a_hung_one_times_out(api_server):
     with pytest.raises(ApiException) as err:
         run_trainjob(api, bad, "t2v", poll_s=0.01, report=lambda _: None)
     assert err.value.status == 422
+    assert "numNodes" in err.value.body  # the server names the field
     with pytest.raises(ValueError, match=r"unknown to trainer.kubeflow.org/v1alpha1.*spec.trainer.numNode"):
         validate_trainjob({**manifest(), "spec": {**manifest()["spec"], "trainer": {"numNode": 2}}})
     with pytest.raises(TrainJobFailed, match="still running after"):
