@@ -13,17 +13,17 @@ import warnings
 WARNINGS = (
     # colossalai's optional accelerators, which a CPU or our GPU image does without: TensorNVMe (asynchronous
     # checkpoint writes) and apex (a fused RMSNorm kernel; STDiT uses torch's norms)
-    (UserWarning, r"colossalai\.utils\.safetensors", ""),
-    (UserWarning, r"colossalai\.shardformer\.layer\.normalization", ""),
+    (UserWarning, r"colossalai\.utils\.safetensors$", ""),
+    (UserWarning, r"colossalai\.shardformer\.layer\.normalization$", ""),
     # colossalai's TorchDDPPlugin hands DDP a keyword torch has deprecated
-    (FutureWarning, r"colossalai\.booster\.plugin\.torch_ddp_plugin", ""),
+    (FutureWarning, r"colossalai\.booster\.plugin\.torch_ddp_plugin$", ""),
     # kfp.local on one machine: the tasks' Kubernetes settings (resources, display names) are for the cluster, and
     # their image is our own (not a python:* one), so both warnings hold for every task of every local run
-    (UserWarning, r"kfp\.local\.orchestrator\.task_executor", ""),
-    (RuntimeWarning, r"kfp\.local\.subprocess_task_handler", ""),
+    (UserWarning, r"kfp\.local\.orchestrator\.task_executor$", ""),
+    (RuntimeWarning, r"kfp\.local\.subprocess_task_handler$", ""),
     # MLflow's advice for pyfunc models that take tables: ours takes prompts, has a signature, and an input example
     # would make MLflow generate a video while registering
-    (UserWarning, r"mlflow\.pyfunc", r".*An input example was not provided"),
+    (UserWarning, r"mlflow\.pyfunc$", r".*An input example was not provided"),
 )
 # logger -> message starts: what libraries log as warnings, as above
 LOGGED = {
@@ -46,7 +46,7 @@ class _Drop(logging.Filter):
 
 
 def quiet_libraries() -> None:
-    """Install the filters above (idempotent)."""
+    """Install the filters above (idempotent). A module pattern names the module exactly."""
     for category, module, message in WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     for name, starts in LOGGED.items():
