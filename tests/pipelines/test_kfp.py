@@ -286,7 +286,7 @@ def test_the_terminal_shows_each_task_its_time_and_figure_and_the_log_holds_the_
     assert done["register"][1].startswith(f"t2v-stdit version {json.loads(decision.read_text())['version']}, champion")
     assert re.search(r"train-stage-1.*4/4", shown)  # the live bar of the training steps
     closing = shown.split("\nfinished in ", 1)[1]  # then the summary
-    assert "\nvalidation loss " in closing and "\nregistered: t2v-stdit version 1" in closing
+    assert "\n\nvalidation loss " in closing and "\nregistered: t2v-stdit version 1" in closing  # not indented
     assert not re.search(r"error|warning", shown, re.IGNORECASE), shown
     assert not [line for line in lines if line.lstrip().startswith(("{", "[", '"'))], shown  # no JSON
 
