@@ -22,6 +22,10 @@ configs/recipes/production.yaml on a cluster, params.yaml for the toy world) and
 """
 
 PARAMETERS = ("source", "workdir", "tracking_uri")
+STREAM_HELP = (
+    "stream everything kfp.local and the tasks print (by default it goes to <root>/logs/, and the terminal shows a "
+    "line per task, the training steps and the summary)"
+)
 
 
 def compile_pipeline(out: str, cluster: str | None = None, image: str | None = None) -> Path:
@@ -53,6 +57,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     r.add_argument("--root", default="outputs/pipeline", help="artifacts, work, MLflow store (default %(default)s)")
     r.add_argument("--recipe", default="params.yaml", help="the recipe (default %(default)s: the toy world)")
     r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="parameter or section.key=value")
+    r.add_argument("--verbose", dest="stream", action="store_true", help=STREAM_HELP)
     r.set_defaults(run=_run)
     h = sub.add_parser(
         "rehearse",
@@ -66,6 +71,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         ),
     )
     h.add_argument("--root", default="outputs/rehearsal", help="everything it writes (default %(default)s)")
+    h.add_argument("--verbose", dest="stream", action="store_true", help=STREAM_HELP)
     h.set_defaults(run=_rehearse)
     s = sub.add_parser("submit", help="create a run on a Kubeflow Pipelines host")
     s.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow:80")
@@ -98,21 +104,49 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.demo import summary
     from pipelines.local import latest_outputs, local_arguments, run_local, split_settings
     from pipelines.recipe import check
+    from pipelines.terminal import RunLog
 
     root = Path(args.root)
     parameters, overrides = split_settings(args.set, PARAMETERS)
-    arguments = local_arguments(root, args.recipe, overrides, **parameters)
-    check(arguments["recipe"], json.loads(arguments["overrides"]))  # before any task starts
-    run_local(arguments, root)
+    check(args.recipe, overrides)  # before any task starts
+    if args.stream or args.verbose:
+        arguments = local_arguments(root, args.recipe, overrides, **parameters)
+        run_local(arguments, root)
+    else:
+        with RunLog(root) as log:
+            try:
+                arguments = local_arguments(root, args.recipe, overrides, **parameters)
+                run_local(arguments, root)
+            except Exception as err:
+                log.fail(err)
+                return 1
+            except KeyboardInterrupt:
+                log.say(f"interrupted; the whole output: {log.path}")
+                return 130
+            log.finished()
     evaluation, decision = latest_outputs(root)
-    print("\n" + summary(evaluation, decision, arguments["tracking_uri"]))  # after kfp.local's indented log
+    print("\n" + summary(evaluation, decision, arguments["tracking_uri"]))
     return 0
 
 
 def _rehearse(args: argparse.Namespace) -> int:
     from pipelines.rehearsal import rehearse, report
+    from pipelines.terminal import RunLog
 
-    print(report(rehearse(Path(args.root))))
+    if args.stream or args.verbose:
+        print(report(rehearse(Path(args.root))))
+        return 0
+    with RunLog(Path(args.root), "rehearsal") as log:
+        try:
+            result = rehearse(Path(args.root), say=log.say)
+        except Exception as err:
+            log.fail(err)
+            return 1
+        except KeyboardInterrupt:
+            log.say(f"interrupted; the whole output: {log.path}")
+            return 130
+        log.finished()
+    print(report(result))
     return 0
 
 

@@ -54,6 +54,8 @@ def local_arguments(root: Path, recipe: str = TOY_RECIPE, overrides: list[str] =
 def run_local(arguments: dict, root: Path, models: Path | None = None):
     """Run the whole DAG with `arguments`; returns kfp.local's result for the pipeline. `models`: the folder that
     stands in for the models volume (HF_HOME=<models>/hf in every task; default <root>/models)."""
+    import builtins
+
     from kfp import local
 
     from pipelines.t2v import ClusterSettings, build_pipeline
@@ -61,7 +63,13 @@ def run_local(arguments: dict, root: Path, models: Path | None = None):
     root.mkdir(parents=True, exist_ok=True)
     cluster = ClusterSettings(models_path=str((models or root / "models").resolve()))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root.resolve() / "kfp"))
-    return build_pipeline(cluster)(**arguments)
+    # kfp.local indents each task's output by swapping builtins.print while the task runs; two tasks in parallel
+    # threads (the caption shards) can leave the indenting one in place after the run
+    plain_print = builtins.print
+    try:
+        return build_pipeline(cluster)(**arguments)
+    finally:
+        builtins.print = plain_print
 
 
 def latest_outputs(root: Path) -> tuple[Path, Path]:

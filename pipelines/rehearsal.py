@@ -62,10 +62,14 @@ def size_overrides(path: str | Path = SIZES, extra: dict | None = None) -> list[
     return [f"{key}={json.dumps(value)}" for key, value in values.items()]
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
 @contextmanager
-def _timed(times: dict, name: str):
+def _timed(times: dict, name: str, say: Callable[[str], None] = _say):
     start = time.perf_counter()
-    print(f"rehearsal: {name} ...", flush=True)
+    say(f"rehearsal: {name} ...")
     try:
         yield
     finally:
@@ -104,7 +108,7 @@ def check_ir(path: Path) -> None:
         raise ValueError(f"{path}: the pipeline has no default tracking_uri")
 
 
-def prepare(root: Path, times: dict) -> tuple[Path, list[str], Path]:
+def prepare(root: Path, times: dict, say: Callable[[str], None] = _say) -> tuple[Path, list[str], Path]:
     """The workspace (git + DVC), its footage and toy clips, the models folder: (repo, sources, models)."""
     from components.common.toy.footage import fetch_footage
     from components.common.toy.models import build_models_volume
@@ -115,11 +119,11 @@ def prepare(root: Path, times: dict) -> tuple[Path, list[str], Path]:
         repo.mkdir(parents=True, exist_ok=True)
         _run(["git", "init", "-q"], repo)
         _dvc("init", "-q", cwd=repo)
-    with _timed(times, "footage"):
+    with _timed(times, "footage", say):
         footage = repo / "data" / "footage"
         fetch_footage(footage, root / "cache")
         toy = synth(SynthConfig(out_dir=str(repo / "data" / "toy"), videos=12, images=6))
-    with _timed(times, "models volume"):
+    with _timed(times, "models volume", say):
         models = root / "models"
         build_models_volume(models)
     return repo, [str(footage), str(toy)], models
@@ -131,11 +135,13 @@ def rehearse(
     overrides: list[str] = (),
     during: Callable[[Rehearsal, object], None] | None = None,
     services=None,
+    say: Callable[[str], None] = _say,
 ) -> Rehearsal:
     """Rehearse the production path under `root` (kept between runs: the wheel, the models, the workspace).
     `extra_sizes` changes sizes over the rehearsal's; `overrides` adds drills (e.g. caption.crash_after=1);
     `during(rehearsal, services)` runs in a thread while the pipeline does (e.g. to restart MLflow); `services`:
-    running LocalServices to use (default: started here, stopped at the end)."""
+    running LocalServices to use (default: started here, stopped at the end); `say` shows each part as it starts
+    (the terminal, when `t2v pipeline rehearse` sends the rest to a log)."""
     from pipelines.cli import compile_pipeline
     from pipelines.local import run_local
     from pipelines.recipe import check
@@ -143,10 +149,10 @@ def rehearse(
 
     root = Path(root).resolve()
     times: dict[str, float] = {}
-    repo, sources, models = prepare(root, times)
+    repo, sources, models = prepare(root, times, say)
     items = [*size_overrides(SIZES, extra_sizes), *overrides]
     check(PRODUCTION_RECIPE, items)
-    with _timed(times, "compile + IR check"):
+    with _timed(times, "compile + IR check", say):
         check_ir(compile_pipeline(str(root / "t2v-h100.yaml"), CLUSTER))
 
     started = LocalServices(root / "services") if services is None else nullcontext(services)
@@ -157,7 +163,7 @@ def rehearse(
                      "overrides": json.dumps(items), "workdir": str(repo / "work"),
                      "tracking_uri": services.tracking_uri}  # fmt: skip
         drill = threading.Thread(target=during, args=(result, services), daemon=True) if during else None
-        with _timed(times, "pipeline (kfp.local)"):
+        with _timed(times, "pipeline (kfp.local)", say):
             if drill:
                 drill.start()
             run_local(arguments, root, models=models)  # the tasks inherit this process's environment
@@ -165,7 +171,7 @@ def rehearse(
                 drill.join(timeout=60)
         result.run = _latest_run(root)
         result.latents = _stage_latents(result.run)
-        with _timed(times, "dvc push"):
+        with _timed(times, "dvc push", say):
             result.version = _version(services.tracking_uri)
             _version_data(repo, result)
     result.times = times

@@ -64,6 +64,9 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from components.common.quiet import quiet_libraries
+
+    quiet_libraries()  # before the verbs' modules load: some libraries warn as they are imported
     from components.common.cli import run_parser
 
     return run_parser(build_parser(), argv)

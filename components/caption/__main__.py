@@ -1,6 +1,14 @@
 import sys
 
-from components.caption.cli import add_parser
-from components.common.cli import module_main
 
-sys.exit(module_main(add_parser, "caption"))
+def main() -> int:
+    from components.common.quiet import quiet_libraries
+
+    quiet_libraries()  # before the step's modules load: some libraries warn as they are imported
+    from components.caption.cli import add_parser
+    from components.common.cli import module_main
+
+    return module_main(add_parser, "caption")
+
+
+sys.exit(main())

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from components.common import settings
+from components.common.quiet import quiet_libraries
 
 
 def add_verb(
@@ -38,8 +39,7 @@ def add_verb(
 
 def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse and run; a ValueError (bad input) is printed as one line and exits with 2 (-v: the traceback)."""
-    # bitsandbytes (imported by diffusers) warns at import about an optional CPU kernel package it does not need.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    quiet_libraries()
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", False)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")

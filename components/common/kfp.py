@@ -8,6 +8,7 @@ imported: `t2v pipeline compile --image REGISTRY/t2v-pipeline:TAG` sets T2V_IMAG
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 DEFAULT_IMAGE = "ghcr.io/t2v-pipeline/t2v-pipeline:0.1.0"
 
@@ -26,6 +27,19 @@ def component(func=None, *, passthroughs: list | None = None):
         return dsl.component(f, base_image=image(), install_kfp_package=False, **extra)
 
     return make(func) if func is not None else make
+
+
+@contextmanager
+def task(name: str):
+    """What every component's body runs in, first: the library warnings nobody can act on silenced
+    (components.common.quiet) and, under `t2v pipeline run`, the task's start, end (with `report.figure`) or failure
+    reported to the runner (components.common.events). Yields the report."""
+    from components.common import events
+    from components.common.quiet import quiet_libraries
+
+    quiet_libraries()
+    with events.task(name) as report:
+        yield report
 
 
 def pipeline_overrides(overrides: str, sections: tuple[str, ...]) -> list[str]:

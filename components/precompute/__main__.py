@@ -1,6 +1,14 @@
 import sys
 
-from components.common.cli import module_main
-from components.precompute.cli import add_parser
 
-sys.exit(module_main(add_parser, "precompute"))
+def main() -> int:
+    from components.common.quiet import quiet_libraries
+
+    quiet_libraries()  # before the step's modules load: some libraries warn as they are imported
+    from components.common.cli import module_main
+    from components.precompute.cli import add_parser
+
+    return module_main(add_parser, "precompute")
+
+
+sys.exit(main())

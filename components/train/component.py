@@ -34,27 +34,31 @@ def train_stage(
     the cluster), so a retried task resumes from the last complete one; the export, the pipeline folder and the
     metrics log are copied to the `model` artifact at the end. Several GPUs in the pod: torchrun --standalone with
     one process per GPU."""
-    from pathlib import Path
+    from components.common.kfp import task
 
-    import torch
+    with task(f"train-stage-{stage}") as report:
+        from pathlib import Path
 
-    from components.common.kfp import require_models
-    from components.train.cli import config_from_argv
-    from components.train.stage import collect, stage_arguments
+        import torch
 
-    out_dir = Path(workdir) / run_id / f"stage{stage}"
-    argv = stage_arguments(recipe, overrides, stage, data.path, out_dir, init.path if init else None, tracking_uri)
-    require_models(config_from_argv(argv))
-    gpus = torch.cuda.device_count()
-    if gpus > 1:
-        from components.train.launcher import run_standalone
+        from components.common.kfp import require_models
+        from components.train.cli import config_from_argv
+        from components.train.stage import collect, outcome, stage_arguments
 
-        run_standalone(argv, gpus)
-    else:
-        from components.train.train import train
+        out_dir = Path(workdir) / run_id / f"stage{stage}"
+        argv = stage_arguments(recipe, overrides, stage, data.path, out_dir, init.path if init else None, tracking_uri)
+        require_models(config_from_argv(argv))
+        gpus = torch.cuda.device_count()
+        if gpus > 1:
+            from components.train.launcher import run_standalone
 
-        train(config_from_argv(argv))
-    model.metadata.update({"stage": stage, **collect(out_dir, model.path)})
+            run_standalone(argv, gpus)
+        else:
+            from components.train.train import train
+
+            train(config_from_argv(argv))
+        model.metadata.update({"stage": stage, **collect(out_dir, model.path)})
+        report.figure = outcome(out_dir)
 
 
 @component(passthroughs=NODE_PASSTHROUGHS)
@@ -78,25 +82,29 @@ def train_stage_nodes(
     (runtime `runtime`) in this pod's namespace with the GPUs, node selector, tolerations, env and volumes set on
     this task, waits for it, and fails with the job's reason if it fails. Inputs are copied to the run's volume
     first (every node reads them there); a retried task attaches to its existing TrainJob."""
-    from pathlib import Path
+    from components.common.kfp import task
 
-    from components.train.launcher import NodeSettings, custom_objects_api, run_trainjob, trainjob_manifest
-    from components.train.stage import collect, namespace, on_volume, stage_arguments
+    with task(f"train-stage-{stage}") as report:
+        from pathlib import Path
 
-    root = Path(workdir) / run_id
-    out_dir = root / f"stage{stage}"
-    data_path = on_volume(data.path, root, "latents")
-    init_path = on_volume(init.path, root, f"init-stage{stage}") if init else None
-    argv = stage_arguments(recipe, overrides, stage, data_path, out_dir, init_path, tracking_uri)
-    nodes = NodeSettings.from_task_config(task_config, num_nodes=num_nodes, procs_per_node=procs_per_node)
-    name = f"t2v-{run_id}"[:50].rstrip("-").lower() + f"-stage{stage}"
-    manifest = trainjob_manifest(
-        name,
-        image=trainer_image,
-        args=argv,
-        settings=nodes,
-        runtime=runtime,
-        labels={"t2v-pipeline.io/run-id": run_id[:63], "t2v-pipeline.io/stage": str(stage)},
-    )
-    run_trainjob(custom_objects_api(), manifest, namespace())
-    model.metadata.update({"stage": stage, "num_nodes": num_nodes, **collect(out_dir, model.path)})
+        from components.train.launcher import NodeSettings, custom_objects_api, run_trainjob, trainjob_manifest
+        from components.train.stage import collect, namespace, on_volume, outcome, stage_arguments
+
+        root = Path(workdir) / run_id
+        out_dir = root / f"stage{stage}"
+        data_path = on_volume(data.path, root, "latents")
+        init_path = on_volume(init.path, root, f"init-stage{stage}") if init else None
+        argv = stage_arguments(recipe, overrides, stage, data_path, out_dir, init_path, tracking_uri)
+        nodes = NodeSettings.from_task_config(task_config, num_nodes=num_nodes, procs_per_node=procs_per_node)
+        name = f"t2v-{run_id}"[:50].rstrip("-").lower() + f"-stage{stage}"
+        manifest = trainjob_manifest(
+            name,
+            image=trainer_image,
+            args=argv,
+            settings=nodes,
+            runtime=runtime,
+            labels={"t2v-pipeline.io/run-id": run_id[:63], "t2v-pipeline.io/stage": str(stage)},
+        )
+        run_trainjob(custom_objects_api(), manifest, namespace())
+        model.metadata.update({"stage": stage, "num_nodes": num_nodes, **collect(out_dir, model.path)})
+        report.figure = outcome(out_dir)

@@ -41,6 +41,19 @@ def collect(out_dir: Path, model_path: str) -> dict:
     return json.loads((out_dir / "export" / "train_state.json").read_text())
 
 
+def outcome(out_dir: Path) -> str:
+    """How the stage went, in a few words: its steps, the last training loss logged and the validation loss."""
+    state = json.loads((out_dir / "export" / "train_state.json").read_text())
+    losses = [row["loss"] for row in map(json.loads, (out_dir / "metrics.jsonl").read_text().splitlines())
+              if "loss" in row]  # fmt: skip
+    words = [f"{state['steps']} steps"]
+    if losses:
+        words.append(f"final loss {losses[-1]:.4f}")
+    if state.get("val_loss") is not None:
+        words.append(f"validation loss {state['val_loss']:.4f}")
+    return ", ".join(words)
+
+
 def on_volume(path: str, workdir: Path, name: str) -> str:
     """`path` itself when it is under `workdir` (the shared volume), else a copy there that every node can read
     (kept across retries: an existing copy is reused)."""

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from components.common.events import Steps
 from components.common.latents import LatentDataset, collate
 from components.common.settings import to_dict
 from components.common.tracking import Tracker, git_commit
@@ -98,6 +99,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         guard = Guard(cfg.guard, saved_guard)
         loader = batches(train_set, sampler, cfg.num_workers)
         bar = tqdm(total=cfg.max_steps, initial=start, desc=f"stage {cfg.stage}", disable=not cfg.progress or rank)
+        steps = Steps(cfg.max_steps, enabled=rank == 0)  # the same count for `t2v pipeline run`'s bar
         window = Window(cfg, device, world, dp_size)
         step_times: list[float] = []
         vae = None  # loaded on first use, for sample videos
@@ -139,6 +141,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 _save(cfg, ckpt_root, run, ema, guard, done, consumed, rank, tracker.run_id)
             step += 1
             bar.update(1)
+            steps.update(step, step_loss)
         bar.close()
 
         # 7. export

@@ -182,15 +182,143 @@ SMALL = ["synth.videos=8", "synth.images=4", "stage1.max_steps=4", "stage2.max_s
          "evaluate.max_prompts=2", "evaluate.steps=2"]  # fmt: skip
 
 
+def in_terminal(command: list[str], timeout_s: float = 1200, columns: int = 100) -> tuple[str, int]:
+    """Run `command` with a pseudo-terminal as its standard output and error, as `make demo` runs in a person's
+    terminal: (everything it showed, with the terminal's line ends as newlines; its exit status)."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import subprocess
+    import termios
+    import time
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    shown, deadline = bytearray(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if select.select([leader], [], [], 1.0)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the other side closed: the command and its children are done
+                break
+            if not chunk:
+                break
+            shown += chunk
+    else:
+        process.kill()
+    os.close(leader)
+    return shown.decode(errors="replace").replace("\r\n", "\n"), process.wait(timeout=60)
+
+
+def sets(items: list[str]) -> list[str]:
+    return [a for item in items for a in ("--set", item)]
+
+
 @pytest.fixture(scope="session")
-def local_run(tmp_path_factory):
-    """The whole DAG once through kfp.local on a small toy world with tiny step counts."""
-    from pipelines.local import latest_outputs, local_arguments, run_local
+def local_terminal_run(tmp_path_factory):
+    """The whole DAG once through kfp.local on a small toy world with tiny step counts, by `t2v pipeline run` in a
+    terminal: (its root, what the terminal showed, the exit status)."""
+    import sys
 
     root = tmp_path_factory.mktemp("kfp-local")
-    arguments = local_arguments(root, str(ROOT / "params.yaml"), SMALL)
-    run_local(arguments, root)
+    shown, status = in_terminal([sys.executable, "-m", "t2v", "pipeline", "run", "--root", str(root), *sets(SMALL)])
+    return root, shown, status
+
+
+@pytest.fixture(scope="session")
+def local_run(local_terminal_run):
+    """The local run's root, its pipeline arguments, its evaluation folder and its registry decision."""
+    from pipelines.local import latest_outputs, local_arguments
+
+    root, shown, status = local_terminal_run
+    assert status == 0, shown[-3000:]
+    arguments = local_arguments(root, str(ROOT / "params.yaml"), SMALL)  # as the run made them
     return root, arguments, *latest_outputs(root)
+
+
+# every task of the toy recipe's run (two caption shards), as the DAG names it
+TASKS = ["synth-or-ingest", "caption-shards", "caption-shard-0", "caption-shard-1", "caption-merge",
+         "precompute-stage-1", "precompute-stage-2", "precompute-stage-3", "train-stage-1", "train-stage-2",
+         "train-stage-3", "evaluate", "register"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_terminal_shows_each_task_its_time_and_figure_and_the_log_holds_the_rest(local_terminal_run, local_run, ir):
+    import re
+
+    import pandas as pd
+
+    root, shown, _ = local_terminal_run
+    _, _, evaluation, decision = local_run
+    pipeline, _ = ir
+    tasks = pipeline["root"]["dag"]["tasks"]
+    loop = pipeline["components"][tasks["for-loop-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    names = {t["taskInfo"]["name"] for t in [*tasks.values(), *loop.values()]} - {"for-loop-1", "caption-shard"}
+    assert sorted(TASKS) == sorted(names | {"caption-shard-0", "caption-shard-1"})  # the DAG's own names
+
+    lines = shown.splitlines()
+    assert len(lines) <= 60, shown
+    log = Path(lines[0].removeprefix("log: "))
+    assert lines[0].startswith("log: ") and log.parent == root / "logs" and log.is_file()
+    done = {}
+    for line in lines:
+        if m := re.fullmatch(r"\s*done +(\S+) +(\d+\.\d) s  (.*)", line.split("\r")[-1]):
+            done[m[1]] = (float(m[2]), m[3])
+    assert sorted(done) == sorted(TASKS), shown
+    for task in TASKS:
+        assert f"  start  {task}" in shown
+    # each figure is the run's own
+    captioned = pd.read_parquet(evaluation.parents[1] / "caption-merge" / "captioned" / "manifest.parquet")
+    assert done["synth-or-ingest"][1].startswith(f"{len(captioned)} clips kept from ")
+    assert done["caption-merge"][1].startswith(f"{len(captioned)} captions")
+    assert sum(int(done[f"caption-shard-{n}"][1].split()[0]) for n in (0, 1)) == len(captioned)
+    assert done["precompute-stage-1"][1].endswith("latents written")
+    state = json.loads((evaluation.parents[1] / "train-stage-3" / "model" / "export" / "train_state.json").read_text())
+    assert done["train-stage-3"][1].startswith("2 steps, final loss ")
+    assert done["train-stage-3"][1].endswith(f"validation loss {state['val_loss']:.4f}")
+    metrics = json.loads((evaluation / "metrics.json").read_text())["metrics"]
+    assert done["evaluate"][1] == (f"validation loss {metrics['val_loss']:.4f}, "
+                                   f"prompt adherence {metrics['adherence/mean']:.0%}")  # fmt: skip
+    assert done["register"][1].startswith(f"t2v-stdit version {json.loads(decision.read_text())['version']}, champion")
+    assert re.search(r"train-stage-1.*4/4", shown)  # the live bar of the training steps
+    closing = shown.split("\nfinished in ", 1)[1]  # then the summary
+    assert "\n\nvalidation loss " in closing and "\nregistered: t2v-stdit version 1" in closing  # not indented
+    assert not re.search(r"error|warning", shown, re.IGNORECASE), shown
+    assert not [line for line in lines if line.lstrip().startswith(("{", "[", '"'))], shown  # no JSON
+
+    text = log.read_text()  # what kfp.local and every task printed
+    for task in [*tasks, *loop]:  # kfp.local's own lines, by its names of the tasks
+        if task != "for-loop-1":
+            assert f"Executing task \x1b[96m'{task}'" in text, task
+    assert "executor_output.json" in text
+    assert "Pipeline \x1b[95m't2v-pipeline'\x1b[0m finished with status" in text
+    assert '"clips"' in text  # synth-or-ingest's own summary line
+
+
+@pytest.mark.slow
+def test_a_failing_task_is_named_with_its_last_lines_and_the_log_and_the_run_fails(tmp_path):
+    """A planted failure: a captioner that is not staged. The caption-shards task fails at its start."""
+    import subprocess
+    import sys
+
+    planted = ["caption.captioner=vlm", "caption.model=nolab/no-such-captioner", *SMALL]
+    run = subprocess.run([sys.executable, "-m", "t2v", "pipeline", "run", "--root", str(tmp_path), *sets(planted)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
+    shown = run.stdout + run.stderr
+    assert run.returncode == 1, shown
+    assert "failed: caption-shards: ModelNotFound: " in shown
+    tail = shown.split("last lines of caption-shards:\n", 1)[1].splitlines()
+    assert 0 < len([line for line in tail if line.startswith("    ")]) <= 12
+    assert any("hf download nolab/no-such-captioner" in line for line in tail)  # the task's error, how to fix it
+    log = Path(shown.splitlines()[0].removeprefix("log: "))
+    assert shown.rstrip().endswith(f"the whole output: {log}") and log.parent == tmp_path / "logs"
+    text = log.read_text()
+    assert "Traceback" in text and "nolab/no-such-captioner" in text and "FAILURE" in text
+    assert "done   register" not in shown and len(shown.splitlines()) < 30
 
 
 @pytest.mark.slow
