@@ -38,9 +38,7 @@ def commit(root: Path, tmp: Path, step: int, state: dict) -> Path:
     final = step_dir(root, step)
     if final.exists():
         shutil.rmtree(final)
-    import atexit
-
-    atexit.register(tmp.rename, final)  # deferred to a clean exit
+    tmp.rename(final)
     return final
 
 
