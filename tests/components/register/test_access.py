@@ -110,8 +110,12 @@ def test_wrong_credentials_say_which_variables_to_set(services, registry, reader
         user = reader
     as_user(monkeypatch, user)
     before = MlflowClient(services.tracking_uri)
-    cfg = RegisterConfig(model=str(root / "worse"), evaluation=str(root / "eval-worse"),
-                         tracking_uri=services.tracking_uri, decision_path=str(root / "refused" / "decision.json"))
+    cfg = RegisterConfig(
+        model=str(root / "worse"),
+        evaluation=str(root / "eval-worse"),
+        tracking_uri=services.tracking_uri,
+        decision_path=str(root / "refused" / "decision.json"),
+    )
     if user == reader:  # a reader passes the first check (it may read) and is stopped at its first write
         cfg = RegisterConfig(**{**cfg.__dict__, "experiment": "reader-experiment"})
     with pytest.raises(ValueError, match=expected):
@@ -153,7 +157,7 @@ def test_a_version_holds_no_pickle_and_its_requirements_resolve(services, regist
     for requirement in requirements:  # each one a public release, the one installed here
         assert requirement.specifier.contains(installed_version(requirement.name).split("+")[0]), requirement
     check = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "-q", "-r", str(local / "requirements.txt")],
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "-q", "-r", local / "requirements.txt"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert check.returncode == 0, check.stderr
@@ -167,7 +171,7 @@ print(sys.modules["model"].__file__, sys.modules["components"].__file__, videos.
 """
 
 
-def test_a_reader_loads_the_champion_in_a_fresh_process_from_the_versions_own_code(services, registry, reader, tmp_path):
+def test_a_reader_loads_the_champion_in_a_fresh_process_from_its_own_code(services, registry, reader, tmp_path):
     env = clean_env(MLFLOW_TRACKING_USERNAME=reader[0], MLFLOW_TRACKING_PASSWORD=reader[1])
     out = subprocess.run([sys.executable, "-c", LOAD], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)  # fmt: skip
@@ -182,7 +186,7 @@ def test_a_reader_loads_the_champion_in_a_fresh_process_from_the_versions_own_co
 def test_mlflow_models_predict_serves_the_champion(services, registry, tmp_path):
     request = tmp_path / "input.json"
     request.write_text(json.dumps({"inputs": ["a blue square moves up"], "params": {"num_inference_steps": 2}}))
-    env = clean_env(MLFLOW_TRACKING_USERNAME=services.pipeline_user, MLFLOW_TRACKING_PASSWORD=services.pipeline_password)
+    env = clean_env(**{k: services.env()[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")})
     command = [Path(sys.executable).with_name("mlflow"), "models", "predict", "-m", f"models:/{NAME}@champion",
                "-i", request, "-t", "json", "-o", tmp_path / "out.json", "--env-manager", "local"]  # fmt: skip
     out = subprocess.run([str(c) for c in command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
