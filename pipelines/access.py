@@ -6,15 +6,11 @@ may delete.
 `provision` is what an operator runs once (and again to rotate passwords): it creates or updates the users, creates
 the registered model as the admin (so that no other user can claim its name and, with it, MANAGE), and grants the
 pipeline EDIT on it and on the experiments that exist. The local services (pipelines.services) call it too.
-`python -m pipelines.access --help` is its command line.
+`t2v pipeline users` is its command line.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import secrets
-import sys
 from collections.abc import Iterable
 
 from components.common.registry import MODEL_NAME
@@ -85,38 +81,3 @@ def provision(
         token = page.get("next_page_token")
         if not token:
             return
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.access",
-        description="Create or update the MLflow server's users: the pipeline identity (EDIT on the project's model "
-        "and experiments) and read-only users. The admin's credentials come from MLFLOW_AUTH_ADMIN_USERNAME and "
-        "MLFLOW_AUTH_ADMIN_PASSWORD, the pipeline's password from T2V_PIPELINE_PASSWORD (the mlflow-credentials "
-        "Secret's). Each reader gets a new random password, printed once as `name password`; running it again rotates "
-        "the passwords it is given.",
-    )
-    parser.add_argument("tracking_uri", help="the MLflow server, e.g. http://localhost:5000 (kubectl port-forward)")
-    parser.add_argument("--pipeline-user", default="t2v", help="the pipeline identity's username (default: t2v)")
-    parser.add_argument("--reader", action="append", default=[], help="a read-only user (repeat for more)")
-    parser.add_argument("--model", default=MODEL_NAME, help=f"the registered model (default: {MODEL_NAME})")
-    args = parser.parse_args(argv)
-    missing = [k for k in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "T2V_PIPELINE_PASSWORD")
-               if not os.environ.get(k)]  # fmt: skip
-    if missing:
-        parser.error(f"set {', '.join(missing)} (the admin's credentials and the pipeline identity's password)")
-    admin = (os.environ["MLFLOW_AUTH_ADMIN_USERNAME"], os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"])
-    readers = [(name, secrets.token_urlsafe(18)) for name in args.reader]
-    try:
-        provision(args.tracking_uri, admin, (args.pipeline_user, os.environ["T2V_PIPELINE_PASSWORD"]), readers,
-                  args.model)  # fmt: skip
-    except (AccessError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for name, password in readers:
-        print(name, password)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,22 +12,25 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
+
+from pipelines.processes import (
+    ServiceError,
+    _free_ports,
+    _http_ok,
+    _run,
+    _spawn,
+    _stop_process,
+    _succeeds,
+    _wait_until,
+)
 
 REGION = "us-east-1"  # SeaweedFS ignores it; S3 clients need one to sign requests
 TIMEOUTS = {"postgres": 30.0, "s3": 30.0, "mlflow": 90.0}  # seconds to come up (MLflow migrates a fresh database)
-LOG_LINES = 30  # how much of a server's log an error quotes
-
-
-class ServiceError(RuntimeError):
-    """A service's program is missing, or the service did not come up."""
 
 
 class LocalServices:
@@ -256,10 +259,14 @@ class LocalServices:
         provision(self.tracking_uri, self.admin, (self.pipeline_user, self.pipeline_password))
 
     def _auth_config(self) -> Path:
-        """MLflow's auth config: its users' database (the URI holds a password: the file is its owner's only) and
-        READ for every user on what nobody granted them more of."""
+        """MLflow's auth config: its users' database (the URI holds a password: the file is its owner's only),
+        READ for every user on what nobody granted them more of, and a minute's cache of checked passwords (one
+        worker: a changed password takes effect at once; without it each request costs a password hash)."""
         path = self.root / "mlflow-auth.ini"
-        text = f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {self.auth_database_uri}\n"
+        text = (
+            f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {self.auth_database_uri}\n"
+            "auth_cache_ttl_seconds = 60\n"
+        )
         path.touch(mode=0o600)
         path.chmod(0o600)
         path.write_text(text)
@@ -341,81 +348,6 @@ def _postgres_user_prefix(home: Path, own: list[Path]) -> list[str]:
         # directory search checks lets the server reach its files, which keeps them all under root
         prefix += ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
     return [*prefix, "--"]
-
-
-# -- processes -------------------------------------------------------------------------------------------------------
-
-
-def _spawn(command: list, log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    """Start a server in its own process group (so Ctrl-C reaches us, not it, and one signal stops all of it)."""
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [str(part) for part in command], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env=env, cwd=cwd, start_new_session=True,
-        )  # fmt: skip
-
-
-def _stop_process(process: subprocess.Popen | None, grace: float = 10.0) -> None:
-    """SIGTERM the process group, SIGKILL what is left of it after `grace` seconds."""
-    if process is None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(grace)
-    # the leader may be gone while children (uvicorn's worker) linger in its group
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def _run(command: list, what: str, log: Path) -> None:
-    """Run a short command; on failure raise with its output and the last lines of the server's log."""
-    result = subprocess.run([str(part) for part in command], capture_output=True, text=True)
-    if result.returncode:
-        output = (result.stdout + result.stderr).strip()
-        raise ServiceError(f"{what} failed (exit {result.returncode}):\n{output}\n{_tail(log)}")
-
-
-def _wait_until(ready: Callable[[], bool], process: subprocess.Popen, what: str, log: Path, timeout: float) -> None:
-    """Poll `ready` until it holds; raise with the log's last lines if the process exits or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if process.poll() is not None:
-            raise ServiceError(f"{what} exited with code {process.returncode} while starting\n{_tail(log)}")
-        if time.monotonic() > deadline:
-            raise ServiceError(f"{what} did not come up within {timeout:g} s\n{_tail(log)}")
-        time.sleep(0.1)
-
-
-def _tail(log: Path) -> str:
-    lines = log.read_text(errors="replace").splitlines()[-LOG_LINES:] if log.exists() else []
-    return f"last lines of {log}:\n" + "\n".join(lines)
-
-
-def _succeeds(call: Callable[[], object]) -> bool:
-    try:
-        call()
-    except Exception:
-        return False
-    return True
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _free_ports(count: int) -> list[int]:
-    """`count` distinct ports free on 127.0.0.1 now (all held open together, so none repeats)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def main(argv: list[str] | None = None) -> int:

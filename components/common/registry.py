@@ -14,7 +14,7 @@ from pathlib import Path
 from components.common.files import atomic_dir
 
 MODEL_NAME = "t2v-stdit"
-PIPELINE_ARTIFACT = "pipeline"  # the pyfunc's artifact key (components.register.pyfunc): artifacts/pipeline/
+PIPELINE_ARTIFACT = "pipeline"  # the pyfunc's artifact key (model.pyfunc): artifacts/pipeline/
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 

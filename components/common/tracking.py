@@ -67,7 +67,7 @@ def access_denied(err: Exception, uri: str) -> AccessDenied | None:
         return AccessDenied(
             f"MLflow at {uri} denied user {user!r} this request (403 permission denied): run it as the pipeline "
             f"identity ({' and '.join(CREDENTIALS)}), or have the admin grant {user!r} EDIT "
-            "(python -m pipelines.access)"
+            "(t2v pipeline users)"
         )
     return None
 

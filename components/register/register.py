@@ -6,9 +6,9 @@ register(cfg):
      --baseline models:/<name>@champion`: both models on the same held-out set in the same run)
   2. stages the pipeline folder: small local encoders (under `bundle_max_mb`) are written into it as pipeline
      components, hub ids stay references, large local encoders are referenced by absolute path
-  3. logs it as an MLflow pyfunc "from code" (components/register/model_code.py sets
-     components.register.pyfunc.T2VModel; the project's Python files travel as the version's code, so it loads
-     without the project installed and nothing in it is unpickled) in a `register` run with the evaluation's
+  3. logs it as an MLflow pyfunc "from code" (components/register/model_code.py sets model.pyfunc.T2VModel; the
+     `model` package travels as the version's code, so it loads without the project installed, and nothing in it
+     is unpickled) in a `register` run with the evaluation's
      metrics and report, and registers a version of `name` with lineage tags (git commit, data key, manifest hash,
      DVC md5, pipeline run id, per-stage configs and runs, evaluation run) and a model card as its description
   4. aliases: the new version becomes `challenger`; the first version becomes `champion`; later the champion
@@ -38,7 +38,7 @@ LOWER_IS_BETTER = ("loss", "fvd", "flicker")
 TAG_LIMIT = 5000  # MLflow's model-version tag value limit
 RECORD_FILE = "registered.json"  # beside the decision
 ROOT = Path(__file__).resolve().parents[2]
-CODE_PACKAGES = ("components", "model")  # what a version carries as its code (Python files only)
+CODE_PACKAGES = ("model",)  # what a version carries as its code (Python files only): the network, pipeline, pyfunc
 MODEL_CODE = Path(__file__).with_name("model_code.py")
 # what loading a version needs from a package index: the `model` package's imports and the pyfunc's
 REQUIREMENTS = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "sentencepiece", "einops",
@@ -300,7 +300,7 @@ def _log_and_decide(cfg: RegisterConfig, tracking_uri: str, pipeline: Path, eval
     import mlflow
     from mlflow.models import infer_signature
 
-    from components.register.pyfunc import DEFAULT_PARAMS
+    from model.pyfunc import DEFAULT_PARAMS
 
     c = client(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)

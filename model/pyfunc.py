@@ -1,9 +1,9 @@
 """The MLflow pyfunc of a trained pipeline: `mlflow.pyfunc.load_model("models:/t2v-stdit@champion")`.
 
 A registered version is an MLflow model "from code": it holds the pipeline folder (safetensors and JSON) as its
-artifact, `model_code.py` (which sets this pyfunc) and the project's Python files as its code, and no pickled
-object. So that the version loads where the project is not installed, this module imports only the `model` package
-and libraries.
+artifact, `model_code.py` (components/register, which sets this pyfunc) and the `model` package as its code, and no
+pickled object. The version loads where the project is not installed: this module imports only `model` and
+libraries.
 
 `predict` takes prompts (a list of strings, a string, or a DataFrame with a `prompt` column) and optional params
 (num_frames, height, width: 0 means the model's default; num_inference_steps, guidance_scale, seed) and returns
