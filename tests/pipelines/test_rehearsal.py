@@ -49,7 +49,10 @@ def restart_mlflow_during_stage2(drill: dict):
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
-    with LocalServices(tmp_path_factory.mktemp("services")) as running:
+    """The services; the tests' own MLflow calls authenticate as the pipeline's identity, as its tasks do."""
+    with LocalServices(tmp_path_factory.mktemp("services")) as running, pytest.MonkeyPatch.context() as mp:
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            mp.setenv(key, running.env()[key])
         yield running
 
 

@@ -5,6 +5,7 @@ code, in a fresh process, through the Python API and `mlflow models predict`."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version as installed_version
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from packaging.requirements import Requirement
@@ -104,24 +106,25 @@ def test_the_model_belongs_to_the_admin_and_the_pipeline_may_edit_it(services, r
         (("viewer", None), r"denied user 'viewer' .*403.*grant 'viewer' EDIT"),
     ],
 )  # fmt: skip
-def test_wrong_credentials_say_which_variables_to_set(services, registry, reader, monkeypatch, user, expected):
+def test_wrong_credentials_name_the_variables_to_set(services, registry, reader, monkeypatch, tmp_path, user, expected):
     _, _, root = registry
     if user and user[1] is None:
         user = reader
+    # an evaluation against the current champion, so that only the credentials stand in the way
+    evaluation = tmp_path / "evaluation"
+    shutil.copytree(root / "eval-worse", evaluation)
+    (evaluation / "decision.json").unlink()  # the earlier registration's
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    metrics["baseline"]["model_info"]["version"] = "3"
+    (evaluation / "metrics.json").write_text(json.dumps(metrics))
     as_user(monkeypatch, user)
     before = MlflowClient(services.tracking_uri)
-    cfg = RegisterConfig(
-        model=str(root / "worse"),
-        evaluation=str(root / "eval-worse"),
-        tracking_uri=services.tracking_uri,
-        decision_path=str(root / "refused" / "decision.json"),
-    )
-    if user == reader:  # a reader passes the first check (it may read) and is stopped at its first write
-        cfg = RegisterConfig(**{**cfg.__dict__, "experiment": "reader-experiment"})
-    with pytest.raises(ValueError, match=expected):
+    cfg = RegisterConfig(model=str(root / "worse"), evaluation=str(evaluation), tracking_uri=services.tracking_uri)
+    with pytest.raises(ValueError, match=expected):  # a reader may read: it is stopped at its first write
         register(cfg)
     as_user(monkeypatch, (services.pipeline_user, services.pipeline_password))
     assert len(before.search_model_versions(f"name='{NAME}'")) == 3
+    assert not (evaluation / "decision.json").exists()
 
 
 def artifact_files(folder: Path) -> list[str]:
@@ -148,8 +151,9 @@ def test_a_version_holds_no_pickle_and_its_requirements_resolve(services, regist
     assert not any("__pycache__" in f for f in files)
     weights = [f for f in files if f.startswith("artifacts/pipeline/") and f.endswith(".safetensors")]
     assert any(f.startswith("artifacts/pipeline/transformer/") for f in weights)
-    flavour = (local / "MLmodel").read_text()
-    assert "model_code_path" in flavour and "cloudpickle" not in flavour
+    flavour = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavour["model_code_path"].endswith("model_code.py") and flavour["code"] == "code"
+    assert "python_model" not in flavour  # the key of a pickled PythonModel object
 
     requirements = [Requirement(line) for line in (local / "requirements.txt").read_text().split() if line]
     names = {r.name.lower() for r in requirements}
@@ -167,7 +171,7 @@ LOAD = """
 import sys, mlflow
 model = mlflow.pyfunc.load_model("models:/t2v-stdit@champion")
 videos = model.predict(["a red circle moves left"], params={"num_inference_steps": 2})
-print(sys.modules["model"].__file__, "components" in sys.modules, videos.shape, videos.dtype)
+print(sys.modules["model"].__file__, "components" in sys.modules, videos.shape, videos.dtype, sep="|")
 """
 
 
@@ -176,7 +180,7 @@ def test_a_reader_loads_the_champion_in_a_fresh_process_from_its_own_code(servic
     out = subprocess.run([sys.executable, "-c", LOAD], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    model_file, components, shape, dtype = out.stdout.strip().splitlines()[-1].split(" ", 3)
+    model_file, components, shape, dtype = out.stdout.strip().splitlines()[-1].split("|")
     root = Path(__file__).resolve().parents[3]
     assert "/code/model/" in model_file and not Path(model_file).is_relative_to(root)  # the version's own code
     assert components == "False"  # loading imports the model package, not the project's steps
