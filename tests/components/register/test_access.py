@@ -197,3 +197,28 @@ def test_mlflow_models_predict_serves_the_champion(services, registry, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     videos = np.asarray(json.loads((tmp_path / "out.json").read_text())["predictions"])
     assert videos.shape[0] == 1 and videos.shape[-1] == 3 and videos.min() >= 0 and videos.max() <= 255
+
+
+def test_t2v_pipeline_users_creates_readers_and_rotates_the_pipelines_password(services, registry, monkeypatch, capsys):
+    from t2v.cli import main
+
+    uri, search = services.tracking_uri, f"{services.tracking_uri}/api/2.0/mlflow/registered-models/search"
+    for key in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "T2V_PIPELINE_PASSWORD"):
+        monkeypatch.delenv(key, raising=False)
+    assert main(["pipeline", "users", uri, "--reader", "bob"]) == 2
+    missing = "set MLFLOW_AUTH_ADMIN_USERNAME, MLFLOW_AUTH_ADMIN_PASSWORD, T2V_PIPELINE_PASSWORD"
+    assert missing in capsys.readouterr().out
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_USERNAME", services.admin[0])
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", services.admin[1])
+    rotated = "rotated-" + os.urandom(8).hex()
+    monkeypatch.setenv("T2V_PIPELINE_PASSWORD", rotated)
+    try:
+        assert main(["pipeline", "users", uri, "--pipeline-user", services.pipeline_user, "--reader", "bob"]) == 0
+        name, password = capsys.readouterr().out.split()
+        assert name == "bob" and requests.get(search, auth=("bob", password), timeout=10).status_code == 200
+        old = (services.pipeline_user, services.pipeline_password)
+        assert requests.get(search, auth=old, timeout=10).status_code == 401
+        assert requests.get(search, auth=(services.pipeline_user, rotated), timeout=10).status_code == 200
+    finally:  # the other tests go on with the pipeline's first password
+        monkeypatch.setenv("T2V_PIPELINE_PASSWORD", services.pipeline_password)
+        assert main(["pipeline", "users", uri, "--pipeline-user", services.pipeline_user]) == 0
