@@ -65,9 +65,9 @@ def access_denied(err: Exception, uri: str) -> AccessDenied | None:
         )
     if status == 403:
         return AccessDenied(
-            f"MLflow at {uri} denied user {user!r} this request (403 permission denied): run it as the pipeline "
-            f"identity ({' and '.join(CREDENTIALS)}), or have the admin grant {user!r} EDIT "
-            "(t2v pipeline users)"
+            f"MLflow at {uri} denied user {user!r} this request (403 permission denied): other users may only "
+            f"read; run it as the pipeline identity, with {CREDENTIALS[0]} and {CREDENTIALS[1]} set to its "
+            "username and password (in a cluster, the mlflow-credentials Secret; `t2v pipeline users` sets it up)"
         )
     return None
 
@@ -77,8 +77,7 @@ def check_access(client, uri: str) -> None:
     try:
         client.search_experiments(max_results=1)
     except Exception as err:
-        denied = access_denied(err, uri)
-        if denied is not None:
+        if denied := access_denied(err, uri):
             raise denied from None
         raise
 

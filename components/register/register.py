@@ -8,9 +8,9 @@ register(cfg):
      components, hub ids stay references, large local encoders are referenced by absolute path
   3. logs it as an MLflow pyfunc "from code" (components/register/model_code.py sets model.pyfunc.T2VModel; the
      `model` package travels as the version's code, so it loads without the project installed, and nothing in it
-     is unpickled) in a `register` run with the evaluation's
-     metrics and report, and registers a version of `name` with lineage tags (git commit, data key, manifest hash,
-     DVC md5, pipeline run id, per-stage configs and runs, evaluation run) and a model card as its description
+     is unpickled) in a `register` run with the evaluation's metrics and report, and registers a version of `name`
+     with lineage tags (git commit, data key, manifest hash, DVC md5, pipeline run id, per-stage configs and runs,
+     evaluation run) and a model card as its description
   4. aliases: the new version becomes `challenger`; the first version becomes `champion`; later the champion
      moves only when the challenger beats it on `metric` by more than `margin`. The decision and its numbers go
      to the run, the version's tags and decision.json.
@@ -229,8 +229,8 @@ def _champion(tracking_uri: str, name: str):
     try:
         return client(tracking_uri).get_model_version_by_alias(name, "champion")
     except MlflowException as err:
-        if access_denied(err, tracking_uri):
-            raise access_denied(err, tracking_uri) from None
+        if denied := access_denied(err, tracking_uri):
+            raise denied from None
         return None
 
 

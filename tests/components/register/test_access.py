@@ -103,7 +103,8 @@ def test_the_model_belongs_to_the_admin_and_the_pipeline_may_edit_it(services, r
         (None, r"without credentials \(MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD are not set\)"),
         (("t2v", "wrong-password"), r"as user 't2v' \(401 unauthenticated\): set MLFLOW_TRACKING_USERNAME and "
          r"MLFLOW_TRACKING_PASSWORD"),
-        (("viewer", None), r"denied user 'viewer' .*403.*grant 'viewer' EDIT"),
+        (("viewer", None), r"denied user 'viewer' .*403.*run it as the pipeline identity, with "
+         r"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD set"),
     ],
 )  # fmt: skip
 def test_wrong_credentials_name_the_variables_to_set(services, registry, reader, monkeypatch, tmp_path, user, expected):
