@@ -361,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     with LocalServices(Path(argv[0])) as services:
         for key, value in services.env().items():
             print(f"export {key}={shlex.quote(value)}", flush=True)
+        admin = f"MLFLOW_AUTH_ADMIN_USERNAME={services.admin[0]} MLFLOW_AUTH_ADMIN_PASSWORD={services.admin[1]}"
+        print(f"# MLflow's admin (t2v pipeline users): {admin}", file=sys.stderr, flush=True)
         print(f"# logs in {services.root / 'logs'}; Ctrl-C stops the services", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:
