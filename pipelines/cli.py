@@ -14,6 +14,7 @@ merged) -> precompute -> stage-1 -> stage-2 -> stage-3 -> evaluate -> register.
   submit    create a run on a KFP host (--dry-run prints what would be sent)
   rehearse  the production DAG at rehearsal size on this machine: real footage, a models folder in the shape of
             the models volume, MLflow on PostgreSQL and S3, DVC's remote on the same S3 (make rehearsal)
+  users     create or update the MLflow server's users: the pipeline identity and read-only users
 
 Every step's settings come from a recipe (--recipe FILE: a section per step, only what differs from the defaults;
 configs/recipes/production.yaml on a cluster, params.yaml for the toy world) and --set overrides:
@@ -87,6 +88,22 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    help="run without MLflow (no tracking_uri): nothing is recorded nor registered")  # fmt: skip
     s.add_argument("--dry-run", action="store_true", help="print what would be sent and stop")
     s.set_defaults(run=_submit)
+    u = sub.add_parser(
+        "users",
+        help="create or update the MLflow server's users: the pipeline identity and read-only users",
+        description=(
+            "Create or update the MLflow server's users (it runs with authentication): the pipeline identity (EDIT on "
+            "the project's registered model, which the admin owns, and on the experiments) and read-only users. The "
+            "admin's credentials come from MLFLOW_AUTH_ADMIN_USERNAME and MLFLOW_AUTH_ADMIN_PASSWORD, the pipeline's "
+            "password from T2V_PIPELINE_PASSWORD (the mlflow-credentials Secret's). Each reader gets a new random "
+            "password, printed once as `name password`. Running it again rotates the passwords it is given."
+        ),
+    )
+    u.add_argument("tracking_uri", help="the MLflow server, e.g. http://localhost:5000 (kubectl port-forward)")
+    u.add_argument("--pipeline-user", default="t2v", help="the pipeline identity's username (default %(default)s)")
+    u.add_argument("--reader", action="append", default=[], help="a read-only user (repeat for more)")
+    u.add_argument("--model", default="t2v-stdit", help="the registered model (default %(default)s)")
+    u.set_defaults(run=_users)
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -194,4 +211,26 @@ def _submit(args: argparse.Namespace) -> int:
             namespace=args.namespace, service_account=args.service_account,
         )  # fmt: skip
     print(f"run {run.run_id} created on {args.host}")
+    return 0
+
+
+def _users(args: argparse.Namespace) -> int:
+    import secrets
+
+    from pipelines.access import AccessError, provision
+
+    names = ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "T2V_PIPELINE_PASSWORD")
+    if missing := [name for name in names if not os.environ.get(name)]:
+        print(f"t2v pipeline users: set {', '.join(missing)} (the admin's credentials, the pipeline's password)")
+        return 2
+    admin = (os.environ["MLFLOW_AUTH_ADMIN_USERNAME"], os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    readers = [(name, secrets.token_urlsafe(18)) for name in args.reader]
+    try:
+        pipeline = (args.pipeline_user, os.environ["T2V_PIPELINE_PASSWORD"])
+        provision(args.tracking_uri, admin, pipeline, readers, args.model)
+    except (AccessError, ValueError) as err:
+        print(f"t2v pipeline users: {err}")
+        return 1
+    for name, password in readers:
+        print(name, password)
     return 0

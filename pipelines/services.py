@@ -1,5 +1,6 @@
 """The services a cluster run talks to, started on loopback: PostgreSQL, an S3 server (SeaweedFS `weed mini`) and an
-MLflow tracking server on both; `env()` is what their clients (MLflow, boto3, DVC) need. For the local rehearsal of
+MLflow tracking server on both, with MLflow's authentication on (users in their own PostgreSQL database); `env()` is
+what their clients (MLflow as the pipeline's identity, boto3, DVC) need. For the local rehearsal of
 the production path and for tests; `python -m pipelines.services ROOT` starts them for a developer."""
 
 from __future__ import annotations
@@ -11,22 +12,25 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
+
+from pipelines.processes import (
+    ServiceError,
+    _free_ports,
+    _http_ok,
+    _run,
+    _spawn,
+    _stop_process,
+    _succeeds,
+    _wait_until,
+)
 
 REGION = "us-east-1"  # SeaweedFS ignores it; S3 clients need one to sign requests
 TIMEOUTS = {"postgres": 30.0, "s3": 30.0, "mlflow": 90.0}  # seconds to come up (MLflow migrates a fresh database)
-LOG_LINES = 30  # how much of a server's log an error quotes
-
-
-class ServiceError(RuntimeError):
-    """A service's program is missing, or the service did not come up."""
 
 
 class LocalServices:
@@ -34,17 +38,24 @@ class LocalServices:
     only weed's gRPC sockets go to /tmp, and stop removes them).
 
     A context manager: entering starts all three, leaving stops them (MLflow, then S3, then PostgreSQL), also on
-    errors. Credentials are generated per instance and only ever passed through the environment or `--local` config.
+    errors. Credentials are generated per instance and only ever passed through the environment, `--local` config or
+    MLflow's auth config (a file readable by its owner only). MLflow's users: `admin`, and `pipeline_user`, which
+    pipelines.access.provision sets up as in a cluster.
     """
 
     artifact_bucket = "mlflow"  # MLflow's --artifacts-destination
     dvc_bucket = "dvc"  # DVC remotes
+    admin_user = "admin"
+    pipeline_user = "t2v"
 
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
         self.access_key = secrets.token_hex(10)
         self.secret_key = secrets.token_hex(20)
         self._db_password = secrets.token_hex(16)
+        self.admin_password = secrets.token_urlsafe(18)
+        self.pipeline_password = secrets.token_urlsafe(18)
+        self._flask_secret = secrets.token_hex(32)  # signs the web UI's CSRF tokens; the same across restarts
         # all at once, so that no two services draw the same port
         self._pg_port, self._s3_port, self._mlflow_port, *self._weed_ports = _free_ports(12)
         self._weed: subprocess.Popen | None = None
@@ -64,11 +75,23 @@ class LocalServices:
         # +psycopg2: a plain postgresql:// makes SQLAlchemy 2 look for psycopg 3
         return f"postgresql+psycopg2://mlflow:{self._db_password}@127.0.0.1:{self._pg_port}/mlflow"
 
+    @property
+    def auth_database_uri(self) -> str:
+        """MLflow's users and permissions, in a database of their own."""
+        return f"postgresql+psycopg2://mlflow:{self._db_password}@127.0.0.1:{self._pg_port}/mlflow_auth"
+
+    @property
+    def admin(self) -> tuple[str, str]:
+        return self.admin_user, self.admin_password
+
     def env(self) -> dict[str, str]:
-        """What a client process needs: MLflow's tracking URI and the S3 endpoint and credentials, named as MLflow,
-        boto3 and s3fs read them."""
+        """What a client process needs: MLflow's tracking URI and the pipeline identity's credentials, and the S3
+        endpoint and credentials, named as MLflow, boto3 and s3fs read them (the variables a cluster's tasks get from
+        the mlflow-credentials and s3-credentials Secrets)."""
         return {
             "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MLFLOW_TRACKING_USERNAME": self.pipeline_user,
+            "MLFLOW_TRACKING_PASSWORD": self.pipeline_password,
             "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
             "AWS_ACCESS_KEY_ID": self.access_key,
@@ -118,7 +141,8 @@ class LocalServices:
             raise errors[0]
 
     def start_postgres(self) -> None:
-        """initdb (once per root), start the server and create the role and database `mlflow`."""
+        """initdb (once per root), start the server and create the role `mlflow` and its databases `mlflow` (runs and
+        registry) and `mlflow_auth` (MLflow's users)."""
         bindir = _postgres_bindir()
         home = self.root / "postgres"
         data, sockets = home / "data", home / "run"
@@ -146,9 +170,10 @@ class LocalServices:
                 cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = 'mlflow'")
                 verb = "ALTER" if cursor.fetchone() else "CREATE"
                 cursor.execute(f"{verb} ROLE mlflow LOGIN PASSWORD %s", (self._db_password,))
-                cursor.execute("SELECT 1 FROM pg_database WHERE datname = 'mlflow'")
-                if not cursor.fetchone():
-                    cursor.execute("CREATE DATABASE mlflow OWNER mlflow")
+                for database in ("mlflow", "mlflow_auth"):
+                    cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+                    if not cursor.fetchone():
+                        cursor.execute(f"CREATE DATABASE {database} OWNER mlflow")
 
     def stop_postgres(self) -> None:
         """pg_ctl stop (fast: open connections are closed); kill the server's process group if that fails."""
@@ -210,19 +235,42 @@ class LocalServices:
                 path.unlink(missing_ok=True)
 
     def start_mlflow(self) -> None:
-        """Start the MLflow server on its port (the same one after a restart) and wait until /health answers."""
+        """Start the MLflow server with authentication on its port (the same one after a restart), wait until
+        /health answers, then set up its users (pipelines.access.provision; again after a restart: a no-op)."""
+        from pipelines.access import provision
+
         command = [
-            sys.executable, "-m", "mlflow", "server",
+            sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
             "--artifacts-destination", f"s3://{self.artifact_bucket}/artifacts",
             "--host", "127.0.0.1", "--port", str(self._mlflow_port), "--workers", "1",
         ]  # fmt: skip
         # job execution would start job-runner processes (Huey consumers) beside the web server
         env = {**os.environ, **self.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            env.pop(key)  # the server's own calls need no identity
         env["MLFLOW_BACKEND_STORE_URI"] = self.database_uri  # --backend-store-uri, kept out of `ps` (a password)
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(self._auth_config())
+        env["MLFLOW_AUTH_ADMIN_USERNAME"], env["MLFLOW_AUTH_ADMIN_PASSWORD"] = self.admin
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = self._flask_secret
         log = self._log("mlflow")
         self._mlflow = _spawn(command, log, env=env, cwd=self.root)
         health = f"{self.tracking_uri}/health"
         _wait_until(lambda: _http_ok(health), self._mlflow, "MLflow server", log, TIMEOUTS["mlflow"])
+        provision(self.tracking_uri, self.admin, (self.pipeline_user, self.pipeline_password))
+
+    def _auth_config(self) -> Path:
+        """MLflow's auth config: its users' database (the URI holds a password: the file is its owner's only),
+        READ for every user on what nobody granted them more of, and a minute's cache of checked passwords (one
+        worker: a changed password takes effect at once; without it each request costs a password hash)."""
+        path = self.root / "mlflow-auth.ini"
+        text = (
+            f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {self.auth_database_uri}\n"
+            "auth_cache_ttl_seconds = 60\n"
+        )
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(text)
+        return path
 
     def stop_mlflow(self) -> None:
         """Stop the MLflow server (its port stays reserved for start_mlflow)."""
@@ -302,81 +350,6 @@ def _postgres_user_prefix(home: Path, own: list[Path]) -> list[str]:
     return [*prefix, "--"]
 
 
-# -- processes -------------------------------------------------------------------------------------------------------
-
-
-def _spawn(command: list, log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    """Start a server in its own process group (so Ctrl-C reaches us, not it, and one signal stops all of it)."""
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [str(part) for part in command], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env=env, cwd=cwd, start_new_session=True,
-        )  # fmt: skip
-
-
-def _stop_process(process: subprocess.Popen | None, grace: float = 10.0) -> None:
-    """SIGTERM the process group, SIGKILL what is left of it after `grace` seconds."""
-    if process is None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(grace)
-    # the leader may be gone while children (uvicorn's worker) linger in its group
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def _run(command: list, what: str, log: Path) -> None:
-    """Run a short command; on failure raise with its output and the last lines of the server's log."""
-    result = subprocess.run([str(part) for part in command], capture_output=True, text=True)
-    if result.returncode:
-        output = (result.stdout + result.stderr).strip()
-        raise ServiceError(f"{what} failed (exit {result.returncode}):\n{output}\n{_tail(log)}")
-
-
-def _wait_until(ready: Callable[[], bool], process: subprocess.Popen, what: str, log: Path, timeout: float) -> None:
-    """Poll `ready` until it holds; raise with the log's last lines if the process exits or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if process.poll() is not None:
-            raise ServiceError(f"{what} exited with code {process.returncode} while starting\n{_tail(log)}")
-        if time.monotonic() > deadline:
-            raise ServiceError(f"{what} did not come up within {timeout:g} s\n{_tail(log)}")
-        time.sleep(0.1)
-
-
-def _tail(log: Path) -> str:
-    lines = log.read_text(errors="replace").splitlines()[-LOG_LINES:] if log.exists() else []
-    return f"last lines of {log}:\n" + "\n".join(lines)
-
-
-def _succeeds(call: Callable[[], object]) -> bool:
-    try:
-        call()
-    except Exception:
-        return False
-    return True
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _free_ports(count: int) -> list[int]:
-    """`count` distinct ports free on 127.0.0.1 now (all held open together, so none repeats)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python -m pipelines.services ROOT`: start the services under ROOT, print their environment as `export`
     lines, and wait for Ctrl-C."""
@@ -388,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     with LocalServices(Path(argv[0])) as services:
         for key, value in services.env().items():
             print(f"export {key}={shlex.quote(value)}", flush=True)
+        admin = f"MLFLOW_AUTH_ADMIN_USERNAME={services.admin[0]} MLFLOW_AUTH_ADMIN_PASSWORD={services.admin[1]}"
+        print(f"# MLflow's admin (t2v pipeline users): {admin}", file=sys.stderr, flush=True)
         print(f"# logs in {services.root / 'logs'}; Ctrl-C stops the services", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:

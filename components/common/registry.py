@@ -14,7 +14,7 @@ from pathlib import Path
 from components.common.files import atomic_dir
 
 MODEL_NAME = "t2v-stdit"
-PIPELINE_ARTIFACT = "pipeline"  # the pyfunc's artifact key: artifacts/pipeline/ inside the MLflow model
+PIPELINE_ARTIFACT = "pipeline"  # the pyfunc's artifact key (model.pyfunc): artifacts/pipeline/
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -45,6 +45,10 @@ def resolve_version(uri: str, tracking_uri: str | None = None):
             return client(tracking_uri).get_model_version_by_alias(name, alias)
         return client(tracking_uri).get_model_version(name, version)
     except MlflowException as err:
+        from components.common.tracking import access_denied
+
+        if denied := access_denied(err, tracking_uri or "the tracking URI"):
+            raise denied from None
         what = f"alias {alias!r}" if alias else f"version {version}"
         raise NotRegistered(
             f"{uri}: the registry has no {what} of model {name!r} ({err.error_code}); register one with "

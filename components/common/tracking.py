@@ -43,6 +43,45 @@ def experiment_id(client, name: str, uri: str) -> str:
     return found.experiment_id if found else client.create_experiment(name, default_artifact_location(uri))
 
 
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")  # what MLflow's client sends as basic auth
+
+
+class AccessDenied(PermissionError, ValueError):
+    """The MLflow server refused who is asking (401) or what they ask (403): bad credentials are bad input."""
+
+
+def access_denied(err: Exception, uri: str) -> AccessDenied | None:
+    """For MLflow's 401 or 403, an error that says what to set or grant; None for any other error."""
+    from mlflow.exceptions import MlflowException
+
+    status = err.get_http_status_code() if isinstance(err, MlflowException) else None
+    user = os.environ.get(CREDENTIALS[0])
+    if status == 401:
+        given = f"as user {user!r}" if user else f"without credentials ({' and '.join(CREDENTIALS)} are not set)"
+        return AccessDenied(
+            f"MLflow at {uri} refused the request {given} (401 unauthenticated): set {CREDENTIALS[0]} and "
+            f"{CREDENTIALS[1]} to the pipeline identity's username and password (in a cluster, the mlflow-credentials "
+            "Secret; docs/cluster.md)"
+        )
+    if status == 403:
+        return AccessDenied(
+            f"MLflow at {uri} denied user {user!r} this request (403 permission denied): other users may only "
+            f"read; run it as the pipeline identity, with {CREDENTIALS[0]} and {CREDENTIALS[1]} set to its "
+            "username and password (in a cluster, the mlflow-credentials Secret; `t2v pipeline users` sets it up)"
+        )
+    return None
+
+
+def check_access(client, uri: str) -> None:
+    """One cheap authenticated request; AccessDenied (naming the variables to set) if the server refuses it."""
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as err:
+        if denied := access_denied(err, uri):
+            raise denied from None
+        raise
+
+
 def git_commit() -> str | None:
     """The commit of the code that runs: the image's (T2V_GIT_COMMIT, a build argument of docker/), else the
     checked-out commit of the working directory's repository; None when neither is known."""
@@ -95,7 +134,8 @@ class Tracker:
                 exp_id = experiment_id(self.client, experiment, uri)
                 self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags or {}).info.run_id
         except Exception as err:  # tracking must not stop training
-            log.warning("MLflow at %s unavailable (%s); training continues without tracking", uri, err)
+            reason = access_denied(err, uri) or err
+            log.warning("MLflow at %s unavailable (%s); training continues without tracking", uri, reason)
             self.enabled = False
             return
         self._thread = threading.Thread(target=self._work, name="mlflow-tracker", daemon=True)

@@ -6,9 +6,11 @@ register(cfg):
      --baseline models:/<name>@champion`: both models on the same held-out set in the same run)
   2. stages the pipeline folder: small local encoders (under `bundle_max_mb`) are written into it as pipeline
      components, hub ids stay references, large local encoders are referenced by absolute path
-  3. logs it as an MLflow pyfunc (components.register.pyfunc.T2VModel) in a `register` run with the evaluation's
-     metrics and report, and registers a version of `name` with lineage tags (git commit, data key, manifest hash,
-     DVC md5, pipeline run id, per-stage configs and runs, evaluation run)
+  3. logs it as an MLflow pyfunc "from code" (components/register/model_code.py sets model.pyfunc.T2VModel; the
+     `model` package travels as the version's code, so it loads without the project installed, and nothing in it
+     is unpickled) in a `register` run with the evaluation's metrics and report, and registers a version of `name`
+     with lineage tags (git commit, data key, manifest hash, DVC md5, pipeline run id, per-stage configs and runs,
+     evaluation run) and a model card as its description
   4. aliases: the new version becomes `challenger`; the first version becomes `champion`; later the champion
      moves only when the challenger beats it on `metric` by more than `margin`. The decision and its numbers go
      to the run, the version's tags and decision.json.
@@ -22,17 +24,26 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed_version
 from pathlib import Path
 
 from components.common.registry import MODEL_NAME, PIPELINE_ARTIFACT, client
 from components.common.settings import setting
-from components.common.tracking import experiment_id, git_commit
+from components.common.tracking import access_denied, check_access, experiment_id, git_commit
 
 log = logging.getLogger(__name__)
 
 LOWER_IS_BETTER = ("loss", "fvd", "flicker")
 TAG_LIMIT = 5000  # MLflow's model-version tag value limit
 RECORD_FILE = "registered.json"  # beside the decision
+ROOT = Path(__file__).resolve().parents[2]
+CODE_PACKAGES = ("model",)  # what a version carries as its code (Python files only): the network, pipeline, pyfunc
+MODEL_CODE = Path(__file__).with_name("model_code.py")
+# what loading a version needs from a package index: the `model` package's imports and the pyfunc's
+REQUIREMENTS = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "sentencepiece", "einops",
+                "numpy", "pandas", "pyyaml", "huggingface-hub")  # fmt: skip
+HEADLINE = ("val_loss", "clip_score", "fvd", "flicker")  # the evaluation's numbers the model card leads with
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,54 @@ def stage_pipeline(pipeline: Path, dest: Path, bundle_max_mb: float) -> dict[str
     return originals
 
 
+def stage_code(dest: Path) -> list[str]:
+    """Copy the project's Python files (CODE_PACKAGES, no caches) under `dest`; the folders, as MLflow code paths."""
+    paths = []
+    for package in CODE_PACKAGES:
+        for source in sorted((ROOT / package).rglob("*.py")):
+            target = dest / source.relative_to(ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        paths.append(str(dest / package))
+    return paths
+
+
+def requirements() -> list[str]:
+    """REQUIREMENTS pinned to the installed versions, as a package index names them (a local build's label, such as
+    torch's +cpu, dropped)."""
+    pins = []
+    for name in REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={installed_version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            raise ValueError(
+                f"{name} is not installed, and a registered version needs it: pip install {name}"
+            ) from None
+    return pins
+
+
+def model_card(pipeline: Path, evaluation: dict, decision: dict) -> str:
+    """The version's description: per stage its data, clips, steps and shapes; the evaluation's headline numbers
+    (and the champion's beside them); the decision."""
+    lineage_path = pipeline / "lineage.json"
+    stages = json.loads(lineage_path.read_text()) if lineage_path.exists() else []
+    lines = [f"Text-to-video STDiT pipeline, {len(stages)} training stage(s).", "", "Training:"]
+    for stage in stages:
+        shapes = ", ".join(f"{shape} ({n})" for shape, n in (stage.get("shapes") or {}).items()) or "not recorded"
+        clips = stage.get("clips", "?")
+        lines.append(f"- stage {stage['stage']}: data {stage.get('data_key') or '?'}, {clips} clips, "
+                     f"{stage.get('steps', '?')} steps; frames x height x width (clips): {shapes}")  # fmt: skip
+    metrics, baseline = evaluation["metrics"], (evaluation.get("baseline") or {}).get("metrics") or {}
+    data = evaluation["data"]
+    lines += ["", f"Evaluation on the held-out clips of {data.get('key') or data['folder']}:"]
+    for name in [m for m in HEADLINE if m in metrics] or sorted(metrics)[:4]:
+        champion = f" (champion: {baseline[name]:.4g})" if name in baseline else ""
+        lines.append(f"- {name}: {float(metrics[name]):.4g}{champion}")
+    alias = "champion and challenger" if decision["promoted"] else "challenger"
+    lines += ["", f"Decision: {alias}, {decision['reason']}."]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------- register
 
 
@@ -169,7 +228,9 @@ def _champion(tracking_uri: str, name: str):
 
     try:
         return client(tracking_uri).get_model_version_by_alias(name, "champion")
-    except MlflowException:
+    except MlflowException as err:
+        if denied := access_denied(err, tracking_uri):
+            raise denied from None
         return None
 
 
@@ -180,9 +241,6 @@ def _same_model(a: str, b: str) -> bool:
 def register(cfg: RegisterConfig) -> dict:
     """Register `cfg.model`; returns the decision (also written to decision.json)."""
     import mlflow
-    from mlflow.models import infer_signature
-
-    from components.register.pyfunc import DEFAULT_PARAMS, T2VModel
 
     tracking_uri = cfg.tracking_uri or mlflow.get_tracking_uri()
     pipeline = Path(cfg.model)
@@ -202,6 +260,7 @@ def register(cfg: RegisterConfig) -> dict:
     if cfg.metric not in evaluation["metrics"]:
         raise ValueError(f"metric {cfg.metric!r} is not in {metrics_path}; it has {sorted(evaluation['metrics'])}")
     lower = lower_is_better(cfg.metric, cfg.mode)
+    check_access(client(tracking_uri), tracking_uri)
     champion = _champion(tracking_uri, cfg.name)
     baseline = evaluation.get("baseline")
     if champion is not None:
@@ -215,12 +274,41 @@ def register(cfg: RegisterConfig) -> dict:
         if cfg.metric not in baseline["metrics"]:
             raise ValueError(f"the baseline in {metrics_path} has no {cfg.metric!r}")
 
+    pins = requirements()
+    try:
+        decision, tags = _log_and_decide(cfg, tracking_uri, pipeline, evaluation, champion, baseline, lower, pins)
+    except Exception as err:
+        denied = access_denied(err, tracking_uri)
+        if denied is not None:
+            raise denied from err
+        raise
+    path = Path(cfg.decision_path or Path(cfg.evaluation) / "decision.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(decision, indent=2))
+    # what was registered, without the registry's answer (version numbers and run ids depend on what it held
+    # before): a record the inputs determine, which DVC tracks as the stage's output
+    data = ("data_key", "manifest_sha256", "data_dvc_md5")
+    record = {"name": cfg.name, "metric": cfg.metric, "value": decision["challenger_value"]}
+    record.update({k: tags.get(k, "") for k in data})
+    (path.parent / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return decision
+
+
+def _log_and_decide(cfg: RegisterConfig, tracking_uri: str, pipeline: Path, evaluation: dict, champion, baseline,
+                    lower: bool, pins: list[str]) -> tuple[dict, dict[str, str]]:  # fmt: skip
+    """Log the register run and the model version, set the aliases; (decision, lineage tags)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from model.pyfunc import DEFAULT_PARAMS
+
     c = client(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="t2v-register-") as tmp:
         staged = Path(tmp) / PIPELINE_ARTIFACT
         bundled = stage_pipeline(pipeline, staged, cfg.bundle_max_mb)
+        code_paths = stage_code(Path(tmp) / "code")
         tags = lineage_tags(cfg, pipeline, evaluation)
         with mlflow.start_run(experiment_id=experiment_id(c, cfg.experiment, tracking_uri), run_name="register") as run:
             mlflow.set_tags({"step": "register", **{k: v[:TAG_LIMIT] for k, v in tags.items()}})
@@ -229,14 +317,13 @@ def register(cfg: RegisterConfig) -> dict:
             for name in ("report.html", "metrics.json"):
                 if (Path(cfg.evaluation) / name).exists():
                     mlflow.log_artifact(str(Path(cfg.evaluation) / name), "evaluation")
-            from importlib.metadata import version as package_version
-
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=T2VModel(),
+                python_model=str(MODEL_CODE),  # models from code: the version holds no pickled object
+                code_paths=code_paths,
                 artifacts={PIPELINE_ARTIFACT: str(staged)},
                 signature=infer_signature(["a prompt"], params=DEFAULT_PARAMS),
-                pip_requirements=[f"t2v-pipeline=={package_version('t2v-pipeline')}"],
+                pip_requirements=pins,
                 registered_model_name=cfg.name,
             )
             version = str(info.registered_model_version)
@@ -269,17 +356,9 @@ def register(cfg: RegisterConfig) -> dict:
             if decision["promoted"]:
                 c.set_registered_model_alias(cfg.name, "champion", version)
             c.set_model_version_tag(cfg.name, version, "decision", decision["reason"])
+            c.update_model_version(cfg.name, version, description=model_card(pipeline, evaluation, decision))
             mlflow.set_tags({"decision": decision["reason"], "promoted": str(decision["promoted"])})
             if decision["champion_value"] is not None:
                 mlflow.log_metric("champion_value", decision["champion_value"])
             mlflow.log_dict(decision, "decision.json")
-    path = Path(cfg.decision_path or Path(cfg.evaluation) / "decision.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(decision, indent=2))
-    # what was registered, without the registry's answer (version numbers and run ids depend on what it held
-    # before): a record the inputs determine, which DVC tracks as the stage's output
-    data = ("data_key", "manifest_sha256", "data_dvc_md5")
-    record = {"name": cfg.name, "metric": cfg.metric, "value": decision["challenger_value"]}
-    record.update({k: tags.get(k, "") for k in data})
-    (path.parent / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    return decision
+    return decision, tags

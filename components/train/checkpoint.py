@@ -2,15 +2,23 @@
 
 A checkpoint is written to `checkpoints/.tmp-step-NNNNNNNN/`, finished with a COMPLETE marker, then renamed to
 `checkpoints/step-NNNNNNNN/`: a folder without the marker (a kill while writing) is never taken for complete.
-A folder holds the boosted model and optimizer, the schedule, the EMA weights, the random states of torch, numpy
-and python, and state.json (step, batches consumed, guard counters).
+A folder holds the boosted model and optimizer (`model.pt`, `optimizer.pt`: tensors and numbers, as the booster
+writes them), the schedule (`scheduler.json`), the EMA weights (`ema.safetensors`), the random states of torch,
+numpy and python (`rng.safetensors`, `rng.json`) and state.json (step, batches consumed, guard counters).
+
+Checkpoints live on a shared volume, so nothing in them is unpickled: the booster's files are loaded as tensors only
+(torch's `weights_only=True`), the rest is safetensors and JSON. A file that holds anything else is refused before
+the first byte of it reaches a model.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +26,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 MARKER = "COMPLETE"
+BOOSTED = ("model.pt", "optimizer.pt")  # the booster's own files (a folder of shards when saved sharded)
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")  # torch.save's format, whose loading may unpickle
+
+
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint file holds more than tensors and numbers (a pickled object); it is not loaded."""
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -70,10 +84,9 @@ def save_checkpoint(
     booster.save_model(model, str(tmp / "model.pt"))
     booster.save_optimizer(optimizer, str(tmp / "optimizer.pt"))
     if rank == 0:
-        booster.save_lr_scheduler(scheduler, str(tmp / "scheduler.pt"))
+        (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict(), indent=1))
         save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
-        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-        torch.save(rng, tmp / "rng.pt")
+        save_rng(tmp)
     torch.distributed.barrier()
     if rank == 0:
         state = {"step": step, "consumed_batches": consumed, "guard": guard, "mlflow_run_id": tracking_run}
@@ -82,13 +95,78 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path, booster, model, optimizer, scheduler, ema) -> dict:
-    """Restore a checkpoint folder into the boosted objects, the EMA and the random states; its state.json."""
-    booster.load_model(model, str(path / "model.pt"))
-    booster.load_optimizer(optimizer, str(path / "optimizer.pt"))
-    booster.load_lr_scheduler(scheduler, str(path / "scheduler.pt"))
+    """Restore a checkpoint folder into the boosted objects, the EMA and the random states; its state.json.
+    UnsafeCheckpoint, before anything is loaded, when one of its torch files holds more than tensors or the folder
+    is of the earlier format (pickled schedule and random states)."""
+    if not (path / "scheduler.json").exists() and (path / "rng.pt").exists():
+        raise UnsafeCheckpoint(
+            f"{path} was written by an earlier version: its schedule and random states are pickles (scheduler.pt, "
+            "rng.pt), which are not loaded. Train the stage again from its start (resume=none), or from its "
+            "exported model (model.init=<that stage's export>)"
+        )
+    for name in BOOSTED:
+        check_tensors_only(path / name)
+    with _weights_only_loads():
+        booster.load_model(model, str(path / "model.pt"))
+        booster.load_optimizer(optimizer, str(path / "optimizer.pt"))
+    scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
     ema.load_state_dict(load_file(path / "ema.safetensors"))
-    rng = torch.load(path / "rng.pt", weights_only=False)
-    torch.set_rng_state(rng["torch"])
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
+    load_rng(path)
     return json.loads((path / "state.json").read_text())
+
+
+def check_tensors_only(path: Path) -> None:
+    """Load every torch file at `path` (a file, or a folder of shards) as tensors only, without reading the tensors'
+    data (mmap); UnsafeCheckpoint naming the file when one needs unpickling."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in TORCH_SUFFIXES)
+    for file in files:
+        try:
+            torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UnsafeCheckpoint(
+                f"{file} is not a tensors-only torch file ({first}): checkpoints are loaded without unpickling, and "
+                "`t2v train` never writes such a file, so it was not loaded. Remove its checkpoint folder "
+                f"({file.parent}) to resume from the one before it, or restore the folder from a copy you trust"
+            ) from err
+
+
+@contextmanager
+def _weights_only_loads() -> Iterator[None]:
+    """Every torch.load inside (the booster's own included) loads tensors only, whatever the installed torch's
+    default is (before torch 2.6 it unpickles)."""
+    previous = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous
+
+
+def save_rng(folder: Path) -> None:
+    """The random states of torch, numpy and python as tensors (rng.safetensors) and JSON (rng.json)."""
+    algorithm, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, python_state, gauss_next = random.getstate()
+    tensors = {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64))}
+    save_file(tensors, folder / "rng.safetensors")
+    numbers = {
+        "numpy": {"algorithm": algorithm, "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": version, "state": list(python_state), "gauss_next": gauss_next},
+    }  # fmt: skip
+    (folder / "rng.json").write_text(json.dumps(numbers))
+
+
+def load_rng(folder: Path) -> None:
+    """Restore what save_rng wrote."""
+    tensors = load_file(folder / "rng.safetensors")
+    numbers = json.loads((folder / "rng.json").read_text())
+    torch.set_rng_state(tensors["torch"])
+    n = numbers["numpy"]
+    keys = tensors["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["algorithm"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = numbers["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))

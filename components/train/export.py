@@ -40,6 +40,10 @@ def export(
         "export_sha256": weights_sha256(ema),
         "resumed_from": resumed_from,
         "val_loss": val.get("val_loss"),
+        "clips": len(index),  # the training clips (stills included) after the stage's subset
+        "shapes": {
+            f"{t}x{h}x{w}": int(n) for (t, h, w), n in index.groupby(["num_frames", "height", "width"]).size().items()
+        },
     }
     (folder / "train_state.json").write_text(json.dumps(state, indent=2))
     lineage = stage_lineage(cfg, meta, state, tracker.run_id)

@@ -35,7 +35,8 @@ TRAINER_GROUP = "trainer.kubeflow.org"
 RUNTIME_API = f"{TRAINER_GROUP}/v1alpha1"
 # what the TrainJob launcher (components/train/launcher.py) needs, and all the pipeline's account may do
 ALLOWED_VERBS = {"trainjobs": {"create", "get", "list", "watch", "delete"}, "trainjobs/status": {"get"}}
-SECRETS = {"mlflow-db", "s3-credentials"}  # created by the runbook (docs/cluster.md), referenced here
+SECRETS = {"mlflow-db", "mlflow-admin", "s3-credentials"}  # created by the runbook (docs/cluster.md), referenced here
+AUTH_SECRET_VARIABLES = ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -244,6 +245,28 @@ def check_rbac(docs) -> list[str]:
     return problems
 
 
+def check_mlflow_auth(deployment: dict) -> list[str]:
+    """The MLflow server runs the basic-auth app, with its admin and CSRF key from the Secret mlflow-admin by
+    reference (never a literal value), and its auth config on a volume of the pod."""
+    pod = deployment["spec"]["template"]["spec"]
+    (server,) = [c for c in pod["containers"] if c["name"] == "mlflow"]
+    args, problems = server.get("args") or [], []
+    if "--app-name" not in args or args[args.index("--app-name") + 1 : args.index("--app-name") + 2] != ["basic-auth"]:
+        problems.append("mlflow: does not run the basic-auth app (--app-name basic-auth)")
+    env = {e["name"]: e for e in server.get("env") or []}
+    for name in AUTH_SECRET_VARIABLES:
+        ref = (env.get(name, {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+        if "value" in env.get(name, {}):
+            problems.append(f"mlflow: {name} is a literal value, not a Secret reference")
+        elif ref.get("name") != "mlflow-admin" or ref.get("optional"):
+            problems.append(f"mlflow: {name} is not read from the Secret mlflow-admin (required)")
+    config = (env.get("MLFLOW_AUTH_CONFIG_PATH") or {}).get("value", "")
+    mounts = [m["mountPath"] for m in server.get("volumeMounts") or []]
+    if not any(config.startswith(f"{m.rstrip('/')}/") for m in mounts):
+        problems.append(f"mlflow: auth config {config or '(unset)'} is not on a mounted volume")
+    return problems
+
+
 def check_all(docs) -> list[str]:
     problems = check_rbac(docs)
     for doc in docs:
@@ -290,6 +313,7 @@ def test_namespace_storage_rbac_and_services(kustomization):
     mlflow = find(docs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
     args = mlflow["args"]
     assert mlflow["command"] == ["mlflow", "server"] and "--serve-artifacts" in args
+    assert check_mlflow_auth(find(docs, "Deployment", "mlflow")) == []
     hosts = args[args.index("--allowed-hosts") + 1].split(",")
     assert {"mlflow.t2v.svc:*", "mlflow:*", "localhost:*"} <= set(hosts)
     assert args[args.index("--backend-store-uri") + 1].startswith("postgresql://$(DB_USER):$(DB_PASSWORD)@mlflow-db")
@@ -465,6 +489,41 @@ def test_cluster_wide_bindings_and_cluster_roles_for_the_pipeline_are_reported()
     (role, binding) = pipeline_rbac([TRAINJOBS])
     assert any("not among the manifests" in p for p in check_rbac([binding]))
     assert check_rbac([role, {**binding, "subjects": [{"kind": "ServiceAccount", "name": "other"}]}]) == []
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_mlflow_runs_the_auth_app_with_its_config_written_at_start(kustomization):
+    pod = find(rendered(kustomization), "Deployment", "mlflow")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (server,) = pod["containers"]
+    assert init["image"] == server["image"]  # the auth config is written by the server's own image (psycopg2)
+    config = {e["name"]: e.get("value") for e in init["env"]}["MLFLOW_AUTH_CONFIG_PATH"]
+    assert config == {e["name"]: e.get("value") for e in server["env"]}["MLFLOW_AUTH_CONFIG_PATH"]
+    script = init["args"][0]
+    assert "CREATE DATABASE mlflow_auth" in script and "default_permission = READ" in script and "0o600" in script
+    volume = {v["name"]: v for v in pod["volumes"]}["auth-config"]
+    assert volume["emptyDir"]["medium"] == "Memory"  # the file holds the database password: never on disk
+    assert {"name": "auth-config", "mountPath": "/etc/mlflow-auth", "readOnly": True} in server["volumeMounts"]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        (lambda c: c.update(args=[a for a in c["args"] if a not in ("--app-name", "basic-auth")]), "basic-auth app"),
+        (lambda c: c["env"].append({"name": "MLFLOW_AUTH_ADMIN_PASSWORD", "value": "hunter2"}), "literal value"),
+        (lambda c: c.update(env=[e for e in c["env"] if e["name"] != "MLFLOW_AUTH_ADMIN_PASSWORD"]), "mlflow-admin"),
+        (lambda c: c.update(env=[e for e in c["env"] if e["name"] != "MLFLOW_AUTH_CONFIG_PATH"]), "auth config"),
+    ],
+)
+def test_an_mlflow_without_auth_or_with_a_literal_admin_password_is_reported(breakage, expected):
+    deployment = good_deployment()
+    assert check_mlflow_auth(deployment) == []
+    server = deployment["spec"]["template"]["spec"]["containers"][0]
+    if expected == "literal value":
+        server["env"] = [e for e in server["env"] if e["name"] != "MLFLOW_AUTH_ADMIN_PASSWORD"]
+    breakage(server)
+    problems = check_mlflow_auth(deployment)
+    assert any(expected in p for p in problems), problems
 
 
 def test_the_validators_reject_unknown_fields_and_kinds():

@@ -24,6 +24,9 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 DOWN_S = 3.0  # how long the MLflow server stays down during stage 2
+# stage 2 must outlast the restart: the stop, DOWN_S and the start of the server with its authentication (about 13 s
+# on a busy 2-core machine, when 300 toy steps took 13 s)
+STAGE2_STEPS = 600
 
 
 def restart_mlflow_during_stage2(drill: dict):
@@ -49,14 +52,17 @@ def restart_mlflow_during_stage2(drill: dict):
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
-    with LocalServices(tmp_path_factory.mktemp("services")) as running:
+    """The services; the tests' own MLflow calls authenticate as the pipeline's identity, as its tasks do."""
+    with LocalServices(tmp_path_factory.mktemp("services")) as running, pytest.MonkeyPatch.context() as mp:
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            mp.setenv(key, running.env()[key])
         yield running
 
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory, services):
     drill: dict = {}
-    sizes = {**SMALL, "stage2.max_steps": 300, "caption.batch_size": 2}  # stage 2 outlasts the restart
+    sizes = {**SMALL, "stage2.max_steps": STAGE2_STEPS, "caption.batch_size": 2}  # stage 2 outlasts the restart
     result = rehearse(
         tmp_path_factory.mktemp("rehearsal"),
         extra_sizes=sizes,
@@ -118,7 +124,7 @@ def test_the_registered_lineage_reads_back_from_the_server_and_dvc_pull_restores
 def test_a_restart_of_mlflow_during_stage_2_loses_no_step_and_the_run_goes_on(rehearsal, services):
     result, drill = rehearsal
     assert drill, "stage 2 never logged metrics: the MLflow restart did not happen"
-    assert drill["steps_when_up"] < 300 // 5, "stage 2 ended before MLflow was back: make stage 2 longer"
+    assert drill["steps_when_up"] < STAGE2_STEPS // 5, "stage 2 ended before MLflow was back: make stage 2 longer"
     records = [json.loads(line) for line in Path(drill["log"]).read_text().splitlines()]
     logged = {r["step"] for r in records if "loss" in r}  # training steps (validation lines carry val_loss)
     client = MlflowClient(tracking_uri=services.tracking_uri, registry_uri=services.tracking_uri)
@@ -127,7 +133,7 @@ def test_a_restart_of_mlflow_during_stage_2_loses_no_step_and_the_run_goes_on(re
     assert {m.step for m in history} == logged and len(history) == len(logged)  # each step, once, on the server
     assert any(m.timestamp > drill["up_ms"] for m in history)  # logged after the restart, into the same run
     assert client.get_run(run_id).data.metrics["loss"] is not None
-    assert int(result.version["tags"]["stage2_steps"]) == 300  # training itself never stopped
+    assert int(result.version["tags"]["stage2_steps"]) == STAGE2_STEPS  # training itself never stopped
 
 
 def test_a_killed_caption_shard_is_retried_and_captions_only_what_was_missing(rehearsal):

@@ -64,6 +64,22 @@ def test_a_run_lands_in_postgres_and_its_artifact_in_s3(services, client, tmp_pa
     assert f"artifacts/{run.info.experiment_id}/{run_id}/artifacts/notes.txt" in keys
 
 
+def test_the_server_refuses_anonymous_and_wrong_credentials_and_keeps_its_users_over_a_restart(services, client):
+    search = f"{services.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert urlopen_status(search) == 401
+    assert urlopen_status(search, (services.pipeline_user, "wrong")) == 401
+    assert urlopen_status(search, (services.pipeline_user, services.pipeline_password)) == 200
+    services.restart_mlflow()
+    assert urlopen_status(search, (services.pipeline_user, services.pipeline_password)) == 200
+    assert client.get_registered_model("t2v-stdit").name == "t2v-stdit"  # made by the admin, readable by the pipeline
+
+
+def urlopen_status(url: str, user: tuple[str, str] | None = None) -> int:
+    import requests
+
+    return requests.get(url, auth=user, timeout=10).status_code
+
+
 def test_a_run_survives_a_restart_of_the_server(services, client):
     run_id = new_run(client, "restart")
     client.log_metric(run_id, "loss", 1.0, step=0)

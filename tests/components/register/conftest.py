@@ -1,44 +1,83 @@
+"""The registry the register tests use: a real MLflow server with authentication on (`--app-name basic-auth`), on
+PostgreSQL with its artifacts in S3, all on loopback (pipelines.services), started once per session; the tests'
+own MLflow calls go as the pipeline identity, through the variables a cluster's tasks get. And three registered
+versions of the toy model, made once."""
+
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
+
+from components.evaluate.evaluate import EvalConfig, evaluate
+from components.register.register import RegisterConfig, register
+from model.pipeline import T2VPipeline
+from pipelines.services import LocalServices
+
+NAME = "t2v-stdit"
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A local `mlflow server` (sqlite backend, proxied artifacts), started once per test session: its URI."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mlflow = Path(sys.executable).with_name("mlflow")
-    args = [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1"]  # fmt: skip
-    with open(root / "server.log", "w") as log:  # the child keeps its own handle
-        env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.3)
-    yield uri
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def services(tmp_path_factory):
+    """Running LocalServices; MLflow's client is bounded (seconds, not minutes) and authenticates as the pipeline."""
+    with LocalServices(tmp_path_factory.mktemp("services")) as running, pytest.MonkeyPatch.context() as mp:
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
+            mp.setenv(key, running.env()[key])
+        mp.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"))
+        mp.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "60"))
+        yield running
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(services):
+    """The server's URI."""
+    return services.tracking_uri
+
+
+def perturbed(source: Path, dest: Path, std: float) -> Path:
+    """A copy of a pipeline folder with Gaussian noise of `std` added to every transformer weight."""
+    pipe = T2VPipeline.from_pretrained(source)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in pipe.transformer.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * std)
+    pipe.save_pretrained(dest)
+    shutil.copy(source / "lineage.json", dest / "lineage.json")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def registry(mlflow_server, toy_chain, toy_data, tmp_path_factory):
+    """Three versions in order: a lightly perturbed model (first: champion), a heavily perturbed one (worse),
+    the trained one (better). Each evaluated with the champion as baseline, then registered."""
+    root = tmp_path_factory.mktemp("registry")
+    trained = toy_chain[2].out_dir / "pipeline"
+    models = {
+        "first": perturbed(trained, root / "first", 0.01),
+        "worse": perturbed(trained, root / "worse", 0.05),
+        "better": trained,
+    }
+    results = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("T2V_CACHE", str(root / "cache"))
+        for label, folder in models.items():
+            cfg = EvalConfig(
+                model=str(folder),
+                data=str(toy_data),
+                out_dir=str(root / f"eval-{label}"),
+                baseline=f"models:/{NAME}@champion",
+                max_prompts=1,
+                steps=2,
+                val_timesteps=4,
+                tracking_uri=mlflow_server,
+                progress=False,
+            )
+            evaluation = evaluate(cfg)
+            decision = register(
+                RegisterConfig(
+                    model=str(folder), evaluation=cfg.out_dir, tracking_uri=mlflow_server, pipeline_run_id="kfp-run-1"
+                )
+            )
+            results[label] = (evaluation, decision)
+    return mlflow_server, results, root

@@ -1,5 +1,5 @@
-"""`t2v register` against a real `mlflow server`: versions, lineage tags, champion/challenger decisions, the pyfunc
-flavour and `t2v generate` from the registry."""
+"""`t2v register` against a real `mlflow server` with authentication, as the pipeline identity: versions, lineage
+tags, champion/challenger decisions, the model card, the pyfunc flavour and `t2v generate` from the registry."""
 
 import json
 import shutil
@@ -7,67 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
-from components.evaluate.evaluate import EvalConfig, evaluate
 from components.register.register import RegisterConfig, decide, register
-from model.pipeline import T2VPipeline, load_pipeline
+from model.pipeline import load_pipeline
 
 NAME = "t2v-stdit"
-
-
-def perturbed(source: Path, dest: Path, std: float) -> Path:
-    """A copy of a pipeline folder with Gaussian noise of `std` added to every transformer weight."""
-    pipe = T2VPipeline.from_pretrained(source)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in pipe.transformer.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
-    pipe.save_pretrained(dest)
-    shutil.copy(source / "lineage.json", dest / "lineage.json")
-    return dest
-
-
-@pytest.fixture(scope="module")
-def registry(mlflow_server, toy_chain, toy_data, tmp_path_factory, monkeypatch_module):
-    """Three versions in order: a lightly perturbed model (first: champion), a heavily perturbed one (worse),
-    the trained one (better). Each evaluated with the champion as baseline, then registered."""
-    root = tmp_path_factory.mktemp("registry")
-    monkeypatch_module.setenv("T2V_CACHE", str(root / "cache"))
-    trained = toy_chain[2].out_dir / "pipeline"
-    models = {
-        "first": perturbed(trained, root / "first", 0.01),
-        "worse": perturbed(trained, root / "worse", 0.05),
-        "better": trained,
-    }
-    results = {}
-    for label, folder in models.items():
-        cfg = EvalConfig(
-            model=str(folder),
-            data=str(toy_data),
-            out_dir=str(root / f"eval-{label}"),
-            baseline=f"models:/{NAME}@champion",
-            max_prompts=1,
-            steps=2,
-            val_timesteps=4,
-            tracking_uri=mlflow_server,
-            progress=False,
-        )
-        evaluation = evaluate(cfg)
-        decision = register(
-            RegisterConfig(
-                model=str(folder), evaluation=cfg.out_dir, tracking_uri=mlflow_server, pipeline_run_id="kfp-run-1"
-            )
-        )
-        results[label] = (evaluation, decision)
-    return mlflow_server, results, root
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
 
 
 def test_the_first_version_is_champion_and_carries_its_lineage(registry, toy_data):
@@ -106,6 +51,25 @@ def test_a_better_challenger_becomes_champion(registry):
     assert "beats" in client.get_model_version(NAME, "3").tags["decision"]
     run = client.get_run(decision["register_run_id"])
     assert run.data.tags["promoted"] == "True" and run.data.metrics["champion_value"] == decision["champion_value"]
+
+
+def test_each_version_carries_a_model_card_as_its_description(registry, toy_data, toy_chain):
+    uri, results, _ = registry
+    client = MlflowClient(uri)
+    card = client.get_model_version(NAME, "3").description
+    key = Path(toy_data).name
+    stages = [line for line in card.splitlines() if line.startswith("- stage ")]
+    assert [line.split(":")[0] for line in stages] == ["- stage 1", "- stage 2", "- stage 3"]
+    for n, line in enumerate(stages):
+        shapes = toy_chain[n].out_dir / "export" / "train_state.json"
+        state = json.loads(shapes.read_text())
+        assert f"data {key}, {state['clips']} clips, {state['steps']} steps" in line and state["clips"] > 0
+        assert all(f"{shape} ({count})" in line for shape, count in state["shapes"].items())
+    val = results["better"][0]["metrics"]["val_loss"]
+    champion = results["better"][0]["baseline"]["metrics"]["val_loss"]
+    assert f"- val_loss: {val:.4g} (champion: {champion:.4g})" in card
+    assert "Decision: champion and challenger, val_loss" in card and "beats champion" in card
+    assert "Decision: challenger, val_loss" in client.get_model_version(NAME, "2").description
 
 
 def test_the_margin_rule():

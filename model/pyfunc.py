@@ -1,4 +1,9 @@
-"""The MLflow pyfunc flavour of a trained pipeline: `mlflow.pyfunc.load_model("models:/t2v-stdit@champion")`.
+"""The MLflow pyfunc of a trained pipeline: `mlflow.pyfunc.load_model("models:/t2v-stdit@champion")`.
+
+A registered version is an MLflow model "from code": it holds the pipeline folder (safetensors and JSON) as its
+artifact, `model_code.py` (components/register, which sets this pyfunc) and the `model` package as its code, and no
+pickled object. The version loads where the project is not installed: this module imports only `model` and
+libraries.
 
 `predict` takes prompts (a list of strings, a string, or a DataFrame with a `prompt` column) and optional params
 (num_frames, height, width: 0 means the model's default; num_inference_steps, guidance_scale, seed) and returns
@@ -10,8 +15,7 @@ from __future__ import annotations
 import mlflow.pyfunc
 import numpy as np
 
-from components.common.registry import PIPELINE_ARTIFACT
-
+PIPELINE_ARTIFACT = "pipeline"  # the artifact key; components.common.registry reads the same folder
 DEFAULT_PARAMS = {
     "num_frames": 0,
     "height": 0,
@@ -26,10 +30,10 @@ class T2VModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import torch
 
-        from components.common.registry import load_pipeline
+        from model.pipeline import load_pipeline
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.pipeline, _ = load_pipeline(context.artifacts[PIPELINE_ARTIFACT], device=device)
+        self.pipeline = load_pipeline(context.artifacts[PIPELINE_ARTIFACT]).to(device)
         self.pipeline.set_progress_bar_config(disable=True)
 
     def predict(self, context, model_input, params=None):
