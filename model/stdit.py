@@ -12,7 +12,11 @@ learned table. The temporal branch reuses the attention part of that conditionin
 its only new weights are its attention and that table. Its output projection starts at zero: a new STDiT is the
 image model applied frame by frame. With one frame the temporal branch is skipped entirely. The frame index
 reaches the model only inside that branch (`temporal_position`: RoPE on queries and keys after QK-norm, a 1D
-sin-cos embedding added to the branch's input, or both), never through the tokens the spatial part sees.
+sin-cos embedding added to the branch's input, or both), never through the tokens the spatial part sees, unless
+`frame_embedding` is on: then a learned projection of the frame index's sin-cos embedding is added to every token
+of a video (Latte's temporal embedding), so that spatial attention, cross-attention and the MLP know which frame
+they draw; it starts at zero like the temporal output, so the video model still starts as the image model. A model
+that must draw a prompted motion from noise needs it: with relative positions alone every frame starts alike.
 
 `attention_mode="full"` gives the baseline: one joint spatio-temporal self-attention over all T*S tokens in place of
 the spatial/temporal pair, cost (T*S)^2, everything else identical.
@@ -180,6 +184,7 @@ class STDiT(ModelMixin, ConfigMixin):
         attention_mode: str = "spatial_temporal",
         qk_norm: bool = False,
         temporal_position: str = "rope",
+        frame_embedding: bool = False,
         rope_theta: float = 10000.0,
         activation_fn: str = "gelu-approximate",
         attention_bias: bool = True,
@@ -206,6 +211,9 @@ class STDiT(ModelMixin, ConfigMixin):
             embed_dim=dim,
             interpolation_scale=interpolation_scale or max(sample_size // 64, 1),
         )
+        # the frame index for every token of a video, through a projection that starts at zero (None: the index
+        # reaches only the temporal branch)
+        self.frame_embedder = nn.Linear(dim, dim) if frame_embedding else None
         self.adaln_single = AdaLayerNormSingle(dim, use_additional_conditions=False)
         self.caption_projection = PixArtAlphaTextProjection(in_features=caption_channels, hidden_size=dim)
         self.y_embedding = nn.Parameter(torch.randn(caption_max_length, caption_channels) / caption_channels**0.5)
@@ -242,11 +250,10 @@ class STDiT(ModelMixin, ConfigMixin):
         emb = self.adaln_single.emb.timestep_embedder
         for linear in (emb.linear_1, emb.linear_2, self.adaln_single.linear):
             nn.init.normal_(linear.weight, std=0.02)
-        for linear in (self.caption_projection.linear_1, self.caption_projection.linear_2):
-            nn.init.normal_(linear.weight, std=0.02)
-        for block in self.transformer_blocks:
-            nn.init.zeros_(block.attn2.to_out[0].weight)
-            nn.init.zeros_(block.attn2.to_out[0].bias)
+        # The caption projection and the cross-attention keep the Xavier initialisation: scaled by the text encoder's
+        # width, it equals PixArt's N(0, 0.02) for T5-XXL into 1152 channels, and a small text encoder's tokens still
+        # reach the blocks at full strength (a fixed 0.02 makes them ~1% of the signal there, and a from-scratch
+        # model then takes thousands of steps to start reading the prompt)
         self.zero_temporal_output()
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
@@ -257,6 +264,9 @@ class STDiT(ModelMixin, ConfigMixin):
             if block.attention_mode == "spatial_temporal":
                 nn.init.zeros_(block.attn_temp.to_out[0].weight)
                 nn.init.zeros_(block.attn_temp.to_out[0].bias)
+        if self.frame_embedder is not None:
+            nn.init.zeros_(self.frame_embedder.weight)
+            nn.init.zeros_(self.frame_embedder.bias)
 
     def temporal_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """(name, parameter) of every weight that exists only for the temporal branch."""
@@ -314,7 +324,10 @@ class STDiT(ModelMixin, ConfigMixin):
 
         x = rearrange(hidden_states, "b c t h w -> (b t) c h w")
         x = self.pos_embed(x)  # (B*T, S, C) with the 2D sin-cos embedding added
-        x = rearrange(x, "(b t) s c -> b (t s) c", b=B)
+        x = rearrange(x, "(b t) s c -> b t s c", b=B)
+        if self.frame_embedder is not None and T > 1:
+            x = x + self.frame_embedder(self._frame_table(T, x.device, x.dtype))[None, :, None]
+        x = rearrange(x, "b t s c -> b (t s) c")
         t6, t_emb = self.adaln_single(timestep, batch_size=B, hidden_dtype=x.dtype)  # (B, 6C), (B, C)
         text, text_mask = self.embed_caption(encoder_hidden_states, encoder_attention_mask, caption_drop_mask)
         text_mask = text_mask[:, None, None, :]  # (B, 1, 1, L), broadcast over heads and queries
@@ -338,6 +351,12 @@ class STDiT(ModelMixin, ConfigMixin):
         out = rearrange(x, "b (t h w) (p q c) -> b c t (h p) (w q)", t=T, h=h, w=w, p=p, q=p)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 
+    def _frame_table(self, num_frames: int, device, dtype) -> torch.Tensor:
+        """(T, C) 1D sin-cos embedding of the frame index."""
+        dim = self.config.num_attention_heads * self.config.attention_head_dim
+        frames = torch.arange(num_frames, device=device).float()
+        return get_1d_sincos_pos_embed_from_grid(dim, frames, dtype=torch.float32).to(device=device, dtype=dtype)
+
     def _temporal_position(self, num_frames: int, tokens_per_frame: int, device, dtype):
         """Rotary tables and/or a 1D sin-cos embedding of the frame index, for the attention that spans frames:
         per frame for temporal attention, per token (its frame's) for full attention. None for images."""
@@ -356,4 +375,4 @@ class STDiT(ModelMixin, ConfigMixin):
 
 
 def is_temporal_parameter(name: str) -> bool:
-    return ".attn_temp." in name or name.endswith("scale_shift_table_temporal")
+    return ".attn_temp." in name or name.endswith("scale_shift_table_temporal") or name.startswith("frame_embedder.")

@@ -182,3 +182,44 @@ def test_bf16_training_step_on_cuda():
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     out.float().square().mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_frame_embedding_starts_frame_wise_and_then_tells_frames_apart():
+    """A zero projection at the start: the video model is the image model frame by frame; once trained (random
+    weights here) identical frames come out different, since every token knows its frame's index."""
+    model = tiny_stdit(frame_embedding=True)
+    assert "frame_embedder.weight" in dict(model.temporal_parameters())
+    randomize(model)
+    model.zero_temporal_output()
+    x, t, text = inputs(frames=1)
+    video = x.expand(-1, -1, 4, -1, -1).contiguous()
+    with torch.no_grad():
+        image = model(x, t, text).sample
+        frames = model(video, t, text).sample
+    for f in range(4):
+        assert (frames[:, :, f] - image[:, :, 0]).abs().max() < 1e-5
+
+    randomize(model, seed=1)
+    with torch.no_grad():
+        frames = model(video, t, text).sample
+        without = tiny_stdit(frame_embedding=False)
+        without.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("frame_embedder")})
+        same = without(video, t, text).sample
+    assert (frames[:, :, 0] - frames[:, :, 3]).abs().max() > 1e-2
+    assert (frames - same).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("caption_channels, width", [(16, 64), (32, 64), (4096, 1152)])
+def test_the_prompt_reaches_a_fresh_model_at_full_strength(caption_channels, width):
+    """The caption projection is scaled by the text encoder's width: unit tokens come out at order one for a small
+    encoder, and at PixArt's N(0, 0.02) weights for T5-XXL into 1152 channels."""
+    torch.manual_seed(0)
+    model = STDiT(**preset_config("tiny", num_attention_heads=width // 16, in_channels=4, sample_size=8,
+                                  caption_channels=caption_channels, caption_max_length=4))  # fmt: skip
+    w1 = model.caption_projection.linear_1.weight
+    if caption_channels == 4096:
+        assert abs(float(w1.std()) - 0.02) < 0.002
+    with torch.no_grad():
+        tokens = model.caption_projection(torch.randn(8, 4, caption_channels))
+    assert 0.1 < float(tokens.std()) < 3.0
+    assert float(model.transformer_blocks[0].attn2.to_out[0].weight.abs().sum()) > 0

@@ -45,10 +45,15 @@ class SynthConfig:
     seconds: float = setting(2.5, "video length")
     seed: int = setting(0, "seed of the whole world")
     shape_scale: float = setting(0.14, "the shape's radius as a share of the frame side")
+    path_spread: float = setting(
+        0.6, "how far from the frame's middle line a path may run, as a share of the free width (0: always the middle)"
+    )
 
     def __post_init__(self):
         if self.size % 2:
             raise ValueError(f"size={self.size} must be even (H.264 in yuv420p needs even sides)")
+        if not 0 <= self.path_spread <= 1:
+            raise ValueError(f"path_spread={self.path_spread} must be between 0 and 1")
         if self.videos < 0 or self.images < 0 or not 0 <= self.cut_videos <= self.videos:
             raise ValueError("videos and images must be >= 0 and cut_videos between 0 and videos")
 
@@ -94,13 +99,13 @@ def trajectory(direction: str, num_frames: int, size: int, jitter: float, scale:
     return np.stack([xs, ys], axis=1)
 
 
-def sample_world(rng: np.random.Generator) -> dict:
+def sample_world(rng: np.random.Generator, spread: float = 0.6) -> dict:
     return {
         "colour": str(rng.choice(list(COLOURS))),
         "shape": str(rng.choice(SHAPES)),
         "direction": str(rng.choice(list(DIRECTIONS))),
         "background": str(rng.choice(list(BACKGROUNDS))),
-        "jitter": float(rng.uniform(0.2, 0.8)),
+        "jitter": float(rng.uniform(0.5 - spread / 2, 0.5 + spread / 2)),
     }
 
 
@@ -121,11 +126,11 @@ def synth(cfg: SynthConfig) -> Path:
         rows = []
         num_frames = round(cfg.fps * cfg.seconds)
         for i in tqdm(range(cfg.videos), desc="synth videos", disable=cfg.videos < 8):
-            world = sample_world(rng)
+            world = sample_world(rng, cfg.path_spread)
             frames = video_frames(world, cfg, num_frames)
             cut_frame = None
             if i < cfg.cut_videos:  # a second scene with another world, straight after the first
-                second = sample_world(rng)
+                second = sample_world(rng, cfg.path_spread)
                 second["background"] = next(b for b in BACKGROUNDS if b != world["background"])
                 cut_frame = num_frames
                 frames = np.concatenate([frames, video_frames(second, cfg, num_frames)])
@@ -135,7 +140,7 @@ def synth(cfg: SynthConfig) -> Path:
             (tmp / name).with_suffix(".txt").write_text(text + "\n")
             rows.append({"file": name, "kind": "video", "caption": text, "cut_frame": cut_frame, **world})
         for i in range(cfg.images):
-            world = sample_world(rng)
+            world = sample_world(rng, cfg.path_spread)
             centre = cfg.size * (0.3 + 0.4 * world["jitter"])
             image = render(world["shape"], world["colour"], world["background"], cfg.size, centre, cfg.size / 2,
                            cfg.shape_scale)  # fmt: skip

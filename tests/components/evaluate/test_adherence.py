@@ -87,3 +87,19 @@ def test_displacement_is_the_distance_the_shape_travels_in_the_direction_asked(d
     turned = next(d for d in DIRECTIONS if DIRECTIONS[d][0] == DIRECTIONS[direction][1] and d != direction)
     assert abs(displacement(frames, turned)) < 0.5  # across the motion: nothing
     assert displacement(frames[:1], direction) == 0.0
+
+
+def test_path_spread_zero_runs_every_path_along_the_middle_and_is_still_read(tmp_path):
+    out = synth(SynthConfig(out_dir=str(tmp_path / "toy"), videos=16, images=0, seconds=1.0, shape_scale=0.24,
+                            path_spread=0.0))  # fmt: skip
+    with open(out / "ground_truth.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        frames = np.stack(read_frames(str(out / row["file"]), list(range(24))))
+        assert detect(frames) == parse_prompt(row["caption"]), row
+        shape = np.abs(frames[0].astype(int) - frames[0, 0, 0].astype(int)).sum(-1) > 60
+        ys, xs = np.nonzero(shape)
+        across = xs if row["direction"] in ("up", "down") else ys
+        assert abs((across.min() + across.max()) / 2 - (frames.shape[2] - 1) / 2) <= 1.0, row
+    with pytest.raises(ValueError, match="path_spread"):
+        SynthConfig(path_spread=1.5)
