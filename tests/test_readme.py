@@ -74,3 +74,19 @@ def test_the_gpu_benchmarks_targets_are_its_own():
 def test_the_measured_claims_name_what_their_test_or_benchmark_holds(claim, test, pattern):
     assert claim in README
     assert re.search(pattern, (ROOT / test).read_text()), f"{test} no longer holds {claim!r}"
+
+
+def test_the_demo_table_is_the_repro_evaluation():
+    """The adherence table and the displacement sentence of the demo section are data/evaluate/metrics.json's."""
+    import json
+
+    metrics = json.loads((ROOT / "data" / "evaluate" / "metrics.json").read_text())["metrics"]
+    for name in ("colour", "shape", "direction", "background"):
+        row = re.search(rf"\| {name} +\| (\d+)% +\|", README)
+        assert row, f"no {name} row in the README's demo table"
+        assert int(row[1]) == round(100 * metrics[f"adherence/{name}"]), name
+    moved, truth, ratio = (
+        metrics[f"adherence/{k}"] for k in ("displacement", "displacement_truth", "displacement_ratio")
+    )
+    assert f"travel {moved:.1f} px per clip in the direction asked, against {truth:.1f} px" in README
+    assert f"(ratio {ratio:.2f}," in README
