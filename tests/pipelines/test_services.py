@@ -36,7 +36,8 @@ def client(services, monkeypatch):
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    return MlflowClient(services.tracking_uri)
+    # the registry named too: a register step earlier in the same process leaves its server as mlflow's registry URI
+    return MlflowClient(services.tracking_uri, registry_uri=services.tracking_uri)
 
 
 def new_run(client: MlflowClient, name: str) -> str:
