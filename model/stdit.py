@@ -326,7 +326,7 @@ class STDiT(ModelMixin, ConfigMixin):
         x = self.pos_embed(x)  # (B*T, S, C) with the 2D sin-cos embedding added
         x = rearrange(x, "(b t) s c -> b t s c", b=B)
         if self.frame_embedder is not None and T > 1:
-            x = x + self.frame_embedder(self._frame_table(T, x.device, x.dtype))[None, :, None]
+            x = x + self.frame_embedder(self._sincos(torch.arange(T, device=x.device), x.dtype))[None, :, None]
         x = rearrange(x, "b t s c -> b (t s) c")
         t6, t_emb = self.adaln_single(timestep, batch_size=B, hidden_dtype=x.dtype)  # (B, 6C), (B, C)
         text, text_mask = self.embed_caption(encoder_hidden_states, encoder_attention_mask, caption_drop_mask)
@@ -351,11 +351,10 @@ class STDiT(ModelMixin, ConfigMixin):
         out = rearrange(x, "b (t h w) (p q c) -> b c t (h p) (w q)", t=T, h=h, w=w, p=p, q=p)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 
-    def _frame_table(self, num_frames: int, device, dtype) -> torch.Tensor:
-        """(T, C) 1D sin-cos embedding of the frame index."""
+    def _sincos(self, frames: torch.Tensor, dtype) -> torch.Tensor:
+        """(N, C) 1D sin-cos embedding of the frame indices `frames` (N,), on their device."""
         dim = self.config.num_attention_heads * self.config.attention_head_dim
-        frames = torch.arange(num_frames, device=device).float()
-        return get_1d_sincos_pos_embed_from_grid(dim, frames, dtype=torch.float32).to(device=device, dtype=dtype)
+        return get_1d_sincos_pos_embed_from_grid(dim, frames.float(), dtype=torch.float32).to(dtype)
 
     def _temporal_position(self, num_frames: int, tokens_per_frame: int, device, dtype):
         """Rotary tables and/or a 1D sin-cos embedding of the frame index, for the attention that spans frames:
@@ -369,8 +368,7 @@ class STDiT(ModelMixin, ConfigMixin):
         if "rope" in self.config.temporal_position:
             rope = rope_cos_sin(frames, self.config.attention_head_dim, self.config.rope_theta)
         if "sincos" in self.config.temporal_position:
-            dim = self.config.num_attention_heads * self.config.attention_head_dim
-            pe = get_1d_sincos_pos_embed_from_grid(dim, frames.float(), dtype=torch.float32).to(dtype)
+            pe = self._sincos(frames, dtype)
         return rope, pe
 
 

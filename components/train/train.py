@@ -258,7 +258,7 @@ def _step(
     verdict = guard.check(step_loss, grad_norm)
     if verdict == "ok":  # a skipped step moves nothing: weights, EMA, learning-rate schedule
         run.optimizer.step()
-        ema.update(cfg.optim.ema_decay)
+        ema.update(cfg.optim.ema_decay_at(step))
         run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return step_loss, grad_norm, verdict

@@ -134,3 +134,14 @@ def test_recipe_benchmark_quick(tmp_path):
     assert all(0 <= r[k] <= 1 for r in result["rows"] for k in ("colour", "shape", "direction", "background"))
     assert (tmp_path / "recipe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "recipe.json").read_text())["rows"] == result["rows"]
+
+
+def test_recipe_reads_where_an_arm_crosses_the_target_between_judged_segments():
+    from benchmarks.recipe import first_reaching
+
+    rows = [{"arm": "staged", "cpu_s": c, "direction": d} for c, d in ((100, 0.2), (200, 0.6), (300, 1.0))]
+    rows += [{"arm": "video-only", "cpu_s": c, "direction": d} for c, d in ((50, 0.9), (100, 1.0))]
+    rows += [{"arm": "never", "cpu_s": 100, "direction": 0.79}]
+    assert first_reaching(rows, "staged") == 250.0  # halfway from 60% to 100%
+    assert first_reaching(rows, "video-only") == 50  # the first segment already reaches it
+    assert first_reaching(rows, "never") is None

@@ -96,6 +96,29 @@ def test_resume_continues_exactly(data, tmp_path):
     assert list(read_metrics_log(fresh.out_dir / "metrics.jsonl")) == [4]
 
 
+def test_the_exported_ema_forgets_the_stages_starting_weights(data, tmp_path):
+    """With the production decay (0.9999) a 24-step stage exports an average of its recent weights, not the weights it
+    started from: the decay ramps in as (1 + n) / (10 + n). Without the ramp the export barely moved."""
+
+    def run(name, *extra):
+        result = train(stage_config(data, tmp_path / name, 1, "max_steps=24", "ckpt_every=24", "val_every=0",
+                                    "optim.ema_decay=0.9999", *extra))  # fmt: skip
+        ema = STDiT.from_pretrained(result.export_dir).state_dict()
+        raw = _weights(checkpoint.step_dir(result.out_dir / "checkpoints", 24))
+        raw = {k.removeprefix("module."): v for k, v in raw.items()}
+        return {k: (ema[k].float(), raw[k].float()) for k in ema if not k.endswith("scale_shift_table_temporal")}
+
+    def gap(pairs):  # how far the export is from the last weights, relative to how far training moved them
+        return sum(float((e - r).norm()) for e, r in pairs.values())
+
+    ramped, fixed = run("ramped"), run("fixed", "optim.ema_warmup=false")
+    assert all(torch.equal(ramped[k][1], fixed[k][1]) for k in ramped)  # the same training either way
+    assert gap(ramped) < 0.5 * gap(fixed)
+    config = load_config(stage=1).optim
+    assert config.ema_decay_at(0) == pytest.approx(0.1) and config.ema_decay_at(90) == pytest.approx(0.91)
+    assert config.ema_decay_at(10**6) == config.ema_decay == 0.9999
+
+
 def test_a_half_written_checkpoint_is_never_taken(tmp_path):
     root = tmp_path / "checkpoints"
     good = checkpoint.commit(root, checkpoint.begin(root, 8), 8, {"step": 8, "consumed_batches": 8})
