@@ -39,8 +39,9 @@ class OptimConfig:
     grad_clip: float = setting(1.0, "gradient norm clip (0: off)")
     ema_decay: float = setting(0.9999, "EMA decay per step (the EMA is what is exported)")
     ema_warmup: bool = setting(
-        True, "ramp the decay in over the stage's first steps, (1 + n) / (10 + n) up to ema_decay: the export "
-        "forgets the stage's starting weights (without it 0.9999 keeps 37% of them after 10k steps)"
+        True,
+        "ramp the decay in over the stage's first steps, (1 + n) / (10 + n) up to ema_decay: the export "
+        "forgets the stage's starting weights (without it 0.9999 keeps 37% of them after 10k steps)",
     )
 
     def ema_decay_at(self, step: int) -> float:
