@@ -41,7 +41,7 @@ class OptimConfig:
     ema_warmup: bool = setting(
         True,
         "ramp the decay in over the stage's first steps, (1 + n) / (10 + n) up to ema_decay: the export "
-        "forgets the stage's starting weights (without it 0.9999 keeps 37% of them after 10k steps)",
+        "forgets the stage's starting weights (without it 0.9999 keeps over a third of them after 10k steps)",
     )
 
     def ema_decay_at(self, step: int) -> float:
