@@ -107,7 +107,7 @@ def run_arm(name, data, out, recipe, overrides, *, init, used, segment, until, p
 
     rows, steps = [], 0
     while not until(steps, used):
-        steps = min(steps + segment, cap or steps + segment)
+        steps = steps + segment if cap is None else min(steps + segment, cap)
         cfg = stage_config(recipe, overrides, 2, data=str(data), out_dir=str(out), max_steps=steps, resume="auto",
                            ckpt_every=segment, keep_last=1, init=init)  # fmt: skip
         before = cpu_seconds()
@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.segments < 1:
         parser.error(f"--segments {args.segments}: give 1 or more")
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads}: give 1 or more (1 compares CPU-seconds without idle threads' spin)")
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     import torch
 

@@ -145,3 +145,11 @@ def test_recipe_reads_where_an_arm_crosses_the_target_between_judged_segments():
     assert first_reaching(rows, "staged") == 250.0  # halfway from 60% to 100%
     assert first_reaching(rows, "video-only") == 50  # the first segment already reaches it
     assert first_reaching(rows, "never") is None
+
+
+@pytest.mark.parametrize("flag", ["--threads", "--segments"])
+def test_recipe_refuses_a_count_below_one_naming_it(flag, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recipe.py"), flag, "0", "--out", str(tmp_path)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and f"{flag} 0: give 1 or more" in proc.stderr
+    assert not (tmp_path / "work").exists()  # refused before anything was made

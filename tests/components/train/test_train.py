@@ -108,7 +108,7 @@ def test_the_exported_ema_forgets_the_stages_starting_weights(data, tmp_path):
         raw = {k.removeprefix("module."): v for k, v in raw.items()}
         return {k: (ema[k].float(), raw[k].float()) for k in ema if not k.endswith("scale_shift_table_temporal")}
 
-    def gap(pairs):  # how far the export is from the last weights, relative to how far training moved them
+    def gap(pairs):  # how far the export is from the stage's last weights
         return sum(float((e - r).norm()) for e, r in pairs.values())
 
     ramped, fixed = run("ramped"), run("fixed", "optim.ema_warmup=false")
