@@ -39,6 +39,15 @@ class FlowConfig:
     base_latent_frames: int = _setting(1, "latent frames at which the shift is 1")
     spatial_compression: int = _setting(8, "image pixels per latent pixel along each side (the VAE's factor)")
     caption_dropout: float = _setting(0.1, "share of captions replaced by the null caption (for guidance)")
+    uniform_share: float = _setting(
+        0.0,
+        "share of timesteps drawn uniformly on (0, 1), unshifted, in place of the shifted logit-normal: the last "
+        "sampling steps run at t < 0.1, which logit-normal timesteps shifted by 3 almost never reach",
+    )
+
+    def __post_init__(self):
+        if not 0.0 <= self.uniform_share <= 1.0:
+            raise ValueError(f"uniform_share={self.uniform_share} must be between 0 and 1")
 
 
 def timestep_shift_factor(cfg: FlowConfig, latent_shape: tuple[int, ...]) -> float:
@@ -79,14 +88,19 @@ def draw(
     device: torch.device | str = "cpu",
 ) -> FlowDraw:
     """Noise, timestep and caption dropout for each sample, each from its own (seed, step, index) generator."""
-    noise, logits, u = [], [], []
+    noise, logits, u, flat = [], [], [], []
     for index in [int(i) for i in indices]:
         g = torch.Generator().manual_seed(sample_seed(seed, step, index))
         noise.append(torch.randn(sample_shape, generator=g))
         logits.append(torch.randn((), generator=g))
         u.append(torch.rand((), generator=g))
+        if cfg.uniform_share > 0:  # drawn last: without a uniform share every other draw stays as it was
+            flat.append(torch.rand(2, generator=g))
     t = torch.sigmoid(torch.stack(logits) * cfg.logit_std + cfg.logit_mean)
     t = shift_timesteps(t, timestep_shift_factor(cfg, sample_shape))
+    if flat:
+        pick, level = torch.stack(flat).unbind(1)
+        t = torch.where(pick < cfg.uniform_share, level.clamp(1e-4, 1 - 1e-4), t)
     return FlowDraw(
         noise=torch.stack(noise).to(device=device, dtype=dtype),
         t=t.to(device),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,13 +30,16 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warmup, gradient clipping and an EMA of the weights."""
+    """AdamW with linear warmup (then constant, or decaying to the stage's end), gradient clipping and an EMA of the
+    weights."""
 
     lr: float = setting(2e-5, "peak learning rate")
     weight_decay: float = setting(0.0, "AdamW weight decay")
     betas: tuple[float, float] = setting((0.9, 0.999), "AdamW betas")
     eps: float = setting(1e-8, "AdamW epsilon")
     warmup_steps: int = setting(1000, "steps of linear learning-rate warmup")
+    decay: str = setting("constant", "learning rate after warmup: constant, or linear / cosine down to the stage end")
+    min_lr_ratio: float = setting(0.0, "where a decay ends, as a share of lr")
     grad_clip: float = setting(1.0, "gradient norm clip (0: off)")
     ema_decay: float = setting(0.9999, "EMA decay per step (the EMA is what is exported)")
     ema_warmup: bool = setting(
@@ -43,6 +47,21 @@ class OptimConfig:
         "ramp the decay in over the stage's first steps, (1 + n) / (10 + n) up to ema_decay: the export "
         "forgets the stage's starting weights (without it 0.9999 keeps over a third of them after 10k steps)",
     )
+
+    def __post_init__(self):
+        if self.decay not in ("constant", "linear", "cosine"):
+            raise ValueError(f"optim.decay={self.decay!r}: choose constant, linear or cosine")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"optim.min_lr_ratio={self.min_lr_ratio} must be between 0 and 1")
+
+    def lr_factor(self, step: int, max_steps: int) -> float:
+        """The learning rate of applied step `step` (0-based) of a `max_steps` stage, as a share of lr."""
+        warmup = max(1, self.warmup_steps)
+        if step < warmup or self.decay == "constant":
+            return min(1.0, (step + 1) / warmup)
+        done = min(1.0, (step + 1 - warmup) / max(1, max_steps - warmup))
+        shape = 1.0 - done if self.decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * shape
 
     def ema_decay_at(self, step: int) -> float:
         """The EMA decay of the update after applied step `step` (0-based) of a stage."""

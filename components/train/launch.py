@@ -66,15 +66,15 @@ class Boosted:
 
 
 def boost(model: STDiT, cfg: TrainConfig) -> Boosted:
-    """AdamW with a linear warmup to optim.lr, boosted with the configured plugin."""
+    """AdamW with optim's schedule (linear warmup to optim.lr, then constant or decaying over max_steps), boosted with
+    the configured plugin."""
     from colossalai.booster import Booster
 
     opt = cfg.optim
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay
     )
-    warmup = max(1, opt.warmup_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: opt.lr_factor(s, cfg.max_steps))
     plugin, plugin_name = make_plugin(cfg.plugin, opt.grad_clip)
     booster = Booster(plugin=plugin)
     model, optimizer, _, _, scheduler = booster.boost(model, optimizer, lr_scheduler=scheduler)

@@ -43,6 +43,21 @@ def test_timesteps_are_logit_normal_and_shift_towards_noise_for_bigger_inputs():
     assert timestep_shift_factor(FlowConfig(resolution_shift=False), (4, 16, 64, 64)) == 1.0
 
 
+def test_a_uniform_share_reaches_the_low_noise_end_and_leaves_the_other_draws_alone():
+    shape, n = (4, 8, 8, 8), 4000
+    plain = draw(FlowConfig(shift=3.0), shape, seed=0, step=3, indices=range(n))
+    mixed = draw(FlowConfig(shift=3.0, uniform_share=0.25), shape, seed=0, step=3, indices=range(n))
+    assert (plain.t < 0.1).float().mean() < 0.002  # the last sampling steps' noise levels: almost never trained
+    assert 0.02 < (mixed.t < 0.1).float().mean() < 0.035  # a quarter of the draws, uniform: 2.5%
+    kept = mixed.t == plain.t
+    assert 0.72 < kept.float().mean() < 0.78  # the other three quarters are the logit-normal draws themselves
+    assert torch.equal(mixed.noise, plain.noise) and torch.equal(mixed.drop_caption, plain.drop_caption)
+    split = [draw(FlowConfig(shift=3.0, uniform_share=0.25), shape, seed=0, step=3, indices=i) for i in ([0, 1], [2])]
+    assert torch.equal(torch.cat([d.t for d in split]), mixed.t[:3])
+    with pytest.raises(ValueError, match=r"uniform_share=1\.5"):
+        FlowConfig(uniform_share=1.5)
+
+
 def test_loss_is_zero_for_the_true_velocity():
     class Oracle(torch.nn.Module):
         def forward(self, x_t, timestep, text, mask=None, drop=None):
