@@ -119,7 +119,6 @@ def test_the_exported_ema_forgets_the_stages_starting_weights(data, tmp_path):
     assert config.ema_decay_at(10**6) == config.ema_decay == 0.9999
 
 
-
 def test_the_learning_rate_decays_to_the_stage_end_when_asked(data, tmp_path):
     cfg = stage_config(data, tmp_path / "linear", 1, "max_steps=24", "ckpt_every=24", "val_every=0",
                        "optim.warmup_steps=4", "optim.decay=linear", "optim.min_lr_ratio=0.1")  # fmt: skip
@@ -134,6 +133,7 @@ def test_the_learning_rate_decays_to_the_stage_end_when_asked(data, tmp_path):
     assert [constant.lr_factor(s, 24) for s in (0, 3, 23)] == pytest.approx([0.25, 1.0, 1.0])
     with pytest.raises(ValueError, match=r"optim\.decay='step'"):
         dataclasses.replace(cfg.optim, decay="step")
+
 
 def test_a_half_written_checkpoint_is_never_taken(tmp_path):
     root = tmp_path / "checkpoints"
