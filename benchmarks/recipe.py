@@ -106,7 +106,7 @@ def run_arm(name, data, out, recipe, overrides, *, init, used, segment, until, p
     from components.train.train import train
 
     rows, steps = [], 0
-    while not until(steps, used):
+    while not until(steps, round(used, 1)):  # on the figure each row reports, so no row before the last meets it
         steps = steps + segment if cap is None else min(steps + segment, cap)
         cfg = stage_config(recipe, overrides, 2, data=str(data), out_dir=str(out), max_steps=steps, resume="auto",
                            ckpt_every=segment, keep_last=1, init=init)  # fmt: skip
