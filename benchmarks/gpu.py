@@ -2,14 +2,16 @@
 STDiT against full attention, sampling time, and the training loop's checkpoint/kill/resume on one NVIDIA H100/H200.
 
 Parts (each runs in its own try/except; a failure is reported and the others still run):
-  train      ZeRO-2 bf16 training steps (ColossalAI Booster + LowLevelZeroPlugin stage 2, as the train step builds
-             it, one process, NCCL) of STDiT-XL/2 (random weights, 4 latent channels, learned sigma, T5-XXL-sized
-             text of 120x4096) on cached-latent shapes 256 px x 16 frames (latent 32x32, batch 16) and 512 px x 16
-             frames (latent 64x64, batch 4), gradient checkpointing on: tokens/s and MFU. MFU = 3 x forward FLOPs
-             (model.flops) per second over the card's dense bf16 peak (model.gpus); the forward that gradient
-             checkpointing recomputes is not useful work (HFU counts it: 4x). Target: MFU >= 45% at 512 px.
-  memory     model.memory.step_memory (zero2, dp=1, gradient checkpointing, no EMA) against
-             torch.cuda.max_memory_allocated over the same timed steps. Target: within 15%.
+  train      whole training steps (ColossalAI Booster + LowLevelZeroPlugin stage 2, bf16, fused AdamW, one process,
+             NCCL, as the train step builds them) of STDiT-XL/2 (random weights, 4 latent channels, learned sigma,
+             T5-XXL-sized text of 120x4096) at 512 px x 16 frames (latent 64x64, batch 4), one row per speed lever,
+             each keeping the ones above it: today (eager, separate q/k/v, every block recomputing), fused
+             projections, compiled blocks, and the recompute count the memory model picks (the default); then
+             today and the default at 256 px x 16 frames (latent 32x32, batch 16). Tokens/s, MFU = 3 x forward
+             FLOPs (model.flops) per second over the card's dense bf16 peak (model.gpus), HFU with the recomputed
+             forward, and the first (compiling) step's seconds. Target: MFU >= 45% at 512 px, >= 40% at 256 px.
+  memory     model.memory.step_memory of each row's step (zero2, dp=1, its recompute count and compilation, no EMA)
+             against torch.cuda.max_memory_allocated over the same timed steps. Target: within 15%.
   sdpa       which SDPA kernel runs (torch profiler op names) for the spatial, temporal and cross attention shapes
              at 256 and 512 px, and whether each runs with only FLASH_ATTENTION or only EFFICIENT_ATTENTION allowed.
              Target: flash or efficient, never math.
@@ -24,6 +26,7 @@ Parts (each runs in its own try/except; a failure is reported and the others sti
     python benchmarks/gpu.py                           # the acceptance run, about 4 minutes (under 8) on one H100
     python benchmarks/gpu.py --quick                   # fewer steps, about 3 minutes
     python benchmarks/gpu.py --parts train,memory      # some parts only
+    python benchmarks/gpu.py --smoke                   # no GPU: the lever rows on the CPU, tiny model (code paths)
 
 Without a CUDA device it prints why it skipped and exits 0. Exit code 1 when a part raised (a missed target is a
 figure, not a failure: targets are printed beside the figures). The last line printed is a JSON object with every
@@ -53,7 +56,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("train", "memory", "sdpa", "attention", "sample", "loop")
 FRAMES, CHANNELS, OUT_CHANNELS = 16, 4, 8  # SD VAE latents; learned sigma (Open-Sora 1.0's STDiT-XL/2)
 TEXT_TOKENS, CAPTION_CHANNELS, VAE_FACTOR = 120, 4096, 8  # T5-XXL features, 120 tokens
-MFU_TARGET = 0.45  # at 512 px
+MFU_TARGET = 0.45  # at 512 px x 16 frames, batch 4
+MFU_TARGET_256 = 0.40  # at 256 px x 16 frames, batch 16
 MEMORY_TOLERANCE = 0.15
 FULL_OVER_STDIT_TARGET = 5.0  # Open-Sora 1.0: DiT vs STDiT at 64 frames x 512 px, about 65K tokens
 ATTENTION_FRAMES, ATTENTION_PIXELS = 64, 512
@@ -107,12 +111,15 @@ def model_config(preset: str, mode: str = "spatial_temporal") -> dict:
     )
 
 
-def build(preset: str, device: str, dtype: torch.dtype, mode: str = "spatial_temporal"):
+def build(preset: str, device: str, dtype: torch.dtype, mode: str = "spatial_temporal", caption_channels=None):
     """A randomly initialised STDiT, made directly on `device`."""
     from model.stdit import STDiT
 
+    config = model_config(preset, mode)
+    if caption_channels:
+        config["caption_channels"] = caption_channels
     with torch.device(device):
-        model = STDiT(**model_config(preset, mode))
+        model = STDiT(**config)
     return model.to(device=device, dtype=dtype)
 
 
@@ -148,56 +155,92 @@ def peak_tflops(args, device: str) -> tuple[float | None, str]:
 
 # ------------------------------------------------------------------------------------ parts 1 and 2: ZeRO-2
 
+# The levers, applied one after another at 512 px: each row keeps the ones above it. The last is `t2v train`'s
+# default on a GPU; "today" is the step before any of them (eager, separate q/k/v, every block recomputing).
+LEVERS = (
+    ("today", {"fused": False, "compile": False, "recompute": "all"}),
+    ("+fused-projections", {"fused": True, "compile": False, "recompute": "all"}),
+    ("+compiled", {"fused": True, "compile": True, "recompute": "all"}),
+    ("+recompute-auto", {"fused": True, "compile": True, "recompute": "auto"}),  # the default
+)
+DEFAULT = "+recompute-auto"
 
-def zero2_training(args, device: str) -> dict[int, dict]:
-    """ZeRO-2 bf16 steps at each (pixels, batch): step times, tokens/s, MFU, peak memory and the memory model's
-    estimate, per shape ({"ok": False, "error": ...} for a shape that raised)."""
+
+def step_setup(plugin: str, levers: dict, recompute: int) -> object:
+    from model.memory import StepSetup
+
+    return StepSetup(plugin=plugin, dp=1, gradient_checkpointing=recompute > 0, recompute_blocks=recompute,
+                     compiled=levers["compile"], ema=False)  # fmt: skip
+
+
+def lever_rows(args, device: str, shapes: list[tuple[int, int, str]]) -> list[dict]:
+    """Whole training steps (as components.train builds them: plugin, AdamW, the trainer's switches) for each
+    (pixels, batch, lever) in `shapes`; one row each ({"ok": False, "error": ...} for a row that raised)."""
     from components.train.config import TrainConfig
     from components.train.launch import boost
     from model.flops import forward_flops
     from model.flow import FlowConfig, training_loss
-    from model.memory import StepSetup, step_memory
+    from model.memory import recompute_blocks, step_memory
 
-    model = build(args.preset, device, torch.float32)  # fp32, as train() hands it over; the plugin casts it to bf16
-    model.enable_gradient_checkpointing()
-    model.train()
-    run = boost(model, TrainConfig(plugin="zero2"))  # AdamW, LowLevelZeroPlugin(stage=2, precision="bf16")
-    config = dict(run.inner.config)
-    a = arch(config)
-    flow = FlowConfig()
+    plugin = "zero2" if device.startswith("cuda") else "ddp"
     peak, _ = peak_tflops(args, device)
-    setup = StepSetup(plugin="zero2", dp=1, gradient_checkpointing=True, ema=False)
-    rows = {}
-    for pixels, batch in ((256, args.batch_256), (512, args.batch_512)):
+    gpu_gb = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.startswith("cuda") else 64.0
+    flow, rows = FlowConfig(), []
+    for pixels, batch, lever in shapes:
+        levers = dict(LEVERS)[lever]
         side = pixels // VAE_FACTOR
-        row: dict = {"pixels": pixels, "latent": side, "frames": FRAMES, "batch": batch}
+        row: dict = {"lever": lever, **levers, "pixels": pixels, "latent": side, "frames": FRAMES, "batch": batch}
+        model = run = None
         try:
+            model = build(args.preset, device, torch.float32, caption_channels=args.caption_channels)
+            if levers["fused"]:
+                model.fuse_projections()
+            if levers["compile"]:
+                model.compile_blocks()
+            a = arch(dict(model.config))
+            shape = {"batch": batch, "frames": FRAMES, "height": side, "width": side}
+            if levers["recompute"] == "auto":  # as components.train.build.set_recompute decides it
+                auto = step_setup(plugin, levers, a.num_layers)
+                count = recompute_blocks(a, [shape], text_tokens=TEXT_TOKENS, setup=auto, gpu_gb=gpu_gb)
+            else:
+                count = a.num_layers
+            if count:
+                model.enable_gradient_checkpointing()
+                model.recompute_blocks = count
+            model.train()
+            run = boost(model, TrainConfig(plugin=plugin))  # fused AdamW on CUDA; LowLevelZero stage 2, bf16
             x0 = torch.randn(batch, CHANNELS, FRAMES, side, side, device=device)
-            text = torch.randn(batch, TEXT_TOKENS, CAPTION_CHANNELS, device=device)
+            text = torch.randn(batch, TEXT_TOKENS, args.caption_channels, device=device)
             mask = torch.ones(batch, TEXT_TOKENS, dtype=torch.bool, device=device)
 
-            def step(k, x0=x0, text=text, mask=mask, batch=batch):  # what components.train.train._step does
+            def step(k, x0=x0, text=text, mask=mask, batch=batch, run=run):  # what components.train.train._step does
                 loss = training_loss(run.model, x0, text, mask, flow, seed=0, step=k, indices=list(range(batch)))
                 run.booster.backward(loss, run.optimizer)
                 run.optimizer.step()
                 run.optimizer.zero_grad(set_to_none=True)
 
-            for k in range(args.warmup):
+            t0 = time.perf_counter()
+            step(0)  # the first step compiles
+            sync(device)
+            first_s = time.perf_counter() - t0
+            for k in range(1, args.warmup):
                 step(k)
             sync(device)
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats(device)
-            times = timed(step, 0, args.reps, device)
+            times = timed(step, args.warmup, args.reps, device)
             measured = torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else None
             step_s = statistics.median(times)
             tokens = batch * FRAMES * (side // a.patch_size) ** 2
             flops = forward_flops(a, batch=batch, frames=FRAMES, height=side, width=side, text_tokens=TEXT_TOKENS)
-            useful, hardware = flops.train_step(), flops.train_step(gradient_checkpointing=True)
-            estimate = step_memory(
-                a, batch=batch, frames=FRAMES, height=side, width=side, text_tokens=TEXT_TOKENS, setup=setup
-            )["total"]
+            useful = flops.train_step()  # MFU: 3x forward; recompute is not useful work
+            hardware = useful + flops.forward * count / a.num_layers
+            estimate = step_memory(a, **shape, text_tokens=TEXT_TOKENS, setup=step_setup(plugin, levers, count))
             row.update(
                 ok=True,
+                recompute_blocks=count,
+                compiled=model.compiled is not None,  # False after a compiler failure (eager fall-back)
+                first_step_s=first_s,
                 tokens_per_step=tokens,
                 step_s=step_s,
                 step_s_all=times,
@@ -207,81 +250,89 @@ def zero2_training(args, device: str) -> dict[int, dict]:
                 achieved_tflops=useful / step_s / 1e12,
                 mfu=useful / step_s / (peak * 1e12) if peak else None,
                 hfu=hardware / step_s / (peak * 1e12) if peak else None,
-                memory_estimate_gb=estimate / 2**30,
+                memory_estimate_gb=estimate["total"] / 2**30,
                 memory_measured_gb=measured / 2**30 if measured else None,
-                memory_estimate_over_measured=estimate / measured if measured else None,
+                memory_estimate_over_measured=estimate["total"] / measured if measured else None,
                 error=None,
             )
-        except Exception as err:  # one shape's failure (an OOM, say) leaves the other's figures
+        except Exception as err:  # one row's failure (an OOM, say) leaves the others' figures
             row.update(ok=False, error=describe(err))
-            run.optimizer.zero_grad(set_to_none=True)  # also drops ZeRO's half-reduced gradient buckets
         finally:
-            x0 = text = mask = step = None  # the next shape's peak must not hold this one's inputs
+            model = run = x0 = text = mask = step = None  # the next row's peak must not hold this one's
             free(device)
-        rows[pixels] = row
+        rows.append(row)
     return rows
 
 
-def train_part(rows: dict[int, dict]) -> dict:
-    keep = ("pixels", "latent", "frames", "batch", "tokens_per_step", "step_s", "step_s_all", "tokens_per_s",
-            "samples_per_s", "train_tflops_per_step", "achieved_tflops", "mfu", "hfu", "error")  # fmt: skip
-    shapes = {str(p): {k: r.get(k) for k in keep} for p, r in rows.items()}
-    at_512 = rows.get(512, {})
-    mfu = at_512.get("mfu")
+def training_shapes(args) -> list[tuple[int, int, str]]:
+    """Every lever at 512 px, then today's step and the default at 256 px."""
+    return [(512, args.batch_512, lever) for lever, _ in LEVERS] + [
+        (256, args.batch_256, "today"), (256, args.batch_256, DEFAULT)
+    ]  # fmt: skip
+
+
+def train_part(rows: list[dict]) -> dict:
+    keep = ("lever", "pixels", "latent", "frames", "batch", "recompute_blocks", "compiled", "first_step_s",
+            "tokens_per_step", "step_s", "step_s_all", "tokens_per_s", "samples_per_s", "train_tflops_per_step",
+            "achieved_tflops", "mfu", "hfu", "error")  # fmt: skip
+    default = {r["pixels"]: r for r in rows if r["lever"] == DEFAULT}
+    today = {r["pixels"]: r for r in rows if r["lever"] == "today"}
+    mfu = {p: default.get(p, {}).get("mfu") for p in (512, 256)}
+    meets = None if None in mfu.values() else mfu[512] >= MFU_TARGET and mfu[256] >= MFU_TARGET_256
+    speedup = {
+        str(p): today[p]["step_s"] / default[p]["step_s"]
+        for p in (512, 256) if default.get(p, {}).get("ok") and today.get(p, {}).get("ok")
+    }  # fmt: skip
     return {
-        "ok": all(r["ok"] for r in rows.values()),
-        "shapes": shapes,
-        "mfu_512": mfu,
-        "tokens_per_s_512": at_512.get("tokens_per_s"),
-        "mfu_target": MFU_TARGET,
-        "meets_target": None if mfu is None else mfu >= MFU_TARGET,
-        "flops_note": "MFU counts 3x forward FLOPs; the recompute of gradient checkpointing is not counted (HFU: 4x)",
-        "error": next((f"{p} px: {r['error']}" for p, r in rows.items() if not r["ok"]), None),
+        "ok": all(r["ok"] for r in rows),
+        "levers": [{k: r.get(k) for k in keep} for r in rows],
+        "default": DEFAULT,
+        "mfu_512": mfu[512],
+        "mfu_256": mfu[256],
+        "tokens_per_s_512": default.get(512, {}).get("tokens_per_s"),
+        "speedup_over_today": speedup,
+        "mfu_target": {"512": MFU_TARGET, "256": MFU_TARGET_256},
+        "meets_target": meets,
+        "flops_note": "MFU counts 3x forward FLOPs; the recompute of gradient checkpointing is not counted (HFU is)",
+        "error": next((f"{r['pixels']} px {r['lever']}: {r['error']}" for r in rows if not r["ok"]), None),
     }
 
 
-def memory_part(rows: dict[int, dict]) -> dict:
-    keep = ("pixels", "batch", "memory_estimate_gb", "memory_measured_gb", "memory_estimate_over_measured", "error")
-    shapes = {str(p): {k: r.get(k) for k in keep} for p, r in rows.items()}
-    ratios = [r["memory_estimate_over_measured"] for r in rows.values() if r.get("memory_estimate_over_measured")]
+def memory_part(rows: list[dict]) -> dict:
+    keep = ("lever", "pixels", "batch", "recompute_blocks", "memory_estimate_gb", "memory_measured_gb",
+            "memory_estimate_over_measured", "error")  # fmt: skip
+    ratios = [r["memory_estimate_over_measured"] for r in rows if r.get("memory_estimate_over_measured")]
     return {
-        "ok": all(r["ok"] for r in rows.values()),
-        "shapes": shapes,
-        "setup": "zero2, dp=1, gradient checkpointing, no EMA",
+        "ok": all(r["ok"] for r in rows),
+        "rows": [{k: r.get(k) for k in keep} for r in rows],
+        "setup": "the row's step (zero2, dp=1, its recompute count and compilation, no EMA)",
         "tolerance": MEMORY_TOLERANCE,
         "meets_target": bool(ratios) and all(abs(r - 1) <= MEMORY_TOLERANCE for r in ratios),
-        "error": next((f"{p} px: {r['error']}" for p, r in rows.items() if not r["ok"]), None),
+        "error": next((f"{r['pixels']} px {r['lever']}: {r['error']}" for r in rows if not r["ok"]), None),
     }
 
 
-def print_training(rows: dict[int, dict], peak: float | None, peak_source: str, preset: str) -> None:
-    print(f"\n[train] ZeRO-2 bf16 training steps, STDiT-{preset}, {FRAMES} frames, gradient checkpointing on")
-    print(f"        MFU against {peak or '?'} TFLOP/s dense bf16 ({peak_source}); target >= {MFU_TARGET:.0%} at 512 px")
-    print(f"{'pixels':>6} {'latent':>7} {'batch':>5} {'tokens':>7} {'step s':>7} {'tokens/s':>9} {'TFLOP/s':>8} "
-          f"{'MFU':>6} {'HFU':>6}")  # fmt: skip
-    for r in rows.values():
+def print_training(rows: list[dict], peak: float | None, peak_source: str, preset: str) -> None:
+    print(f"\n[train] whole training steps (plugin, AdamW, optimizer step), STDiT-{preset}, {FRAMES} frames; each "
+          f"lever keeps the ones above it; {DEFAULT} is the default")  # fmt: skip
+    print(f"        MFU against {peak or '?'} TFLOP/s dense bf16 ({peak_source}); target >= {MFU_TARGET:.0%} at "
+          f"512 px, >= {MFU_TARGET_256:.0%} at 256 px")  # fmt: skip
+    print(f"{'lever':>19} {'pixels':>6} {'batch':>5} {'recompute':>9} {'1st s':>6} {'step s':>7} {'tokens/s':>9} "
+          f"{'MFU':>6} {'HFU':>6} {'est GiB':>8} {'peak GiB':>8}")  # fmt: skip
+    for r in rows:
         if not r["ok"]:
-            print(f"{r['pixels']:6d} {r['latent']:>4}x{r['latent']:<2} {r['batch']:5d}  failed: {r['error']}")
+            print(f"{r['lever']:>19} {r['pixels']:6d} {r['batch']:5d}  failed: {r['error']}")
             continue
-        mfu = f"{r['mfu']:6.1%}" if r["mfu"] is not None else f"{'-':>6}"
-        hfu = f"{r['hfu']:6.1%}" if r["hfu"] is not None else f"{'-':>6}"
+        pct = lambda v: f"{v:6.1%}" if v is not None else f"{'-':>6}"  # noqa: E731
+        gib = lambda v: f"{v:8.1f}" if v is not None else f"{'-':>8}"  # noqa: E731
         print(
-            f"{r['pixels']:6d} {r['latent']:>4}x{r['latent']:<2} {r['batch']:5d} {r['tokens_per_step']:7d} "
-            f"{r['step_s']:7.3f} {r['tokens_per_s']:9.0f} {r['achieved_tflops']:8.1f} {mfu} {hfu}"
+            f"{r['lever']:>19} {r['pixels']:6d} {r['batch']:5d} {r['recompute_blocks']:9d} {r['first_step_s']:6.1f} "
+            f"{r['step_s']:7.3f} {r['tokens_per_s']:9.0f} {pct(r['mfu'])} {pct(r['hfu'])} "
+            f"{gib(r['memory_estimate_gb'])} {gib(r['memory_measured_gb'])}"
         )
-    print("MFU counts 3x forward FLOPs (model.flops) as useful work: the forward that gradient checkpointing")
-    print("recomputes is not counted (HFU counts it: 4x forward).")
-    print(f"\n[memory] model.memory.step_memory (zero2, dp=1, checkpointing, no EMA) against "
-          f"torch.cuda.max_memory_allocated; target within {MEMORY_TOLERANCE:.0%}")  # fmt: skip
-    print(f"{'pixels':>6} {'batch':>5} {'estimate GiB':>13} {'measured GiB':>13} {'estimate/measured':>18}")
-    for r in rows.values():
-        if r["ok"] and r["memory_measured_gb"]:
-            print(
-                f"{r['pixels']:6d} {r['batch']:5d} {r['memory_estimate_gb']:13.2f} {r['memory_measured_gb']:13.2f} "
-                f"{r['memory_estimate_over_measured']:18.3f}"
-            )
-        else:
-            print(f"{r['pixels']:6d} {r['batch']:5d}  {'failed: ' + r['error'] if r['error'] else 'not measured'}")
+    print("MFU counts 3x forward FLOPs (model.flops) as useful work; HFU adds the forward that recompute repeats.")
+    print(f"[memory] estimate: model.memory.step_memory of the row's step; target within {MEMORY_TOLERANCE:.0%} of "
+          "torch.cuda.max_memory_allocated")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ part 3: kernels
@@ -637,7 +688,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=None, help="timed ZeRO-2 steps per shape (default 5)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak for MFU (default: model.gpus)")
     parser.add_argument("--preset", default="XL/2", help="STDiT preset (default XL/2; the targets are for XL/2)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="no GPU needed: the train and memory parts on the CPU with "
+        "the tiny preset, batch 1, one step each (checks this script's code paths, measures nothing)",
+    )
+    parser.add_argument("--caption-channels", type=int, default=CAPTION_CHANNELS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.preset, args.batch_256, args.batch_512, args.warmup, args.reps = "tiny", 1, 1, 1, 1
+        args.caption_channels, args.parts = 32, "train,memory"
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:
@@ -658,17 +719,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = {"benchmark": "gpu", "torch": torch.__version__, "host": platform.machine(), "quick": args.quick}
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not args.smoke:
         print("skipped: no CUDA device (torch.cuda.is_available() is False); this benchmark needs one H100 or H200")
         print(json.dumps({**base, "skipped": "no CUDA device", "parts": args.parts}))
         return 0
 
-    device = DEVICE
+    device = "cpu" if args.smoke else DEVICE
+    base["smoke"] = args.smoke
     results: dict[str, dict] = {}
     start = time.perf_counter()
     peak, peak_source = peak_tflops(args, device)
-    name = torch.cuda.get_device_name(device)
-    memory_gb = torch.cuda.get_device_properties(device).total_memory / 2**30
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(device)
+        memory_gb = torch.cuda.get_device_properties(device).total_memory / 2**30
+    else:
+        name, memory_gb = "cpu (smoke run: code paths only)", 0.0
     print(f"{name} ({memory_gb:.0f} GiB), torch {torch.__version__}, CUDA {torch.version.cuda}; parts: {args.parts}")
 
     def record(part: str, fn) -> None:
@@ -687,13 +752,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if {"train", "memory"} & set(args.parts):
             t0 = time.perf_counter()
-            rows: dict[int, dict] = {}
+            rows: list[dict] = []
             try:
                 from components.train.launch import launch
 
                 launch(seed=0)  # one process, NCCL: as the train step starts
-                torch.cuda.set_device(device)
-                rows = zero2_training(args, device)
+                if device.startswith("cuda"):
+                    torch.cuda.set_device(device)
+                rows = lever_rows(args, device, training_shapes(args))
                 print_training(rows, peak, peak_source, args.preset)
                 parts = {"train": train_part(rows), "memory": memory_part(rows)}
             except Exception as err:
@@ -743,6 +809,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_s": total,
         "targets": {
             "mfu_512": MFU_TARGET,
+            "mfu_256": MFU_TARGET_256,
             "memory_tolerance": MEMORY_TOLERANCE,
             "full_over_stdit": FULL_OVER_STDIT_TARGET,
             "sdpa": "flash or efficient",

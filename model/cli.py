@@ -138,13 +138,15 @@ def _run_buckets(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------------- plan
 
 PLAN_DESCRIPTION = """\
-What a training recipe costs before anyone rents a GPU: per stage the FLOPs per sample (STDiT, the full-attention
-baseline, and without gradient checkpointing's recompute), the total FLOPs (steps x batch, or epochs x clips),
-GPU-hours and dollars at an MFU, wall-clock days on --num-gpus, and the memory per GPU at the stage's batch
-(ZeRO-2 over all GPUs) with the largest batch that fits.
+What a training recipe costs before anyone rents a GPU: per stage the model FLOPs per sample (forward + backward;
+beside them the full-attention baseline's and what recomputing every block adds), the total FLOPs (steps x batch,
+or epochs x clips), GPU-hours and dollars at an MFU, wall-clock days on --num-gpus, and the memory per GPU at the
+stage's batch (ZeRO-2 over all GPUs) with the largest batch that fits.
 
-The MFU: --mfu, or --calibrate STAGE=GPU_DAYS (the MFU at which a stage took that long, e.g. a published report),
-or the `mfu` the trainer logged on GPUs in an MLflow run (--tracking-uri and --run-id). With a run, the plan is
+The MFU (model FLOPs over the GPUs' dense bf16 peak; recompute counts as lost time): --mfu, or --calibrate
+STAGE=GPU_DAYS (the MFU at which a stage took that long, e.g. a published report), or the `mfu` the trainer logged
+on GPUs in an MLflow run (--tracking-uri and --run-id). Without them: the MFU of the training step `t2v train` runs
+on a GPU, as benchmarks/gpu.py last measured it (the title line names the measurement). With a run, the plan is
 also put next to what the run measured (tokens/s per GPU, peak memory).
 
   t2v plan --config configs/plan/opensora-1.0.yaml --gpu h800 --num-gpus 64 --calibrate video-pretrain=117
@@ -164,7 +166,7 @@ def add_plan_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu", default="h100", choices=sorted(GPUS), help="(default h100)")
     p.add_argument("--num-gpus", type=int, default=64, help="(default 64)")
     p.add_argument("--price-per-hour", type=float, default=2.5, help="dollars per GPU-hour (default 2.5)")
-    p.add_argument("--mfu", type=float, help="model FLOPs utilisation, e.g. 0.35")
+    p.add_argument("--mfu", type=float, help="model FLOPs utilisation, e.g. 0.35 (default: the measured one)")
     p.add_argument("--calibrate", metavar="STAGE=GPU_DAYS", help="take the MFU from a stage's known GPU-days")
     p.add_argument("--throughput", type=float, metavar="SAMPLES_PER_S", help="also give GPU-days at this per-GPU "
                    "throughput (samples/s) for the first stage's shape")  # fmt: skip
@@ -174,7 +176,7 @@ def add_plan_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def resolve_mfu(args, recipe, spec) -> tuple[float, str]:
-    from model.plan import calibrate_mfu, mlflow_measurements
+    from model.plan import MEASURED_MFU, MEASURED_MFU_SOURCE, calibrate_mfu, mlflow_measurements
 
     if args.mfu is not None:
         return args.mfu, "stated"
@@ -189,7 +191,8 @@ def resolve_mfu(args, recipe, spec) -> tuple[float, str]:
         measured = mlflow_measurements(args.tracking_uri, args.run_id)
         if "mfu" in measured:
             return measured["mfu"], f"measured in MLflow run {args.run_id}"
-    raise ValueError("no MFU: give --mfu, --calibrate STAGE=GPU_DAYS, or an MLflow GPU run (--tracking-uri, --run-id)")
+        raise ValueError(f"MLflow run {args.run_id} logged no mfu (it ran on the CPU?); give --mfu or --calibrate")
+    return MEASURED_MFU, f"measured: {MEASURED_MFU_SOURCE}"
 
 
 def _run_plan(args: argparse.Namespace) -> int:
@@ -201,7 +204,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     stages = plan(recipe, spec, num_gpus=args.num_gpus, mfu=mfu, price_per_hour=args.price_per_hour)
     title = f"{args.config} on {args.num_gpus} x {spec.name} at MFU {mfu:.3f} ({source}), ${args.price_per_hour}/GPU-h"
     table = Table(title=title)
-    cols = ("stage", "shape", "samples", "TFLOPs/sample", "full-attn x", "no-ckpt x", "total EFLOPs", "GPU-hours",
+    cols = ("stage", "shape", "samples", "TFLOPs/sample", "full-attn x", "recompute x", "total EFLOPs", "GPU-hours",
             "dollars", "days", "GB/GPU", "batch/GPU (max)")  # fmt: skip
     for col in cols:
         table.add_column(col, justify="right")
@@ -210,7 +213,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         table.add_row(
             s.name, f"{s.frames}x{s.height}x{s.width}", f"{s.samples_seen:.3g}", f"{p.flops_per_sample / 1e12:.2f}",
             f"{p.full_attention_flops_per_sample / p.flops_per_sample:.2f}",
-            f"{p.no_checkpointing_flops_per_sample / p.flops_per_sample:.2f}", f"{p.total_flops / 1e18:.1f}",
+            f"{p.recompute_flops_per_sample / p.flops_per_sample:.2f}", f"{p.total_flops / 1e18:.1f}",
             f"{p.gpu_hours:,.0f}", f"${p.dollars:,.0f}", f"{p.days:.2f}", f"{p.memory_gb:.1f}",
             f"{p.per_gpu_batch:g} ({p.max_per_gpu_batch})" + ("" if p.fits else " DOES NOT FIT"),
         )  # fmt: skip

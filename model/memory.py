@@ -15,7 +15,11 @@ width C (efficient attention kernels keep q, k, v, the output and a log-sum-exp,
 - MLP 3C + 2 x hidden + C: norm input and output, modulated input, fc1 output (GELU input), GELU output
   (fc2 input), fc2 output (gated).
 With gradient checkpointing a block keeps only its input (C per token) and one block's activations exist at a
-time, during its recompute. The patch embedding and the final layer keep a few C per token more.
+time, during its recompute. With `recompute_blocks` = N < L only the first N blocks recompute: the other L - N keep
+their activations through the forward pass, and the backward pass frees them before it recomputes the first N, so the
+peak is N inputs + max(L - N, 1) blocks' activations. `recompute_blocks` picks the smallest N whose step fits a GPU:
+no recompute at all where the model fits (a third less compute), every block only where it must. The patch embedding
+and the final layer keep a few C per token more.
 
 Encoders kept on the GPU for online encoding (`encoder_params`) add their weights. A GPU is taken to fit a step
 when the estimate stays under `usable_fraction` of its memory minus `reserve_gb` (CUDA context, allocator
@@ -35,6 +39,11 @@ GB = 2**30
 # Weights kept on the GPU when encoding online (parameters, about): T5-v1.1-XXL's encoder and the SD VAE
 ONLINE_ENCODER_PARAMS = {"t5-v1_1-xxl-encoder": 4_760_000_000, "sd-vae": 83_650_000}
 SPATIAL, TEMPORAL, CROSS = 9, 9, 4  # activations per token and block, in units of C (see above)
+# A block compiled by torch.compile (inductor) keeps fewer of them: its partitioner recomputes cheap elementwise ops
+# (modulate, gate, GELU) in the backward pass instead of saving their outputs. One measurement sets the share:
+# STDiT-XL/2, 512 px x 16 frames, batch 4, compiled without recompute, peaked at 109 GB on an H200, about 26 C per
+# token and block where the eager count is 34 C. benchmarks/gpu.py checks it on every GPU run.
+COMPILED_SHARE = 26 / 34
 EDGE = 4  # patch embedding and final layer, per token, in units of C
 
 
@@ -45,6 +54,8 @@ class StepSetup:
     plugin: str = "zero2"  # "zero2" (bf16, sharded states) or "ddp" (fp32)
     dp: int = 1  # data-parallel processes the zero2 states are sharded over
     gradient_checkpointing: bool = True
+    recompute_blocks: int | None = None  # with checkpointing: the first N blocks recompute; None: every block
+    compiled: bool = False  # blocks compiled by torch.compile keep fewer activations (COMPILED_SHARE)
     ema: bool = True
     encoder_params: int = 0  # parameters of a VAE / text encoder kept on the GPU (bf16 for zero2)
 
@@ -76,11 +87,16 @@ def activation_bytes(
     per_token = (SPATIAL + (TEMPORAL if video else 0) + CROSS + 4) * C + 2 * hidden
     if a.variant == "latte":  # a temporal block with its own MLP
         per_token += TEMPORAL * C + 4 * C + 2 * hidden
+    if setup.compiled:
+        per_token *= COMPILED_SHARE
     text = 2 * batch * text_tokens * C  # keys and values of the caption, per block
     block = tokens * per_token + text
     edge = tokens * EDGE * C
-    # checkpointing: every block's input, and one block's activations at a time (its recompute)
-    kept = a.num_layers * tokens * C + block if setup.gradient_checkpointing else a.num_layers * block
+    # checkpointing: the recomputed blocks' inputs, the others' activations, and one recomputed block's activations
+    # at a time (by then the backward pass has freed the later blocks')
+    L = a.num_layers
+    n = (L if setup.recompute_blocks is None else min(L, setup.recompute_blocks)) if setup.gradient_checkpointing else 0
+    kept = n * tokens * C + max(L - n, 1 if n else 0) * block
     return (kept + edge) * setup.act_bytes
 
 
@@ -123,6 +139,27 @@ def max_batch(
         return 0
     persistent = one["total"] - max(one["gradients"], one["activations"])
     return int(min(limit, (budget - persistent) // one["activations"]))
+
+
+def recompute_blocks(
+    a: Arch,
+    shapes: list[dict],
+    *,
+    text_tokens: int,
+    setup: StepSetup,
+    gpu_gb: float,
+    usable_fraction: float = 0.9,
+    reserve_gb: float = 2.0,
+) -> int:
+    """The fewest blocks to recompute (0..num_layers) so that the step of every shape in `shapes` ({batch, frames,
+    height, width}: a bucket's per-GPU batch and latent size) fits in `gpu_gb`; every block when even that does not
+    fit (the step may then run out of memory: smaller batches are the fix)."""
+    budget = gpu_gb * GB * usable_fraction - reserve_gb * GB
+    for n in range(a.num_layers + 1):
+        trial = StepSetup(**{**setup.__dict__, "gradient_checkpointing": True, "recompute_blocks": n})
+        if all(step_memory(a, **shape, text_tokens=text_tokens, setup=trial)["total"] <= budget for shape in shapes):
+            return n
+    return a.num_layers
 
 
 class LiveTensorPeak:

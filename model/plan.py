@@ -9,11 +9,13 @@ pixels), the global batch and either `steps` or `epochs` over `samples` clips:
     stages:
       - {name: video-pretrain, frames: 16, height: 256, width: 256, batch: 512, steps: 80000, samples: 366000}
 
-FLOPs per sample come from model.flops (a training step = forward + backward, + one more forward with gradient
-checkpointing), for STDiT and for the full-attention baseline. Time = FLOPs / (GPUs x peak x MFU). The MFU is
-stated, calibrated from a stage whose GPU-days are known (`calibrate_mfu`), or taken from training runs in MLflow
-(the `mfu` metric the trainer logs on GPUs). Memory per GPU: model.memory at the stage's per-GPU batch, ZeRO-2
-over all GPUs. After training, `compare_with_run` puts the plan next to what an MLflow run measured.
+FLOPs per sample come from model.flops: the model FLOPs of a training step, forward + backward = 3x the forward, for
+STDiT and for the full-attention baseline; the forward that gradient checkpointing repeats is not model work, so its
+cost shows as a lower MFU (`recompute x` prints what it adds where every block recomputes). Time = FLOPs / (GPUs x
+peak x MFU). The MFU is stated, calibrated from a stage whose GPU-days are known (`calibrate_mfu`), taken from a
+training run in MLflow (the `mfu` metric the trainer logs on GPUs), or by default `MEASURED_MFU`: the training step
+`t2v train` runs on a GPU, as benchmarks/gpu.py last measured it. Memory per GPU: model.memory at the stage's per-GPU
+batch, ZeRO-2 over all GPUs. After training, `compare_with_run` puts the plan next to what an MLflow run measured.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ from model.flops import Arch, forward_flops
 from model.gpus import GPU
 from model.memory import GB, StepSetup, max_batch, step_memory
 from model.stdit import preset_config
+
+# The whole training step (ZeRO-2, bf16, AdamW) that `t2v train` runs on a GPU, as `benchmarks/gpu.py` measured it
+# at Open-Sora 1.0's hq-highres shape; replace both with the figure of each new GPU run.
+MEASURED_MFU = 0.186
+MEASURED_MFU_SOURCE = (
+    "benchmarks/gpu.py on one H200: STDiT-XL/2, 512 px x 16 frames, batch 4, ZeRO-2 bf16, every block recomputing, "
+    "eager (measured before compiled blocks, fused projections and automatic recompute were the default)"
+)
 
 
 @dataclass(frozen=True)
@@ -98,11 +108,11 @@ class Recipe:
         return {"frames": frames, "height": stage.height // self.vae_factor, "width": stage.width // self.vae_factor}
 
 
-def sample_flops(recipe: Recipe, stage: Stage, variant: str | None = None, checkpointing: bool | None = None) -> float:
-    """Training FLOPs of one sample of `stage` (forward + backward, + recompute with checkpointing)."""
-    ckpt = recipe.gradient_checkpointing if checkpointing is None else checkpointing
+def sample_flops(recipe: Recipe, stage: Stage, variant: str | None = None, recompute: bool = False) -> float:
+    """Model FLOPs of training on one sample of `stage` (forward + backward); with `recompute`, plus the forward
+    that gradient checkpointing of every block repeats (the hardware's work, not the model's)."""
     f = forward_flops(recipe.arch(variant), batch=1, text_tokens=recipe.text_tokens, **recipe.latent(stage))
-    return f.train_step(gradient_checkpointing=ckpt)
+    return f.train_step(gradient_checkpointing=recompute)
 
 
 def calibrate_mfu(recipe: Recipe, stage: Stage, gpu: GPU, gpu_days: float) -> float:
@@ -115,7 +125,7 @@ class StagePlan:
     stage: Stage
     flops_per_sample: float
     full_attention_flops_per_sample: float
-    no_checkpointing_flops_per_sample: float
+    recompute_flops_per_sample: float  # with every block recomputing: what the hardware does
     total_flops: float
     gpu_hours: float
     dollars: float
@@ -160,7 +170,7 @@ def plan(recipe: Recipe, gpu: GPU, *, num_gpus: int, mfu: float, price_per_hour:
                 stage=s,
                 flops_per_sample=per_sample,
                 full_attention_flops_per_sample=sample_flops(recipe, s, "full"),
-                no_checkpointing_flops_per_sample=sample_flops(recipe, s, checkpointing=False),
+                recompute_flops_per_sample=sample_flops(recipe, s, recompute=True),
                 total_flops=total,
                 gpu_hours=gpu_hours,
                 dollars=gpu_hours * price_per_hour,

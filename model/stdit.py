@@ -18,6 +18,10 @@ of a video (Latte's temporal embedding), so that spatial attention, cross-attent
 they draw; it starts at zero like the temporal output, so the video model still starts as the image model. A model
 that must draw a prompted motion from noise needs it: with relative positions alone every frame starts alike.
 
+Speed switches that change nothing the model computes (off on a new model; the trainer sets them):
+`fuse_projections()` (model.attention), `recompute_blocks` (the first N blocks recompute under gradient
+checkpointing; model.memory chooses N) and `compile_blocks()` (model.compile).
+
 `attention_mode="full"` gives the baseline: one joint spatio-temporal self-attention over all T*S tokens in place of
 the spatial/temporal pair, cost (T*S)^2, everything else identical.
 
@@ -42,7 +46,8 @@ from diffusers.models.normalization import AdaLayerNormSingle
 from einops import rearrange
 from torch import nn
 
-from model.attention import SDPAttnProcessor, rope_cos_sin, self_attention
+from model.attention import FusableProjections, SDPAttnProcessor, rope_cos_sin, self_attention
+from model.compile import CompiledBlocks
 from model.parallel import SequenceParallel, frames_to_positions, gather_frames, local_frames, positions_to_frames
 
 ATTENTION_MODES = ("spatial_temporal", "full")
@@ -156,7 +161,7 @@ class STDiTBlock(nn.Module):
         return x
 
 
-class STDiT(ModelMixin, ConfigMixin):
+class STDiT(FusableProjections, ModelMixin, ConfigMixin):
     """Spatial-temporal DiT on (B, C, T, H, W) latents, conditioned on a timestep and text-encoder tokens.
 
     `sample_size` is the latent side the 2D sin-cos position embedding is laid out for (diffusers' base size);
@@ -201,7 +206,9 @@ class STDiT(ModelMixin, ConfigMixin):
         dim = num_attention_heads * attention_head_dim
         self.out_channels = in_channels if out_channels is None else out_channels
         self.gradient_checkpointing = False
+        self.recompute_blocks: int | None = None  # with checkpointing: the first N blocks recompute; None: all
         self.sequence_parallel: SequenceParallel | None = None  # set by the trainer (see model.parallel)
+        self._blocks: CompiledBlocks | None = None  # set by compile_blocks
 
         self.pos_embed = PatchEmbed(
             height=sample_size,
@@ -236,6 +243,7 @@ class STDiT(ModelMixin, ConfigMixin):
         self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
         self.proj_out = nn.Linear(dim, patch_size * patch_size * self.out_channels)
         self.initialize_weights()
+        self.keep_separate_layout()
 
     def initialize_weights(self) -> None:
         """DiT/PixArt initialisation; zero output projections so a fresh model predicts zero."""
@@ -267,6 +275,16 @@ class STDiT(ModelMixin, ConfigMixin):
         if self.frame_embedder is not None:
             nn.init.zeros_(self.frame_embedder.weight)
             nn.init.zeros_(self.frame_embedder.bias)
+
+    def compile_blocks(self, backend="inductor", **options) -> STDiT:
+        """Compile every block in place with `torch.compile` (see model.compile); eager after a compiler failure."""
+        self._blocks = CompiledBlocks(self.transformer_blocks, backend, **options)
+        return self
+
+    @property
+    def compiled(self):
+        """The compiler backend the blocks run through, None when eager."""
+        return self._blocks.backend if self._blocks is not None else None
 
     def temporal_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """(name, parameter) of every weight that exists only for the temporal branch."""
@@ -338,11 +356,14 @@ class STDiT(ModelMixin, ConfigMixin):
             sp = None  # computed whole on every rank of the group
         if sp is not None:  # this rank's frames
             x = rearrange(local_frames(rearrange(x, "b (t s) c -> b t s c", t=T), 1, sp), "b t s c -> b (t s) c")
-        for block in self.transformer_blocks:
-            if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(block, x, text, text_mask, t6, T, rope, temporal_pe, sp)
+        run = self._blocks or (lambda block, *args: block(*args))
+        recompute = self.recompute_blocks if self.recompute_blocks is not None else len(self.transformer_blocks)
+        for i, block in enumerate(self.transformer_blocks):
+            args = (x, text, text_mask, t6, T, rope, temporal_pe, sp)
+            if torch.is_grad_enabled() and self.gradient_checkpointing and i < recompute:
+                x = self._gradient_checkpointing_func(run, block, *args)
             else:
-                x = block(x, text, text_mask, t6, T, rope, temporal_pe, sp)
+                x = run(block, *args)
 
         shift, scale = (self.scale_shift_table[None] + t_emb[:, None]).chunk(2, dim=1)  # (B, 1, C) each
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, T*S, p*p*Cout), or this rank's T/sp
@@ -366,7 +387,7 @@ class STDiT(ModelMixin, ConfigMixin):
             frames = frames.repeat_interleave(tokens_per_frame)
         rope = pe = None
         if "rope" in self.config.temporal_position:
-            rope = rope_cos_sin(frames, self.config.attention_head_dim, self.config.rope_theta)
+            rope = rope_cos_sin(frames, self.config.attention_head_dim, self.config.rope_theta, dtype)
         if "sincos" in self.config.temporal_position:
             pe = self._sincos(frames, dtype)
         return rope, pe

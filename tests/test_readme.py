@@ -26,6 +26,14 @@ def test_the_plan_figures_are_the_planners():
         "$2.5 per GPU-hour"
     )
     assert expected in README
+    from model.plan import MEASURED_MFU
+
+    default = plan(recipe, gpu("h200"), num_gpus=64, mfu=MEASURED_MFU, price_per_hour=2.5)
+    measured = (
+        f"{MEASURED_MFU:.3f} on one H200, so the same recipe takes {sum(p.gpu_hours for p in default) / 24:.1f} "
+        f"GPU-days on 64 H200s, about ${sum(p.dollars for p in default) / 1000:.0f}k"
+    )
+    assert measured in README
 
 
 def test_the_xl2_parameter_counts_are_the_networks():
@@ -53,10 +61,10 @@ def test_the_attention_ratio_is_the_benchmarks_analytic_figure():
 
 
 def test_the_gpu_benchmarks_targets_are_its_own():
-    from benchmarks.gpu import FULL_OVER_STDIT_TARGET, MEMORY_TOLERANCE, MFU_TARGET
+    from benchmarks.gpu import FULL_OVER_STDIT_TARGET, MEMORY_TOLERANCE, MFU_TARGET, MFU_TARGET_256
 
-    assert f"target {MFU_TARGET:.0%} at 512 px" in README
-    assert f"`torch.cuda.max_memory_allocated` (within {MEMORY_TOLERANCE:.0%})" in README
+    assert f"target {MFU_TARGET:.0%} at 512 px and {MFU_TARGET_256:.0%} at 256 px" in README
+    assert f"`torch.cuda.max_memory_allocated` per row (within {MEMORY_TOLERANCE:.0%})" in README
     assert f"(target {FULL_OVER_STDIT_TARGET:.0f}x)" in README
 
 

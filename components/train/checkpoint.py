@@ -75,10 +75,11 @@ def prune(root: Path, keep_last: int) -> None:
 
 def save_checkpoint(
     root: Path, step: int, consumed: int, booster, model, optimizer, scheduler, ema, rank: int, guard: dict,
-    tracking_run: str | None = None,
+    tracking_run: str | None = None, layout: dict | None = None,
 ):  # fmt: skip
     """Write checkpoint `step`: every process takes part in the booster's saves, rank 0 writes the rest and commits.
-    `tracking_run`: the MLflow run the stage logs into, which a resumed run goes on logging into."""
+    `tracking_run`: the MLflow run the stage logs into, which a resumed run goes on logging into; `layout`: how the
+    model's parameters were laid out for the optimizer, which a resume must match (see `check_layout`)."""
     tmp = begin(root, step) if rank == 0 else root / f".tmp-step-{step:08d}"
     torch.distributed.barrier()
     booster.save_model(model, str(tmp / "model.pt"))
@@ -89,7 +90,8 @@ def save_checkpoint(
         save_rng(tmp)
     torch.distributed.barrier()
     if rank == 0:
-        state = {"step": step, "consumed_batches": consumed, "guard": guard, "mlflow_run_id": tracking_run}
+        state = {"step": step, "consumed_batches": consumed, "guard": guard, "mlflow_run_id": tracking_run,
+                 **(layout or {})}  # fmt: skip
         commit(root, tmp, step, state)
     torch.distributed.barrier()
 
@@ -113,6 +115,21 @@ def load_checkpoint(path: Path, booster, model, optimizer, scheduler, ema) -> di
     ema.load_state_dict(load_file(path / "ema.safetensors"))
     load_rng(path)
     return json.loads((path / "state.json").read_text())
+
+
+def check_layout(path: Path, layout: dict) -> None:
+    """A ValueError naming the setting when checkpoint `path` was written with another parameter layout than
+    `layout` (its optimizer state is per parameter, so it cannot load); checkpoints without one had the defaults
+    of their time (separate q/k/v projections)."""
+    saved = json.loads((path / "state.json").read_text())
+    for key, value in layout.items():
+        was = saved.get(key, False)
+        if was != value:
+            raise ValueError(
+                f"checkpoint {path} was written with model.{key}={str(was).lower()} and this run has "
+                f"model.{key}={str(value).lower()}: its optimizer state fits only that layout. Resume with --set "
+                f"model.{key}={str(was).lower()}, or start from the stage's export (model.init=...) with resume=none"
+            )
 
 
 def check_tensors_only(path: Path) -> None:

@@ -25,7 +25,39 @@ class ModelConfig:
     init: str = setting("scratch", "scratch, pixart:<id or folder>, or an STDiT export folder (the previous stage)")
     preset: str = setting("XL/2", "STDiT preset (model.stdit.STDIT_PRESETS) for a model from scratch")
     overrides: dict = setting({}, "STDiT constructor arguments over the preset (channels come from the data)")
-    gradient_checkpointing: bool = setting(True, "recompute activations in backward (less memory, ~1/3 more compute)")
+    gradient_checkpointing: bool | int | str = setting(
+        "auto",
+        "recompute activations in the backward pass (less memory, up to 1/3 more compute): true (every block), false, "
+        "a number of blocks, or auto (the fewest blocks the memory model says the largest bucket's step needs on this "
+        "device)",
+    )
+    fused_projections: bool | str = setting(
+        "auto",
+        "one q/k/v GEMM per self-attention and one k/v GEMM per cross-attention: true, false, or auto (on CUDA; on "
+        "the CPU the separate GEMMs round differently in the last bits, and the demo's figures are theirs)",
+    )
+    compile: bool | str = setting(
+        "auto",
+        "torch.compile every block (regional: one graph serves all blocks): true, false, or auto (on CUDA only; a "
+        "failed compile falls back to eager with a warning)",
+    )
+
+    def __post_init__(self):
+        ckpt = self.gradient_checkpointing
+        if not (isinstance(ckpt, bool) or ckpt == "auto" or (isinstance(ckpt, int) and ckpt >= 0)):
+            raise ValueError(
+                f"model.gradient_checkpointing={ckpt!r}: give true, false, auto or a number of blocks (0 or more)"
+            )
+        for key in ("compile", "fused_projections"):
+            if not (isinstance(getattr(self, key), bool) or getattr(self, key) == "auto"):
+                raise ValueError(f"model.{key}={getattr(self, key)!r}: give true, false or auto")
+
+    def on(self, key: str) -> bool:
+        """Whether the true/false/auto setting `key` is on here (auto: on CUDA)."""
+        import torch
+
+        value = getattr(self, key)
+        return torch.cuda.is_available() if value == "auto" else bool(value)
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ def tokens_of(x0: torch.Tensor, model: STDiT) -> int:
 
 
 def train_flops(model: STDiT, x0: torch.Tensor, text_tokens: int, cfg: TrainConfig) -> float:
-    """FLOPs of one training step on a batch of latents: forward, backward and (with gradient checkpointing) the
-    recomputed forward."""
+    """Model FLOPs of one training step on a batch of latents: forward and backward, 3x the forward. The forward
+    that gradient checkpointing recomputes is not counted: MFU measures useful work (as benchmarks/gpu.py does)."""
     from model.flops import Arch, forward_flops
 
     b, _, t, h, w = x0.shape
     f = forward_flops(Arch.from_config(model.config), batch=b, frames=t, height=h, width=w, text_tokens=text_tokens)
-    return f.train_step(gradient_checkpointing=cfg.model.gradient_checkpointing)
+    return f.train_step()
 
 
 def peak_tflops(device: str) -> float | None:

@@ -31,14 +31,14 @@ from components.common.settings import to_dict
 from components.common.tracking import Tracker, git_commit
 from components.common.validation import probe_loss, validation_loss
 from components.train import checkpoint
-from components.train.build import build_model, ema_copy
+from components.train.build import build_model, ema_copy, set_compile, set_recompute
 from components.train.checkpoint import load_checkpoint, save_checkpoint
 from components.train.config import TrainConfig
 from components.train.data import BucketBatchSampler, batches, bucket_batch_sizes, datasets, latent_side
 from components.train.ema import EMA
 from components.train.export import export, weights_sha256
 from components.train.guard import Guard
-from components.train.launch import Boosted, all_sum, boost, clip_gradients, launch, scale_lr
+from components.train.launch import Boosted, all_sum, boost, clip_gradients, launch, plugin_name, scale_lr
 from components.train.samples import sample_videos
 from components.train.throughput import Window
 from model.flow import training_loss
@@ -80,6 +80,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         model.sequence_parallel = sp_group
         init_sha = weights_sha256(model)
         ema_model = ema_copy(model, device)  # fp32, from the weights before the plugin casts them
+        text_tokens = meta["encoders"]["max_text_tokens"]
+        shapes = _bucket_shapes(train_set.index, sampler, dp_size)
+        set_compile(model, cfg)
+        set_recompute(model, cfg, shapes, text_tokens, device, plugin_name(cfg.plugin), dp_size)
 
         # 4. boost
         run = boost(model, cfg)
@@ -170,6 +174,15 @@ def _sampler(cfg: TrainConfig, train_set, dp_rank: int, dp_size: int) -> BucketB
     return BucketBatchSampler(train_set.index, seed=cfg.seed, rank=dp_rank, world_size=dp_size, batch_sizes=batch_sizes)
 
 
+def _bucket_shapes(index, sampler: BucketBatchSampler, dp_size: int) -> list[dict]:
+    """Per bucket: this process's batch and the latent size ({batch, frames, height, width}), for the memory model."""
+    shapes = []
+    for bucket, size in sampler.batch_sizes.items():
+        _, frames, height, width = index.latent_shape[index.bucket == bucket].iloc[0]
+        shapes.append({"batch": -(-size // dp_size), "frames": int(frames), "height": int(height), "width": int(width)})
+    return shapes
+
+
 def _resume(
     cfg: TrainConfig, root: Path, run: Boosted, ema: EMA, sampler: BucketBatchSampler
 ) -> tuple[int, int, dict | None, str | None]:
@@ -178,11 +191,16 @@ def _resume(
     source = None if cfg.resume == "none" else (checkpoint.latest(root) if cfg.resume == "auto" else Path(cfg.resume))
     if source is None:
         return 0, 0, None, None
+    checkpoint.check_layout(source, _layout(run))
     state = load_checkpoint(source, run.booster, run.model, run.optimizer, run.scheduler, ema.model)
     ema.loaded()
     sampler.set_consumed(state["consumed_batches"])
     log.info("resumed from %s at step %d", source, state["step"])
     return state["step"], state["consumed_batches"], state.get("guard"), state.get("mlflow_run_id")
+
+
+def _layout(run: Boosted) -> dict:
+    return {"fused_projections": run.inner.projections_fused}
 
 
 def _tracker(
@@ -351,7 +369,7 @@ def _save(
     checkpoints."""
     save_checkpoint(
         root, step, consumed, run.booster, run.model, run.optimizer, run.scheduler, ema.whole(), rank, guard.state(),
-        tracking_run,
+        tracking_run, _layout(run),
     )  # fmt: skip
     if rank == 0:
         checkpoint.prune(root, cfg.keep_last)

@@ -122,6 +122,25 @@ def test_gpu_benchmark_skips_without_cuda_and_its_help_says_what_it_measures():
 
 
 @pytest.mark.slow
+def test_gpu_benchmark_smoke_runs_every_lever_row_on_the_cpu():
+    """The GPU acceptance run's training part, on the CPU with the tiny model: every lever row runs, in order, with
+    what the default step does (fused, compiled, recompute chosen by the memory model), before a GPU is spent on it."""
+    result = run_benchmark("gpu.py", "--smoke")
+    assert result["smoke"] and result["ok"], result
+    rows = result["parts"]["train"]["levers"]
+    assert [(r["pixels"], r["lever"]) for r in rows] == [
+        (512, "today"), (512, "+fused-projections"), (512, "+compiled"), (512, "+recompute-auto"),
+        (256, "today"), (256, "+recompute-auto"),
+    ]  # fmt: skip
+    default = rows[3]
+    assert default["compiled"] and default["recompute_blocks"] == 0  # the tiny model fits: nothing recomputes
+    assert rows[0]["recompute_blocks"] == 2 and not rows[0]["compiled"]  # today: every block, eager
+    assert all(r["step_s"] > 0 and r["tokens_per_step"] > 0 for r in rows)
+    assert set(result["parts"]["train"]["speedup_over_today"]) == {"512", "256"}
+    assert [r["memory_estimate_gb"] > 0 for r in result["parts"]["memory"]["rows"]] == [True] * 6
+
+
+@pytest.mark.slow
 def test_recipe_benchmark_quick(tmp_path):
     result = run_benchmark("recipe.py", "--quick", "--out", str(tmp_path))
     staged = [r for r in result["rows"] if r["arm"] == "staged"]

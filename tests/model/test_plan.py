@@ -103,10 +103,11 @@ def test_open_sora_1_0_recipe_predicts_its_later_stages_from_the_first():
         )
     print(f"  stage 1 at the published 7.0 samples/s/GPU (16x256): {from_throughput:.1f} GPU-days")
     print(f"  total ${sum(p.dollars for p in stages):,.0f} at $2.5/GPU-hour")
-    # the MFU from the recipe's own figures: samples seen x FLOPs per sample over 117 days of H800 dense bf16
-    # (989.4 TFLOP/s on NVIDIA's data sheet)
+    # the MFU from the recipe's own figures: samples seen x model FLOPs per sample (3x forward: the recompute of
+    # gradient checkpointing is lost time, not model work) over 117 days of H800 dense bf16 (989.4 TFLOP/s on
+    # NVIDIA's data sheet)
     flops = {
-        s["name"]: s["steps"] * s["batch"] * closed_form_training_flops(s["frames"], s["height"], checkpointing=True)
+        s["name"]: s["steps"] * s["batch"] * closed_form_training_flops(s["frames"], s["height"], checkpointing=False)
         for s in raw["stages"]
     }
     assert mfu == pytest.approx(flops["video-pretrain"] / (117 * 86400 * 989.4e12), rel=0.01)
@@ -140,6 +141,22 @@ def test_plan_verb_prints_the_stages(capsys):
     assert f"at 7 samples/s/GPU, video-pretrain takes {days:.1f} GPU-days" in out
     assert main([*args[:-4], "--calibrate", "nope"]) == 2
     assert "expected STAGE=GPU_DAYS" in capsys.readouterr().err
+
+
+def test_without_an_mfu_the_plan_uses_the_measured_one_and_names_its_source(capsys):
+    from model.plan import MEASURED_MFU, MEASURED_MFU_SOURCE
+
+    path = ROOT / "configs/plan/opensora-1.0.yaml"
+    assert main(["plan", "--config", str(path), "--gpu", "h200", "--num-gpus", "64"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"at MFU {MEASURED_MFU:.3f} (measured: {' '.join(MEASURED_MFU_SOURCE.split())})" in out
+    recipe = Recipe.load(path)
+    at_default = plan(recipe, gpu("h200"), num_gpus=64, mfu=MEASURED_MFU, price_per_hour=2.5)
+    at_double = plan(recipe, gpu("h200"), num_gpus=64, mfu=2 * MEASURED_MFU, price_per_hour=2.5)
+    assert [p.dollars for p in at_double] == pytest.approx([p.dollars / 2 for p in at_default])  # a faster step pays
+    assert f"{sum(p.gpu_hours for p in at_default):,.0f}" in out
+    # the recompute column: every block recomputing adds one forward to the three of a training step
+    assert all(p.recompute_flops_per_sample / p.flops_per_sample == pytest.approx(4 / 3) for p in at_default)
 
 
 def test_a_recipe_with_unknown_keys_or_no_stages_is_refused_by_name(tmp_path):

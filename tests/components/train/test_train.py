@@ -209,6 +209,57 @@ def test_bad_configs_name_the_key(data, tmp_path):
         load_config(None, ["plugin=fsdp"])
 
 
+def test_the_loop_trains_with_compiled_blocks_as_it_does_eager(data, tmp_path):
+    """model.compile=true on the CPU (inductor), fused projections, two of four blocks recomputing: the losses of a
+    few steps are the eager run's, within float tolerance."""
+    common = [
+        "max_steps=4",
+        "val_every=0",
+        "ckpt_every=0",
+        "model.gradient_checkpointing=2",
+        "model.fused_projections=true",
+    ]
+    eager = train(stage_config(data, tmp_path / "eager", 2, *common, "model.compile=false"))
+    compiled = train(stage_config(data, tmp_path / "compiled", 2, *common, "model.compile=true"))
+    assert len(compiled.losses) == 4 and all(math.isfinite(v) for v in compiled.losses)
+    assert compiled.losses == pytest.approx(eager.losses, rel=1e-4, abs=1e-6)
+    assert state(compiled)["export_sha256"] != "" and compiled.probe_loss[1] == pytest.approx(
+        eager.probe_loss[1], rel=1e-3
+    )
+
+
+def test_gradient_checkpointing_auto_recomputes_what_the_device_memory_needs(data, monkeypatch):
+    """The trainer asks the memory model with the device's memory and the buckets' per-process batches."""
+    from components.train import build
+    from components.train.build import set_recompute
+    from tests.model.helpers import tiny_stdit
+
+    cfg = stage_config(data, "unused", 2, "model.gradient_checkpointing=auto")
+    shapes = [{"batch": 64, "frames": 8, "height": 32, "width": 32}]
+    counts = {}
+    for gb in (64.0, 0.05, 0.001):
+        monkeypatch.setattr(build, "device_memory_gb", lambda device, gb=gb: gb)
+        model = tiny_stdit()
+        counts[gb] = set_recompute(model, cfg, shapes, 6, "cpu", "ddp", 1)
+        assert model.gradient_checkpointing == (counts[gb] > 0)
+    assert counts[64.0] == 0 and counts[0.001] == 2  # all fits; nothing fits: every block of the two
+    explicit = set_recompute(tiny_stdit(), stage_config(data, "x", 2, "model.gradient_checkpointing=1"), shapes, 6,
+                             "cpu", "ddp", 1)  # fmt: skip
+    assert explicit == 1
+    with pytest.raises(ValueError, match=r"model\.gradient_checkpointing='some'"):
+        stage_config(data, "x", 2, "model.gradient_checkpointing=some")
+
+
+def test_a_checkpoint_of_the_other_projection_layout_is_refused_naming_the_setting(data, tmp_path):
+    out = tmp_path / "run"
+    train(stage_config(data, out, 2, "max_steps=2", "ckpt_every=2", "val_every=0", "model.fused_projections=false"))
+    with pytest.raises(ValueError, match=r"model.fused_projections=false.*--set model.fused_projections=false"):
+        train(stage_config(data, out, 2, "max_steps=4", "ckpt_every=2", "val_every=0", "model.fused_projections=true"))
+    resumed = train(stage_config(data, out, 2, "max_steps=4", "ckpt_every=2", "val_every=0",
+                                 "model.fused_projections=false"))  # fmt: skip
+    assert resumed.resumed_from == 2
+
+
 def test_zero2_without_cuda_is_refused_naming_the_cpu_plugin(data, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="needs CUDA; use plugin=ddp on CPU"):
