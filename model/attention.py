@@ -109,14 +109,27 @@ def _stacked(layers: list[nn.Linear]) -> nn.Linear:
     return out
 
 
+def _replace(attn: Attention, names: tuple[str, ...], new: dict[str, nn.Module]) -> None:
+    """Put `new` where the first of `names` was among attn's submodules, and drop `names`: the order of the
+    parameters (which the optimizer's state follows) stays that of the layout, however often it is switched."""
+    items, placed = [], False
+    for name, module in attn._modules.items():
+        if name in names:
+            if not placed:
+                items.extend(new.items())
+                placed = True
+            continue
+        items.append((name, module))
+    attn._modules.clear()
+    attn._modules.update(items)
+
+
 def fuse_projections(attn: Attention) -> None:
     """Replace q/k/v (self-attention) or k/v (cross-attention) by one stacked projection holding the same weights."""
     fused, names = _parts(attn)
     if hasattr(attn, fused):
         return
-    setattr(attn, fused, _stacked([getattr(attn, n) for n in names]))
-    for n in names:
-        delattr(attn, n)
+    _replace(attn, names, {fused: _stacked([getattr(attn, n) for n in names])})
 
 
 def split_projections(attn: Attention) -> None:
@@ -126,6 +139,7 @@ def split_projections(attn: Attention) -> None:
         return
     whole: nn.Linear = getattr(attn, fused)
     size = whole.out_features // len(names)
+    parts = {}
     for i, n in enumerate(names):
         part = nn.Linear(whole.in_features, size, bias=whole.bias is not None)
         part = part.to(device=whole.weight.device, dtype=whole.weight.dtype)
@@ -134,8 +148,8 @@ def split_projections(attn: Attention) -> None:
             if whole.bias is not None:
                 part.bias.copy_(whole.bias[i * size : (i + 1) * size])
         part.requires_grad_(whole.weight.requires_grad)
-        setattr(attn, n, part)
-    delattr(attn, fused)
+        parts[n] = part
+    _replace(attn, (fused,), parts)
 
 
 def is_fused(attn: Attention) -> bool:

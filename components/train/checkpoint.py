@@ -117,11 +117,18 @@ def load_checkpoint(path: Path, booster, model, optimizer, scheduler, ema) -> di
     return json.loads((path / "state.json").read_text())
 
 
+def saved_layout(path: Path) -> dict:
+    """How the parameters of checkpoint `path` were laid out for its optimizer; a checkpoint without the record had
+    the only layout of its time (separate q/k/v projections)."""
+    saved = json.loads((path / "state.json").read_text()) if (path / "state.json").exists() else {}
+    return {"fused_projections": bool(saved.get("fused_projections", False))}
+
+
 def check_layout(path: Path, layout: dict) -> None:
     """A ValueError naming the setting when checkpoint `path` was written with another parameter layout than
     `layout` (its optimizer state is per parameter, so it cannot load); checkpoints without one had the defaults
     of their time (separate q/k/v projections)."""
-    saved = json.loads((path / "state.json").read_text())
+    saved = saved_layout(path)
     for key, value in layout.items():
         was = saved.get(key, False)
         if was != value:

@@ -77,6 +77,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
         # 3. model and EMA
         model = build_model(cfg, meta, latent_side(train_set.index)).to(device).train()
+        _follow_checkpoint_layout(model, _resume_source(cfg, ckpt_root))
         model.sequence_parallel = sp_group
         init_sha = weights_sha256(model)
         ema_model = ema_copy(model, device)  # fp32, from the weights before the plugin casts them
@@ -188,7 +189,7 @@ def _resume(
 ) -> tuple[int, int, dict | None, str | None]:
     """Load the checkpoint cfg.resume names (auto: the latest complete one in `root`, if any) and move the sampler
     past its batches; (step, batches consumed, guard counters, MLflow run), zeros and Nones for a fresh start."""
-    source = None if cfg.resume == "none" else (checkpoint.latest(root) if cfg.resume == "auto" else Path(cfg.resume))
+    source = _resume_source(cfg, root)
     if source is None:
         return 0, 0, None, None
     checkpoint.check_layout(source, _layout(run))
@@ -197,6 +198,21 @@ def _resume(
     sampler.set_consumed(state["consumed_batches"])
     log.info("resumed from %s at step %d", source, state["step"])
     return state["step"], state["consumed_batches"], state.get("guard"), state.get("mlflow_run_id")
+
+
+def _resume_source(cfg: TrainConfig, root: Path) -> Path | None:
+    """The checkpoint cfg.resume names: auto, the latest complete one in `root` (None when there is none)."""
+    return None if cfg.resume == "none" else (checkpoint.latest(root) if cfg.resume == "auto" else Path(cfg.resume))
+
+
+def _follow_checkpoint_layout(model: STDiT, source: Path | None) -> None:
+    """A resumed run keeps the projection layout its checkpoint's optimizer state was made for (a checkpoint from
+    before fused projections, or of a run with them off, resumes with separate ones)."""
+    fused = checkpoint.saved_layout(source).get("fused_projections") if source else None
+    if fused is None or fused == model.projections_fused:
+        return
+    model.fuse_projections() if fused else model.split_projections()
+    log.info("resuming %s with model.fused_projections=%s, the layout its optimizer state holds", source, fused)
 
 
 def _layout(run: Boosted) -> dict:

@@ -53,6 +53,12 @@ def test_fused_projections_compute_what_separate_ones_do(frames):
     assert all(torch.equal(v, fused.state_dict()[k]) for k, v in separate.state_dict().items())
     back = copy.deepcopy(fused).split_projections()
     assert not back.projections_fused and torch.equal(back(*inputs(frames=frames)).sample, out_s)
+    # the parameters keep the layout's order (the optimizer's state is matched to them by position)
+    assert [n for n, _ in back.named_parameters()] == [n for n, _ in separate.named_parameters()]
+    names = [n for n, _ in fused.named_parameters()]
+    assert names.index("transformer_blocks.0.attn1.to_qkv.weight") < names.index(
+        "transformer_blocks.0.attn1.to_out.0.weight"
+    )
 
 
 @pytest.mark.parametrize("saved_fused", [False, True], ids=["separate-file", "fused-file"])

@@ -250,14 +250,19 @@ def test_gradient_checkpointing_auto_recomputes_what_the_device_memory_needs(dat
         stage_config(data, "x", 2, "model.gradient_checkpointing=some")
 
 
-def test_a_checkpoint_of_the_other_projection_layout_is_refused_naming_the_setting(data, tmp_path):
+def test_a_checkpoint_resumes_in_the_projection_layout_it_was_written_in(data, tmp_path):
+    """A run with fused projections on resumes a checkpoint written with them off (or from before them) in that
+    layout, and ends as the uninterrupted run does; a layout that does not match is refused naming the setting."""
+    common = ["ckpt_every=2", "val_every=0", "model.fused_projections=false"]
+    straight = train(stage_config(data, tmp_path / "straight", 2, "max_steps=4", *common))
     out = tmp_path / "run"
-    train(stage_config(data, out, 2, "max_steps=2", "ckpt_every=2", "val_every=0", "model.fused_projections=false"))
+    train(stage_config(data, out, 2, "max_steps=2", *common))
+    resumed = train(stage_config(data, out, 2, "max_steps=4", *common[:-1], "model.fused_projections=true"))
+    assert resumed.resumed_from == 2 and resumed.losses == straight.losses[2:]
+    last = checkpoint.step_dir(out / "checkpoints", 4)
+    assert json.loads((last / "state.json").read_text())["fused_projections"] is False
     with pytest.raises(ValueError, match=r"model.fused_projections=false.*--set model.fused_projections=false"):
-        train(stage_config(data, out, 2, "max_steps=4", "ckpt_every=2", "val_every=0", "model.fused_projections=true"))
-    resumed = train(stage_config(data, out, 2, "max_steps=4", "ckpt_every=2", "val_every=0",
-                                 "model.fused_projections=false"))  # fmt: skip
-    assert resumed.resumed_from == 2
+        checkpoint.check_layout(last, {"fused_projections": True})
 
 
 def test_zero2_without_cuda_is_refused_naming_the_cpu_plugin(data, tmp_path, monkeypatch):
