@@ -20,8 +20,10 @@ Parts (each runs in its own try/except; a failure is reported and the others sti
              out-of-memory full model is reported with the analytic ratio. Target: >= 5x (Open-Sora's figure).
   sample     one 16-frame 256 px video, 30 Euler steps with classifier-free guidance, bf16: seconds.
   loop       the whole train step (`python -m components.train`, plugin zero2, the recipe's tiny model) on a toy
-             precompute: SIGKILL after the first checkpoint, run again (resume auto), check it ends at max_steps
-             with resumed_from > 0. Seconds.
+             precompute: SIGKILL after the first checkpoint, run again (resume auto): it ends at max_steps with
+             resumed_from > 0 and its last checkpoint equals an uninterrupted run's bit for bit (weights, fp32
+             masters, optimizer state, EMA, schedule); NaN gradients planted at step 3 are skipped (step 3's
+             checkpoint equals step 2's) and every logged grad_norm is finite. Seconds.
 
     python benchmarks/gpu.py                           # the acceptance run, about 4 minutes (under 8) on one H100
     python benchmarks/gpu.py --quick                   # fewer steps, about 3 minutes
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import platform
 import signal
@@ -580,9 +583,35 @@ def tail(path: Path, lines: int = 15) -> str:
     return " | ".join(text[-lines:])
 
 
+def checkpoint_tensors(folder: Path) -> dict[str, object]:
+    """Every tensor and number a checkpoint folder holds (model, optimizer, fp32 masters, EMA, schedule), by name."""
+    from safetensors.torch import load_file
+
+    held: dict[str, object] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".safetensors" and not path.name.startswith("rng"):
+            held.update({f"{path.name}/{k}": v for k, v in load_file(path).items()})
+        elif path.suffix == ".pt":
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            for key, value in loaded.get("state", loaded).items():
+                items = value.items() if isinstance(value, dict) else [("", value)]
+                held.update({f"{path.name}/{key}/{k}": v for k, v in items})
+        elif path.name == "scheduler.json":
+            held[path.name] = json.loads(path.read_text())
+    return held
+
+
+def differing(a: dict, b: dict) -> list[str]:
+    """Names whose values differ (tensors bit for bit), or that only one side holds."""
+    same = lambda x, y: torch.equal(x, y) if torch.is_tensor(x) and torch.is_tensor(y) else x == y  # noqa: E731
+    return sorted(set(a) ^ set(b)) + [k for k in a if k in b and not same(a[k], b[k])]
+
+
 def loop_part(args, plugin: str = "zero2", timeout_s: float = 300.0) -> dict:
-    """Train the toy world with `python -m components.train`, SIGKILL it after its first checkpoint, run it again
-    and check that the second run resumed and finished."""
+    """Train the toy world with `python -m components.train` three times: uninterrupted; SIGKILLed after its first
+    checkpoint and run again (resume auto), whose last checkpoint must equal the uninterrupted one's bit for bit
+    (weights, fp32 masters, optimizer state, EMA, schedule); and with NaN gradients planted at step 3 (a finite
+    loss), which the guard must skip: its step-3 checkpoint equals its step-2 one."""
     from components.train import checkpoint
 
     start = time.perf_counter()
@@ -590,20 +619,33 @@ def loop_part(args, plugin: str = "zero2", timeout_s: float = 300.0) -> dict:
     try:
         data = toy_precompute(work)
         precompute_s = time.perf_counter() - start
-        out = work / "train"
-        command = [
-            sys.executable, "-m", "components.train", "--recipe", str(ROOT / "params.yaml"),
-            *(f"--set={item}" for item in (
-                f"data={data}", f"out_dir={out}", f"plugin={plugin}", f"max_steps={args.loop_steps}",
-                "ckpt_every=5", "val_every=10", "sample_every=0", "tracking_uri=none", "progress=false",
-                "system_metrics_every=0",
-            )),
-        ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
+
+        def command(out: Path, *extra: str) -> list[str]:
+            return [
+                sys.executable, "-m", "components.train", "--recipe", str(ROOT / "params.yaml"),
+                *(f"--set={item}" for item in (
+                    f"data={data}", f"out_dir={out}", f"plugin={plugin}", f"max_steps={args.loop_steps}",
+                    "ckpt_every=5", "keep_last=20", "val_every=10", "sample_every=0", "tracking_uri=none",
+                    "progress=false", "system_metrics_every=0", *extra,
+                )),
+            ]  # fmt: skip
+
+        def run_to_end(out: Path, log: Path, *extra: str) -> float:
+            t0 = time.perf_counter()
+            with open(log, "w") as f:
+                done = subprocess.run(command(out, *extra), cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                      timeout=timeout_s)  # fmt: skip
+            if done.returncode:
+                raise RuntimeError(f"{out.name} exited with {done.returncode}: {tail(log)}")
+            return time.perf_counter() - t0
+
+        straight, out = work / "straight", work / "train"
+        straight_s = run_to_end(straight, work / "straight.log")
         first_log, second_log = work / "first.log", work / "second.log"
         t0 = time.perf_counter()
         with open(first_log, "w") as log:
-            first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            first = subprocess.Popen(command(out), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             while checkpoint.latest(out / "checkpoints") is None:
                 if first.poll() is not None:
@@ -622,18 +664,23 @@ def loop_part(args, plugin: str = "zero2", timeout_s: float = 300.0) -> dict:
         first_s = time.perf_counter() - t0
         at_kill = checkpoint.latest(out / "checkpoints")
         killed_after = json.loads((at_kill / "state.json").read_text())["step"] if at_kill else None
-        t1 = time.perf_counter()
-        with open(second_log, "w") as log:
-            second = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    timeout=timeout_s)  # fmt: skip
-        second_s = time.perf_counter() - t1
-        if second.returncode:
-            raise RuntimeError(f"the resumed run exited with {second.returncode}: {tail(second_log)}")
+        second_s = run_to_end(out, second_log)
         state = json.loads((out / "export" / "train_state.json").read_text())
         final = checkpoint.latest(out / "checkpoints")
         final_step = json.loads((final / "state.json").read_text())["step"] if final else None
         metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
         logged = [m for m in metrics if "loss" in m]
+        last = checkpoint.step_dir(straight / "checkpoints", args.loop_steps)
+        differ = differing(checkpoint_tensors(last), checkpoint_tensors(final)) if final else ["no checkpoint"]
+
+        planted = work / "planted"
+        run_to_end(planted, work / "planted.log", "ckpt_every=1", "max_steps=4", "guard.plant={3: nan_grad}")
+        before, after = (checkpoint_tensors(checkpoint.step_dir(planted / "checkpoints", k)) for k in (2, 3))
+        skipped = differing(before, after)
+        planted_metrics = [json.loads(x) for x in (planted / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        skip_count = max((m.get("guard/skipped_steps", 0) for m in planted_metrics), default=0)
+        norms = [m["grad_norm"] for m in planted_metrics if "grad_norm" in m]
+
         problems = []
         if state["steps"] != args.loop_steps or final_step != args.loop_steps:
             problems.append(f"ended at step {final_step} (export says {state['steps']}), not {args.loop_steps}")
@@ -641,6 +688,12 @@ def loop_part(args, plugin: str = "zero2", timeout_s: float = 300.0) -> dict:
             problems.append(f"resumed_from={state['resumed_from']}, expected between 0 and {args.loop_steps}")
         if not logged or logged[-1]["step"] != args.loop_steps:
             problems.append("metrics.jsonl does not log the last step")
+        if differ:
+            problems.append(f"resumed run differs from the uninterrupted one in {len(differ)} tensors: {differ[:3]}")
+        if skipped or skip_count != 1:
+            problems.append(f"planted NaN gradients: {skip_count} skipped, step 3 changed {skipped[:3]}")
+        if not norms or not all(math.isfinite(n) for n in norms):
+            problems.append(f"grad_norm not logged finite: {norms}")
         return {
             "ok": not problems,
             "plugin": plugin,
@@ -648,9 +701,14 @@ def loop_part(args, plugin: str = "zero2", timeout_s: float = 300.0) -> dict:
             "killed_after_checkpoint": killed_after,
             "resumed_from": state["resumed_from"],
             "final_checkpoint": final_step,
+            "bit_identical_to_uninterrupted": not differ,
+            "tensors_compared": len(checkpoint_tensors(final)) if final else 0,
+            "planted_nan_grad_skipped": not skipped and skip_count == 1,
+            "grad_norm_logged": norms,
             "last_loss": logged[-1]["loss"] if logged else None,
             "last_mfu": logged[-1].get("mfu") if logged else None,
             "precompute_s": precompute_s,
+            "uninterrupted_run_s": straight_s,
             "first_run_s": first_s,
             "resumed_run_s": second_s,
             "seconds": time.perf_counter() - start,
@@ -665,11 +723,12 @@ def loop_part(args, plugin: str = "zero2", timeout_s: float = 300.0) -> dict:
 def print_loop(part: dict) -> None:
     print(f"\n[loop] python -m components.train (plugin {part['plugin']}, the recipe's tiny model, toy world): "
           f"SIGKILL after the first checkpoint, run again (resume auto)")  # fmt: skip
-    print(f"{'result':>7} {'killed':>7} {'resumed':>8} {'final':>6} {'total s':>8} {'1st run s':>10} {'2nd run s':>10}")
+    print(f"{'result':>7} {'killed':>7} {'resumed':>8} {'final':>6} {'= uninterrupted':>16} {'NaN grad skipped':>17} "
+          f"{'total s':>8}")  # fmt: skip
     print(
         f"{'ok' if part['ok'] else 'failed':>7} {part['killed_after_checkpoint']!s:>7} {part['resumed_from']:8d} "
-        f"{part['final_checkpoint']!s:>6} {part['seconds']:8.1f} {part['first_run_s']:10.1f} "
-        f"{part['resumed_run_s']:10.1f}"
+        f"{part['final_checkpoint']!s:>6} {part['bit_identical_to_uninterrupted']!s:>16} "
+        f"{part['planted_nan_grad_skipped']!s:>17} {part['seconds']:8.1f}"
     )
     if part["error"]:
         print(f"problems: {part['error']}")
@@ -698,7 +757,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.smoke:
         args.preset, args.batch_256, args.batch_512, args.warmup, args.reps = "tiny", 1, 1, 1, 1
-        args.caption_channels, args.parts = 32, "train,memory"
+        args.caption_channels, args.parts = 32, "train,memory,loop"
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:
@@ -712,7 +771,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.reps = args.reps or (2 if args.quick else 5)
     args.attention_reps = 1 if args.quick else 2
     args.sample_steps = SAMPLE_STEPS
-    args.loop_steps = 10 if args.quick else 20
+    args.loop_steps = 10 if args.quick or args.smoke else 20
     return args
 
 
@@ -784,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
             if "seconds" in results["sample"]:
                 print_sample(results["sample"], args.preset)
         if "loop" in args.parts:
-            record("loop", lambda: loop_part(args))
+            record("loop", lambda: loop_part(args, plugin="ddp" if args.smoke else "zero2"))
             if "resumed_from" in results["loop"]:
                 print_loop(results["loop"])
     finally:

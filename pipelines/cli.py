@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+from pipelines.processes import StopOnSignal, Stopped
+
 DESCRIPTION = """\
 The whole training system as one Kubeflow Pipelines v2 DAG: synth-or-ingest -> caption (ParallelFor over shards,
 merged) -> precompute -> stage-1 -> stage-2 -> stage-3 -> evaluate -> register.
@@ -22,7 +24,11 @@ configs/recipes/production.yaml on a cluster, params.yaml for the toy world) and
   --set caption.num_shards=16             a step setting, section.key=value (stage1..stage3 for the stages)
 """
 
-PARAMETERS = ("source", "workdir", "tracking_uri")
+PARAMETERS = ("source", "workdir", "tracking_uri", "resume_run")
+RESUME_HELP = (
+    "go on from an earlier run's training checkpoints: its id (the folder under <root>/work, as an interrupted run "
+    "prints it) or `last`; the stages it finished are exported again at once, the one it stopped in continues"
+)
 STREAM_HELP = (
     "stream everything kfp.local and the tasks print (by default it goes to <root>/logs/, and the terminal shows a "
     "line per task, the training steps and the summary)"
@@ -59,6 +65,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     r.add_argument("--recipe", default="params.yaml", help="the recipe (default %(default)s: the toy world)")
     r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="parameter or section.key=value")
     r.add_argument("--verbose", dest="stream", action="store_true", help=STREAM_HELP)
+    r.add_argument("--resume", metavar="RUN", default="", help=RESUME_HELP)
     r.set_defaults(run=_run)
     h = sub.add_parser(
         "rehearse",
@@ -73,6 +80,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     )
     h.add_argument("--root", default="outputs/rehearsal", help="everything it writes (default %(default)s)")
     h.add_argument("--verbose", dest="stream", action="store_true", help=STREAM_HELP)
+    h.add_argument("--resume", metavar="RUN", default="", help=RESUME_HELP)
     h.set_defaults(run=_rehearse)
     s = sub.add_parser("submit", help="create a run on a Kubeflow Pipelines host")
     s.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow:80")
@@ -125,21 +133,24 @@ def _run(args: argparse.Namespace) -> int:
 
     root = Path(args.root)
     parameters, overrides = split_settings(args.set, PARAMETERS)
+    if args.resume:
+        parameters["resume_run"] = resume_target(root / "work", args.resume)
     check(args.recipe, overrides)  # before any task starts
     if args.stream or args.verbose:
         arguments = local_arguments(root, args.recipe, overrides, **parameters)
         run_local(arguments, root)
     else:
-        with RunLog(root) as log:
+        with RunLog(root) as log, StopOnSignal() as stop:
             try:
                 arguments = local_arguments(root, args.recipe, overrides, **parameters)
                 run_local(arguments, root)
+            except Stopped as err:
+                return stopped(err, stop, log, root / "work", f"t2v pipeline run --root {root}")
             except Exception as err:
+                if stop.received is not None:  # kfp.local turned the signal into a task failure
+                    return stopped(Stopped(stop.received), stop, log, root / "work", f"t2v pipeline run --root {root}")
                 log.fail(err)
                 return 1
-            except KeyboardInterrupt:
-                log.say(f"interrupted; the whole output: {log.path}")
-                return 130
             log.finished()
     evaluation, decision = latest_outputs(root)
     print("\n" + summary(evaluation, decision, arguments["tracking_uri"]))
@@ -150,21 +161,69 @@ def _rehearse(args: argparse.Namespace) -> int:
     from pipelines.rehearsal import rehearse, report
     from pipelines.terminal import RunLog
 
+    root = Path(args.root)
+    resume = resume_target(root.resolve() / "repo" / "work", args.resume) if args.resume else ""
     if args.stream or args.verbose:
-        print(report(rehearse(Path(args.root))))
+        print(report(rehearse(root, resume_run=resume)))
         return 0
-    with RunLog(Path(args.root), "rehearsal") as log:
+    again = f"t2v pipeline rehearse --root {root}"
+    with RunLog(root, "rehearsal") as log, StopOnSignal() as stop:
         try:
-            result = rehearse(Path(args.root), say=log.say)
+            result = rehearse(root, say=log.say, resume_run=resume)
+        except Stopped as err:
+            return stopped(err, stop, log, root.resolve() / "repo" / "work", again)
         except Exception as err:
+            if stop.received is not None:
+                return stopped(Stopped(stop.received), stop, log, root.resolve() / "repo" / "work", again)
             log.fail(err)
             return 1
-        except KeyboardInterrupt:
-            log.say(f"interrupted; the whole output: {log.path}")
-            return 130
         log.finished()
     print(report(result))
     return 0
+
+
+def stopped(err: Stopped, stop: StopOnSignal, log, workdir: Path, again: str) -> int:
+    """After a stop signal (Ctrl-C included): end every process the run started, say which tasks were running and
+    where the training checkpoints to go on from are; the exit code, 128 + the signal (130 for Ctrl-C)."""
+    import signal
+
+    signum = err.signum
+    ended = stop.end_all()
+    log.read()
+    running = [task for task in log.started if task not in log.ended]
+    log.say(f"stopped by {signal.Signals(signum).name}: ended {', '.join(running) or 'no task'} "
+            f"({ended} processes); the whole output: {log.path}")  # fmt: skip
+    found = latest_checkpoint(workdir)
+    if found is not None:
+        run, folder, step = found
+        log.say(f"latest training checkpoint: {folder} (step {step}); `{again} --resume {run}` goes on from it")
+    return 128 + signum
+
+
+def latest_checkpoint(workdir: Path) -> tuple[str, Path, int] | None:
+    """(run id, checkpoint folder, step) of the newest complete training checkpoint under `workdir`."""
+    from components.train import checkpoint
+
+    found = [c for c in (checkpoint.latest(d) for d in workdir.glob("*/stage*/checkpoints")) if c is not None]
+    if not found:
+        return None
+    newest = max(found, key=lambda c: (c / checkpoint.MARKER).stat().st_mtime)
+    return newest.parents[2].name, newest, int(newest.name.split("-")[1])
+
+
+def resume_target(workdir: Path, resume: str) -> str:
+    """The run id `--resume` names: itself, or (`last`) the run of the newest training checkpoint under `workdir`;
+    a ValueError naming what exists when there is nothing to go on from."""
+    runs = sorted(d.name for d in workdir.glob("*") if list(d.glob("stage*/checkpoints")))
+    if resume == "last":
+        found = latest_checkpoint(workdir)
+        if found is None:
+            raise ValueError(f"--resume last: no training checkpoint under {workdir}; run without --resume")
+        return found[0]
+    if resume not in runs:
+        raise ValueError(f"--resume {resume}: no run with training checkpoints of that id under {workdir}; "
+                         f"there are {runs or 'none'} (or use --resume last)")  # fmt: skip
+    return resume
 
 
 def _submit(args: argparse.Namespace) -> int:

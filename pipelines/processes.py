@@ -90,3 +90,70 @@ def _free_ports(count: int) -> list[int]:
         for sock in sockets:
             sock.bind(("127.0.0.1", 0))
         return [sock.getsockname()[1] for sock in sockets]
+
+
+# ----------------------------------------------------------------------------- stopping a local run as a whole
+
+
+class Stopped(BaseException):
+    """The run got SIGTERM, SIGHUP or SIGINT (an evicted pod, `kill`, a closed terminal, Ctrl-C). A BaseException,
+    like KeyboardInterrupt, so that no `except Exception` on the way (kfp.local's among them) takes it for a
+    failure."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+class StopOnSignal:
+    """While open, SIGTERM, SIGHUP and SIGINT send SIGTERM to every process this one has started (children of
+    children included: a signal to this process alone reaches none of them, and kfp.local waits for its running
+    task before it lets an exception through) and raise Stopped in the main thread. The processes are remembered,
+    so that `end_all` finishes off each even after its parent died and left it to init."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._seen: list = []
+
+    def __enter__(self) -> StopOnSignal:
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        import psutil
+
+        self.remember()
+        for p in self._seen:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+        if self.received is None:  # a second signal while stopping does not interrupt the stopping
+            self.received = signum
+            raise Stopped(signum)
+
+    def remember(self) -> None:
+        import psutil
+
+        self._seen += psutil.Process().children(recursive=True)
+
+    def end_all(self, grace: float = 10.0) -> int:
+        """SIGTERM every process started from here (those remembered and those alive now), SIGKILL what is left
+        after `grace` seconds; how many there were."""
+        import psutil
+
+        self.remember()
+        procs = list({p.pid: p for p in self._seen if p.is_running()}.values())
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=grace)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+        return len(procs)

@@ -136,12 +136,14 @@ def rehearse(
     during: Callable[[Rehearsal, object], None] | None = None,
     services=None,
     say: Callable[[str], None] = _say,
+    resume_run: str = "",
 ) -> Rehearsal:
     """Rehearse the production path under `root` (kept between runs: the wheel, the models, the workspace).
     `extra_sizes` changes sizes over the rehearsal's; `overrides` adds drills (e.g. caption.crash_after=1);
     `during(rehearsal, services)` runs in a thread while the pipeline does (e.g. to restart MLflow); `services`:
     running LocalServices to use (default: started here, stopped at the end); `say` shows each part as it starts
-    (the terminal, when `t2v pipeline rehearse` sends the rest to a log)."""
+    (the terminal, when `t2v pipeline rehearse` sends the rest to a log); `resume_run`: an earlier run whose
+    training checkpoints the stages go on from."""
     from pipelines.cli import compile_pipeline
     from pipelines.local import run_local
     from pipelines.recipe import check
@@ -161,7 +163,7 @@ def rehearse(
         result = Rehearsal(root, repo, services.tracking_uri, run=Path())
         arguments = {"source": ",".join(sources), "recipe": _recipe_text(PRODUCTION_RECIPE),
                      "overrides": json.dumps(items), "workdir": str(repo / "work"),
-                     "tracking_uri": services.tracking_uri}  # fmt: skip
+                     "tracking_uri": services.tracking_uri, "resume_run": resume_run}  # fmt: skip
         drill = threading.Thread(target=during, args=(result, services), daemon=True) if during else None
         with _timed(times, "pipeline (kfp.local)", say):
             if drill:

@@ -136,6 +136,7 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
         overrides: str = "[]",
         workdir: str = "/mnt/data/runs",
         tracking_uri: str = cluster.tracking_uri,
+        resume_run: str = "",  # an earlier run's id: its training stages go on from that run's checkpoints
     ):
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         settings = {"recipe": recipe, "overrides": overrides}
@@ -155,7 +156,8 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
             task = precompute(captioned=captioned.outputs["captioned"], stage=n, workdir=workdir, **settings)
             named(task.after(*previous), f"precompute-stage-{n}", "precompute")
             latents[n], previous = task.outputs["latents"], [task]
-        common = {"workdir": workdir, "run_id": run_id, "tracking_uri": tracking_uri, **settings}
+        common = {"workdir": workdir, "run_id": run_id, "tracking_uri": tracking_uri, "resume_run": resume_run,
+                  **settings}  # fmt: skip
         stage1 = named(train_stage(stage=1, data=latents[1], **common), "train-stage-1", "train", False)
         stage2 = named(train_stage(stage=2, data=latents[2], init=stage1.outputs["model"], **common),
                        "train-stage-2", "train", False)  # fmt: skip

@@ -134,6 +134,10 @@ class RunLog:
         while not self._stop.wait(self.poll_s):
             self._read()
 
+    def read(self) -> None:
+        """Take in the events written so far (the follower thread does so every poll)."""
+        self._read()
+
     def _read(self) -> None:
         with self._lock:
             with open(self.events, "rb") as f:

@@ -3,8 +3,12 @@
 A checkpoint is written to `checkpoints/.tmp-step-NNNNNNNN/`, finished with a COMPLETE marker, then renamed to
 `checkpoints/step-NNNNNNNN/`: a folder without the marker (a kill while writing) is never taken for complete.
 A folder holds the boosted model and optimizer (`model.pt`, `optimizer.pt`: tensors and numbers, as the booster
-writes them), the schedule (`scheduler.json`), the EMA weights (`ema.safetensors`), the random states of torch,
-numpy and python (`rng.safetensors`, `rng.json`) and state.json (step, batches consumed, guard counters).
+writes them: the optimizer's moments whole, whatever the number of ranks), under ZeRO-2 the fp32 master weights
+whole (`masters.safetensors`; the booster saves the bf16 working weights, from which the masters' low bits cannot
+be rebuilt), the schedule (`scheduler.json`), the EMA weights (`ema.safetensors`), the random states of torch,
+numpy and python (`rng.safetensors`, `rng.json`) and state.json (step, batches consumed, guard counters, the
+parameters' layout, the world size and the global batch sizes). Everything sharded is saved whole, so a checkpoint
+written by N ranks loads on M.
 
 Checkpoints live on a shared volume, so nothing in them is unpickled: the booster's files are loaded as tensors only
 (torch's `weights_only=True`), the rest is safetensors and JSON. A file that holds anything else is refused before
@@ -26,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 MARKER = "COMPLETE"
+MASTERS = "masters.safetensors"  # ZeRO-2's fp32 master weights, whole
 BOOSTED = ("model.pt", "optimizer.pt")  # the booster's own files (a folder of shards when saved sharded)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")  # torch.save's format, whose loading may unpickle
 
@@ -75,11 +80,12 @@ def prune(root: Path, keep_last: int) -> None:
 
 def save_checkpoint(
     root: Path, step: int, consumed: int, booster, model, optimizer, scheduler, ema, rank: int, guard: dict,
-    tracking_run: str | None = None, layout: dict | None = None,
+    tracking_run: str | None = None, extra: dict | None = None, masters: dict[str, torch.Tensor] | None = None,
 ):  # fmt: skip
     """Write checkpoint `step`: every process takes part in the booster's saves, rank 0 writes the rest and commits.
-    `tracking_run`: the MLflow run the stage logs into, which a resumed run goes on logging into; `layout`: how the
-    model's parameters were laid out for the optimizer, which a resume must match (see `check_layout`)."""
+    `tracking_run`: the MLflow run the stage logs into, which a resumed run goes on logging into; `extra`: more for
+    state.json (the parameters' layout, which a resume must match, see `check_layout`; the world size and batch
+    sizes); `masters`: ZeRO-2's fp32 master weights, whole (the booster saves the bf16 working weights)."""
     tmp = begin(root, step) if rank == 0 else root / f".tmp-step-{step:08d}"
     torch.distributed.barrier()
     booster.save_model(model, str(tmp / "model.pt"))
@@ -87,11 +93,13 @@ def save_checkpoint(
     if rank == 0:
         (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict(), indent=1))
         save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
+        if masters is not None:
+            save_file({k: v.contiguous() for k, v in masters.items()}, tmp / MASTERS)
         save_rng(tmp)
     torch.distributed.barrier()
     if rank == 0:
         state = {"step": step, "consumed_batches": consumed, "guard": guard, "mlflow_run_id": tracking_run,
-                 **(layout or {})}  # fmt: skip
+                 **(extra or {})}  # fmt: skip
         commit(root, tmp, step, state)
     torch.distributed.barrier()
 
@@ -117,11 +125,20 @@ def load_checkpoint(path: Path, booster, model, optimizer, scheduler, ema) -> di
     return json.loads((path / "state.json").read_text())
 
 
+def load_masters(path: Path) -> dict[str, torch.Tensor] | None:
+    """The whole fp32 master weights a ZeRO-2 checkpoint holds; None for one written without them."""
+    return load_file(path / MASTERS) if (path / MASTERS).exists() else None
+
+
+def saved_state(path: Path) -> dict:
+    """Checkpoint `path`'s state.json ({} when it has none)."""
+    return json.loads((path / "state.json").read_text()) if (path / "state.json").exists() else {}
+
+
 def saved_layout(path: Path) -> dict:
     """How the parameters of checkpoint `path` were laid out for its optimizer; a checkpoint without the record had
     the only layout of its time (separate q/k/v projections)."""
-    saved = json.loads((path / "state.json").read_text()) if (path / "state.json").exists() else {}
-    return {"fused_projections": bool(saved.get("fused_projections", False))}
+    return {"fused_projections": bool(saved_state(path).get("fused_projections", False))}
 
 
 def check_layout(path: Path, layout: dict) -> None:

@@ -28,10 +28,12 @@ def train_stage(
     overrides: str = "[]",
     init: Input[Model] = None,
     tracking_uri: str = "",
+    resume_run: str = "",
 ):
     """Train stage `stage` with the recipe's `train` and `stage<N>` sections on the precompute root `data`,
     starting from the previous stage's `init` when given. Checkpoints live in <workdir>/<run_id>/stage<N> (a PVC on
-    the cluster), so a retried task resumes from the last complete one; the export, the pipeline folder and the
+    the cluster), so a retried task resumes from the last complete one (`resume_run`: another run's id, whose
+    folder this run's stages use instead, to go on from where that run stopped); the export, the pipeline folder and the
     metrics log are copied to the `model` artifact at the end. Several GPUs in the pod: torchrun --standalone with
     one process per GPU."""
     from components.common.kfp import task
@@ -45,7 +47,7 @@ def train_stage(
         from components.train.cli import config_from_argv
         from components.train.stage import collect, outcome, stage_arguments
 
-        out_dir = Path(workdir) / run_id / f"stage{stage}"
+        out_dir = Path(workdir) / (resume_run or run_id) / f"stage{stage}"
         argv = stage_arguments(recipe, overrides, stage, data.path, out_dir, init.path if init else None, tracking_uri)
         require_models(config_from_argv(argv))
         gpus = torch.cuda.device_count()
@@ -75,6 +77,7 @@ def train_stage_nodes(
     overrides: str = "[]",
     init: Input[Model] = None,
     tracking_uri: str = "",
+    resume_run: str = "",
     trainer_image: str = image(),
     task_config: dsl.TaskConfig = None,
 ):
@@ -90,7 +93,7 @@ def train_stage_nodes(
         from components.train.launcher import NodeSettings, custom_objects_api, run_trainjob, trainjob_manifest
         from components.train.stage import collect, namespace, on_volume, outcome, stage_arguments
 
-        root = Path(workdir) / run_id
+        root = Path(workdir) / (resume_run or run_id)
         out_dir = root / f"stage{stage}"
         data_path = on_volume(data.path, root, "latents")
         init_path = on_volume(init.path, root, f"init-stage{stage}") if init else None

@@ -102,18 +102,24 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class GuardConfig:
-    """Loss-spike and NaN handling. A step whose loss or gradient norm is not finite, or whose loss exceeds
-    `spike_factor` x the median of the last `window` applied steps, is skipped (no optimizer, scheduler or EMA
-    update). After `max_bad_steps` bad steps in a row the run rolls back to its latest checkpoint (the data keeps
-    moving forward, so the batches that caused it are not replayed) and multiplies the learning rate by `lr_factor`.
+    """Loss-spike and NaN handling. A step whose loss or gradient norm is not finite, or whose loss (gradient norm)
+    exceeds `spike_factor` (`grad_spike_factor`) x the median of the last `window` applied steps, is skipped (no
+    optimizer, scheduler or EMA update). After `max_bad_steps` bad steps in a row the run rolls back to its latest
+    checkpoint (the data keeps moving forward, so the batches that caused it are not replayed) and multiplies the
+    learning rate by `lr_factor`.
     """
 
     spike_factor: float = setting(5.0, "a loss above this x the recent median is a spike (0: no spike test)")
+    grad_spike_factor: float = setting(
+        0.0, "a gradient norm above this x the recent median of applied steps' norms is a spike too (0: no such test)"
+    )
     window: int = setting(50, "applied steps the median is taken over (the spike test starts once it is full)")
     max_bad_steps: int = setting(5, "bad steps in a row before a rollback (0: never roll back)")
     lr_factor: float = setting(1.0, "learning-rate multiplier at each rollback, e.g. 0.5")
     max_rollbacks: int = setting(3, "then the run stops with an error naming the step")
-    plant: dict = setting({}, "fault injection for tests and drills: {step: nan | spike}")
+    plant: dict = setting(
+        {}, "fault injection for tests and drills: {step: nan | spike | nan_grad (a finite loss, NaN gradients)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -166,9 +172,9 @@ class TrainConfig:
             raise ValueError(f"plugin={self.plugin!r} must be one of {PLUGINS}")
         if self.stage not in STAGE_FRAMES:
             raise ValueError(f"stage={self.stage} must be 1, 2 or 3")
-        bad = {k: v for k, v in self.guard.plant.items() if v not in ("nan", "spike")}
+        bad = {k: v for k, v in self.guard.plant.items() if v not in ("nan", "spike", "nan_grad")}
         if bad:
-            raise ValueError(f"guard.plant {bad}: each planted fault must be 'nan' or 'spike'")
+            raise ValueError(f"guard.plant {bad}: each planted fault must be 'nan', 'spike' or 'nan_grad'")
         if self.sp < 1:
             raise ValueError(f"sp={self.sp} must be at least 1")
         if self.frames not in FRAMES:

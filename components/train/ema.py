@@ -10,9 +10,9 @@ checkpoints, the export).
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
 from components.train.build import update_ema
+from components.train.shards import gather_whole, local_shard, master_shards
 from model.stdit import STDiT
 
 
@@ -21,13 +21,9 @@ class EMA:
         """`model`: the fp32 EMA model (a copy of the initial weights); `inner`: the trained model; `optimizer` and
         `plugin` as boosted (zero2: a LowLevelZero optimizer with its master-weight map)."""
         self.model, self._inner, self._optimizer = model, inner, optimizer
-        masters = optimizer.get_working_to_master_map() if plugin == "zero2" else {}
+        shards = master_shards(inner, optimizer) if plugin == "zero2" else []
         # (name, working parameter, its fp32 master shard, the EMA of that shard)
-        self._shards = [
-            (name, p, masters[id(p)], masters[id(p)].detach().float().clone())
-            for name, p in inner.named_parameters()
-            if id(p) in masters
-        ]
+        self._shards = [(name, p, m, m.detach().float().clone()) for name, p, m in shards]
 
     def update(self, decay: float) -> None:
         """ema = decay * ema + (1 - decay) * weights, after an optimizer step."""
@@ -44,11 +40,7 @@ class EMA:
             params = dict(self.model.named_parameters())
             with torch.no_grad():
                 for name, p, _, shard in self._shards:
-                    group = self._optimizer.param_to_pg[p]
-                    parts = [torch.empty_like(shard) for _ in range(dist.get_world_size(group))]
-                    dist.all_gather(parts, shard, group=group)
-                    whole = torch.cat(parts)[: p.numel()].view(p.shape)
-                    params[name].copy_(whole.to(params[name].device))
+                    params[name].copy_(gather_whole(shard, p, self._optimizer).to(params[name].device))
         return self.model
 
     def loaded(self) -> None:
@@ -58,8 +50,4 @@ class EMA:
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, p, _, shard in self._shards:
-                group = self._optimizer.param_to_pg[p]
-                flat = params[name].detach().reshape(-1).float()
-                flat = torch.nn.functional.pad(flat, [0, self._optimizer.get_param_padding_size(p)])
-                piece = flat.chunk(dist.get_world_size(group))[dist.get_rank(group)]
-                shard.copy_(piece.to(shard.device))
+                shard.copy_(local_shard(params[name].detach().float(), p, self._optimizer).to(shard.device))

@@ -21,6 +21,7 @@ class Guard:
         self.skipped, self.rollbacks = int(saved.get("skipped", 0)), int(saved.get("rollbacks", 0))
         self.lr_scale = float(saved.get("lr_scale", 1.0))
         self.good: list[float] = list(saved.get("good", []))  # losses of the last `window` applied steps
+        self.good_norms: list[float] = list(saved.get("good_norms", []))  # their gradient norms
         self.bad_in_a_row = 0
         self.fired: set[int] = set()  # planted faults fire once: the data moves on after a rollback
         self.plants = {int(k): v for k, v in cfg.plant.items()}
@@ -31,26 +32,30 @@ class Guard:
         if kind is None or step + 1 in self.fired:
             return loss
         self.fired.add(step + 1)
+        if kind == "nan_grad":  # a finite loss whose gradients are not
+            return _NonFiniteGradient.apply(loss)
         return loss * float("nan") if kind == "nan" else loss * 1e3
 
     def check(self, loss: float, grad_norm: float | None) -> str:
-        """'ok', 'non-finite' or 'spike' for a step's global loss and gradient norm (identical on every rank;
-        None where the plugin clips inside its step)."""
+        """'ok', 'non-finite' or 'spike' for a step's global loss and gradient norm (identical on every rank)."""
         if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
             verdict = "non-finite"
-        elif (
-            self.cfg.spike_factor > 0
-            and len(self.good) >= self.cfg.window
-            and loss > self.cfg.spike_factor * float(np.median(self.good))
+        elif self._spike(loss, self.good, self.cfg.spike_factor) or (
+            grad_norm is not None and self._spike(grad_norm, self.good_norms, self.cfg.grad_spike_factor)
         ):
             verdict = "spike"
         else:
             self.good = [*self.good, loss][-self.cfg.window :]
+            if grad_norm is not None:
+                self.good_norms = [*self.good_norms, grad_norm][-self.cfg.window :]
             self.bad_in_a_row = 0
             return "ok"
         self.skipped += 1
         self.bad_in_a_row += 1
         return verdict
+
+    def _spike(self, value: float, recent: list[float], factor: float) -> bool:
+        return factor > 0 and len(recent) >= self.cfg.window and value > factor * float(np.median(recent))
 
     def must_roll_back(self) -> bool:
         """Whether the bad steps in a row reached guard.max_bad_steps."""
@@ -80,4 +85,17 @@ class Guard:
 
     def state(self) -> dict:
         """The counters for a checkpoint (the `saved` of __init__)."""
-        return {"skipped": self.skipped, "rollbacks": self.rollbacks, "lr_scale": self.lr_scale, "good": self.good}
+        return {"skipped": self.skipped, "rollbacks": self.rollbacks, "lr_scale": self.lr_scale, "good": self.good,
+                "good_norms": self.good_norms}  # fmt: skip
+
+
+class _NonFiniteGradient(torch.autograd.Function):
+    """The identity forward; NaN gradients backward (guard.plant: nan_grad)."""
+
+    @staticmethod
+    def forward(ctx, loss):
+        return loss.view_as(loss)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")

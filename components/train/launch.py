@@ -3,6 +3,7 @@ warmup schedule, and the collective and gradient helpers the training step needs
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -48,15 +49,23 @@ def plugin_name(name: str) -> str:
 
 def make_plugin(name: str, grad_clip: float):
     """(plugin, resolved name): LowLevelZero stage 2 in bf16 for zero2, torch DDP for ddp; auto picks by CUDA."""
-    from colossalai.booster.plugin import LowLevelZeroPlugin, TorchDDPPlugin
+    from colossalai.booster.plugin import TorchDDPPlugin
 
     name = plugin_name(name)
     if name == "zero2":
         if not torch.cuda.is_available():
             raise ValueError("plugin zero2 (LowLevelZero) needs CUDA; use plugin=ddp on CPU")
-        return LowLevelZeroPlugin(stage=2, precision="bf16", max_norm=grad_clip), name
+        return zero2_plugin(grad_clip), name
     # images leave the temporal branch unused, and batches without dropped captions the null caption
     return TorchDDPPlugin(find_unused_parameters=True), name
+
+
+def zero2_plugin(grad_clip: float):
+    """ColossalAI's LowLevelZero, stage 2 (gradients and optimizer states sharded over the data-parallel ranks),
+    bf16 working weights with fp32 masters; it clips to `grad_clip` inside its step."""
+    from colossalai.booster.plugin import LowLevelZeroPlugin
+
+    return LowLevelZeroPlugin(stage=2, precision="bf16", max_norm=grad_clip)
 
 
 @dataclass
@@ -103,9 +112,22 @@ def scale_lr(scheduler, base_lr: float) -> None:
         group["lr"] = base_lr * fn(scheduler.last_epoch)
 
 
-def clip_gradients(model, max_norm: float, plugin_name: str) -> float | None:
-    """Clip the gradients to `max_norm` (none when 0) and return their norm before clipping; None for zero2."""
-    if plugin_name == "zero2":  # LowLevelZero clips inside its step (max_norm)
-        return None
+def clip_gradients(model, optimizer, max_norm: float, plugin_name: str) -> float:
+    """The global norm of this step's gradients before clipping, the same on every rank; ddp clips them to
+    `max_norm` (none when 0) here, zero2 inside its step."""
+    if plugin_name == "zero2":
+        return zero2_grad_norm(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf"))
     return float(norm)
+
+
+def zero2_grad_norm(optimizer) -> float:
+    """The global L2 norm of the gradients LowLevelZero holds after backward (each rank its reduced shards): the
+    norm its step clips by, computed before the step so that a non-finite one can skip it (in bf16 LowLevelZero
+    has no overflow check of its own). NaN or inf when any gradient is."""
+    squares = 0.0
+    for group_id in range(optimizer.num_param_groups):
+        for store in optimizer.pg_to_grad_store.values():
+            grads = store.get_working_grads_by_group_id(group_id)
+            squares += optimizer._compute_grad_norm(dp_pg=store.torch_pg, gradients=grads) ** 2
+    return math.sqrt(squares)

@@ -40,7 +40,9 @@ from components.train.export import export, weights_sha256
 from components.train.guard import Guard
 from components.train.launch import Boosted, all_sum, boost, clip_gradients, launch, plugin_name, scale_lr
 from components.train.samples import sample_videos
+from components.train.shards import load_masters, whole_masters
 from components.train.throughput import Window
+from model.attention import to_own_layout, to_separate_layout
 from model.flow import training_loss
 from model.parallel import new_groups
 from model.stdit import STDiT
@@ -71,13 +73,16 @@ def train(cfg: TrainConfig) -> TrainResult:
     try:
         sp_group, dp_rank, dp_size = new_groups(cfg.sp)
 
-        # 2. data: the processes of one sequence-parallel group read the same samples
+        # 2. data: the processes of one sequence-parallel group read the same samples; a resumed run goes on with
+        # its checkpoint's global batches, whatever the number of processes now
+        source = _resume_source(cfg, ckpt_root)
+        saved = checkpoint.saved_state(source) if source else {}
         train_set, val_set, meta = datasets(cfg, device)
-        sampler = _sampler(cfg, train_set, dp_rank, dp_size)
+        sampler = _sampler(cfg, train_set, dp_rank, dp_size, saved.get("batch_sizes"))
 
         # 3. model and EMA
         model = build_model(cfg, meta, latent_side(train_set.index)).to(device).train()
-        _follow_checkpoint_layout(model, _resume_source(cfg, ckpt_root))
+        _follow_checkpoint_layout(model, source)
         model.sequence_parallel = sp_group
         init_sha = weights_sha256(model)
         ema_model = ema_copy(model, device)  # fp32, from the weights before the plugin casts them
@@ -91,10 +96,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         ema = EMA(ema_model, run.inner, run.optimizer, run.plugin)
 
         # 5. resume; then tracking, with a fresh local metrics log for a fresh run (a resumed one appends)
-        start, consumed, saved_guard, tracking_run = _resume(cfg, ckpt_root, run, ema, sampler)
+        start, consumed, saved_guard, tracking_run = _resume(source, run, ema, sampler)
         if start == 0 and rank == 0:
             (out / "metrics.jsonl").unlink(missing_ok=True)
         tracker = _tracker(cfg, meta, rank, run.plugin, world, dp_size, tracking_run)
+        _note_world_size(saved, world, dp_size, start, tracker)
+        processes = {"world_size": world, "data_parallel": dp_size, "batch_sizes": sampler.batch_sizes}
 
         # 6. loop
         probe_batch = collate([train_set[i] for i in sampler.epoch_batches(0)[0]])
@@ -143,7 +150,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                     prompts = val_set if len(val_set) else train_set
                     vae = _sample(cfg, whole, vae, prompts, meta, tracker, done, device)
             if cfg.ckpt_every and (done % cfg.ckpt_every == 0 or done == cfg.max_steps):
-                _save(cfg, ckpt_root, run, ema, guard, done, consumed, rank, tracker.run_id)
+                _save(cfg, ckpt_root, run, ema, guard, done, consumed, rank, tracker.run_id, processes)
             step += 1
             bar.update(1)
             steps.update(step, step_loss)
@@ -167,10 +174,17 @@ def train(cfg: TrainConfig) -> TrainResult:
 # --------------------------------------------------------------------------------------------- train's steps
 
 
-def _sampler(cfg: TrainConfig, train_set, dp_rank: int, dp_size: int) -> BucketBatchSampler:
-    """This process's bucket batches: the precompute's batch sizes, or the bucket preset's (cfg.buckets)."""
+def _sampler(
+    cfg: TrainConfig, train_set, dp_rank: int, dp_size: int, saved: dict[str, int] | None = None
+) -> BucketBatchSampler:
+    """This process's bucket batches: the precompute's batch sizes, or the bucket preset's (cfg.buckets); those of
+    the checkpoint a run resumes (`saved`, global), so that its batches go on as they were."""
     batch_sizes = bucket_batch_sizes(cfg, train_set.index, dp_size)
-    if batch_sizes is not None:
+    if saved is not None:
+        if batch_sizes is not None and batch_sizes != saved:
+            log.warning("resuming with the checkpoint's global batch sizes %s, not %s", saved, batch_sizes)
+        batch_sizes = saved
+    elif batch_sizes is not None:
         log.info("batch sizes from %s: %s (global, %d data-parallel processes)", cfg.buckets, batch_sizes, dp_size)
     return BucketBatchSampler(train_set.index, seed=cfg.seed, rank=dp_rank, world_size=dp_size, batch_sizes=batch_sizes)
 
@@ -185,19 +199,48 @@ def _bucket_shapes(index, sampler: BucketBatchSampler, dp_size: int) -> list[dic
 
 
 def _resume(
-    cfg: TrainConfig, root: Path, run: Boosted, ema: EMA, sampler: BucketBatchSampler
+    source: Path | None, run: Boosted, ema: EMA, sampler: BucketBatchSampler
 ) -> tuple[int, int, dict | None, str | None]:
-    """Load the checkpoint cfg.resume names (auto: the latest complete one in `root`, if any) and move the sampler
-    past its batches; (step, batches consumed, guard counters, MLflow run), zeros and Nones for a fresh start."""
-    source = _resume_source(cfg, root)
+    """Load checkpoint `source` (None: a fresh start) and move the sampler past its batches; (step, batches
+    consumed, guard counters, MLflow run), zeros and Nones for a fresh start."""
     if source is None:
         return 0, 0, None, None
-    checkpoint.check_layout(source, _layout(run))
-    state = load_checkpoint(source, run.booster, run.model, run.optimizer, run.scheduler, ema.model)
-    ema.loaded()
+    state = _load(source, run, ema)
     sampler.set_consumed(state["consumed_batches"])
     log.info("resumed from %s at step %d", source, state["step"])
     return state["step"], state["consumed_batches"], state.get("guard"), state.get("mlflow_run_id")
+
+
+def _load(source: Path, run: Boosted, ema: EMA) -> dict:
+    """Restore checkpoint `source` into the boosted objects and the EMA (and, under ZeRO-2, the fp32 masters, which
+    the booster rebuilds from the bf16 working weights); its state.json."""
+    checkpoint.check_layout(source, _layout(run))
+    state = load_checkpoint(source, run.booster, run.model, run.optimizer, run.scheduler, ema.model)
+    ema.loaded()
+    if run.plugin == "zero2":
+        whole = checkpoint.load_masters(source)
+        if whole is None:
+            log.warning("%s holds no fp32 master weights (written before they were saved): rebuilt from the bf16 "
+                        "weights, so this run is not bit for bit the one interrupted", source)  # fmt: skip
+            return state
+        to_own_layout(run.inner, whole)  # saved with separate q/k/v projections, as every state dict
+        if missing := load_masters(run.inner, run.optimizer, whole):
+            raise ValueError(f"{source}/{checkpoint.MASTERS} lacks the master weights of {missing[:3]}")
+    return state
+
+
+def _note_world_size(saved: dict, world: int, dp_size: int, step: int, tracker: Tracker) -> None:
+    """Say, in the log and in MLflow, when a run resumes on another number of processes than wrote its checkpoint."""
+    before = saved.get("world_size")
+    if before is None or before == world:
+        return
+    log.warning(
+        "resuming at step %d on %d processes (%d data-parallel); the checkpoint was written by %d (%d): the global "
+        "batches, their order, the weights, fp32 masters, optimizer state, EMA and schedule carry over; each "
+        "process now trains 1/%d of every batch",
+        step, world, dp_size, before, saved.get("data_parallel", before), dp_size,
+    )  # fmt: skip
+    tracker.set_tags({"world_size_changed": f"{before} -> {world} at step {step}"})
 
 
 def _resume_source(cfg: TrainConfig, root: Path) -> Path | None:
@@ -239,8 +282,11 @@ def _tracker(
         local_log=out / "metrics.jsonl" if rank == 0 else None,
         run_id=resumed,
     )
+    # the processes of the run's start (MLflow keeps a param's first value: a resume on others is a tag, see
+    # _note_world_size)
+    processes = {} if resumed else {"world_size": world, "data_parallel": dp_size}
     tracker.log_params({**to_dict(cfg), "data.meta": meta.get("encoders", {}), "plugin.resolved": plugin,
-                        "world_size": world, "data_parallel": dp_size})  # fmt: skip
+                        **processes})  # fmt: skip
     return tracker
 
 
@@ -287,7 +333,7 @@ def _step(
     )
     loss = guard.plant(step, loss)
     run.booster.backward(loss, run.optimizer)
-    grad_norm = clip_gradients(run.model, cfg.optim.grad_clip, run.plugin)
+    grad_norm = clip_gradients(run.model, run.optimizer, cfg.optim.grad_clip, run.plugin)
     step_loss = all_sum(float(loss.detach()), device) / world  # the global batch's loss, on every rank
     verdict = guard.check(step_loss, grad_norm)
     if verdict == "ok":  # a skipped step moves nothing: weights, EMA, learning-rate schedule
@@ -302,8 +348,7 @@ def _roll_back(cfg: TrainConfig, root: Path, run: Boosted, ema: EMA, guard: Guar
     """Go back to the latest checkpoint with a lowered learning rate; the step to continue from."""
     target = checkpoint.latest(root)
     guard.roll_back(step + 1, target)  # raises when there is nothing to go back to, or too often
-    restored = load_checkpoint(target, run.booster, run.model, run.optimizer, run.scheduler, ema.model)
-    ema.loaded()
+    restored = _load(target, run, ema)
     scale_lr(run.scheduler, cfg.optim.lr * guard.lr_scale)
     log.warning(
         "%d bad steps in a row at step %d: rolled back to %s (step %d), learning rate x%g; the data moves on",
@@ -380,12 +425,17 @@ def _save(
     consumed: int,
     rank: int,
     tracking_run: str | None,
+    processes: dict,
 ) -> None:
-    """Checkpoint step `step` (with the batches consumed, the guard's counters and the MLflow run), then prune old
-    checkpoints."""
+    """Checkpoint step `step` (with the batches consumed, the guard's counters, the MLflow run, the processes and
+    batch sizes, and under ZeRO-2 the fp32 masters), then prune old checkpoints."""
+    masters = None
+    if run.plugin == "zero2":
+        masters = whole_masters(run.inner, run.optimizer)  # every rank gathers
+        to_separate_layout(run.inner, masters)
     save_checkpoint(
         root, step, consumed, run.booster, run.model, run.optimizer, run.scheduler, ema.whole(), rank, guard.state(),
-        tracking_run, _layout(run),
+        tracking_run, {**_layout(run), **processes}, masters,
     )  # fmt: skip
     if rank == 0:
         checkpoint.prune(root, cfg.keep_last)

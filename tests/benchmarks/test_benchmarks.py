@@ -122,9 +122,10 @@ def test_gpu_benchmark_skips_without_cuda_and_its_help_says_what_it_measures():
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_smoke_runs_every_lever_row_on_the_cpu():
-    """The GPU acceptance run's training part, on the CPU with the tiny model: every lever row runs, in order, with
-    what the default step does (fused, compiled, recompute chosen by the memory model), before a GPU is spent on it."""
+def test_gpu_benchmark_smoke_runs_every_lever_row_and_the_loop_on_the_cpu():
+    """The GPU acceptance run's training and loop parts, on the CPU with the tiny model, before a GPU is spent on
+    them: every lever row runs, in order, with what the default step does (fused, compiled, recompute chosen by the
+    memory model); the killed and resumed run equals the uninterrupted one, and planted NaN gradients are skipped."""
     result = run_benchmark("gpu.py", "--smoke")
     assert result["smoke"] and result["ok"], result
     rows = result["parts"]["train"]["levers"]
@@ -138,6 +139,9 @@ def test_gpu_benchmark_smoke_runs_every_lever_row_on_the_cpu():
     assert all(r["step_s"] > 0 and r["tokens_per_step"] > 0 for r in rows)
     assert set(result["parts"]["train"]["speedup_over_today"]) == {"512", "256"}
     assert [r["memory_estimate_gb"] > 0 for r in result["parts"]["memory"]["rows"]] == [True] * 6
+    loop = result["parts"]["loop"]
+    assert loop["ok"] and loop["bit_identical_to_uninterrupted"] and loop["planted_nan_grad_skipped"], loop
+    assert 0 < loop["resumed_from"] < loop["final_checkpoint"] == loop["max_steps"] and loop["tensors_compared"] > 100
 
 
 @pytest.mark.slow

@@ -60,6 +60,30 @@ def test_resume_from_consumed_batches_continues_exactly():
         BucketBatchSampler(idx, seed=2).load_state_dict(state)
 
 
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2), (2, 4)])
+def test_a_resume_on_another_number_of_processes_sees_each_sample_of_the_epoch_once(before, after):
+    """Batches consumed on `before` processes, the rest of the epoch on `after`: together, every global batch of
+    the epoch once, in order, and each split over the processes without overlap."""
+    idx = index({"a": (16, 4), "b": (8, 4)})
+    epoch = BucketBatchSampler(idx, seed=5).epoch_batches(0)
+    consumed = 3
+
+    def taken(world: int, start: int, count: int) -> list[list[int]]:
+        per_rank = []
+        for rank in range(world):
+            sampler = BucketBatchSampler(idx, seed=5, rank=rank, world_size=world)
+            sampler.set_consumed(start)
+            per_rank.append(list(itertools.islice(iter(sampler), count)))
+        assert all(
+            not set(a) & set(b) for k in range(count) for a, b in itertools.combinations([r[k] for r in per_rank], 2)
+        )
+        return [sorted(i for r in per_rank for i in r[k]) for k in range(count)]
+
+    seen = taken(before, 0, consumed) + taken(after, consumed, len(epoch) - consumed)
+    assert seen == [sorted(b) for b in epoch]
+    assert sorted(i for b in seen for i in b) == list(range(24))  # every sample once
+
+
 def test_ranks_split_each_global_batch():
     idx = index({"a": (12, 4)})
     whole = list(itertools.islice(iter(BucketBatchSampler(idx, seed=0)), 3))

@@ -356,15 +356,15 @@ def test_a_model_held_in_bf16_as_zero2_holds_it_probes_validates_and_samples_fro
 
 
 def test_the_whole_loop_runs_its_zero2_path_with_the_model_held_in_bf16(data, tmp_path, monkeypatch):
-    """Probe, validation, sample videos, the EMA of the fp32 master weights, checkpoints and a resume, with the
-    model held in bf16 and fp32 master weights behind it, as LowLevelZero (CUDA only) holds them."""
+    """Probe, validation, sample videos, the EMA of the fp32 master weights, checkpoints and a resume, under
+    ColossalAI's own LowLevelZero (bf16 working weights, fp32 masters) made to run on the CPU (zero_cpu)."""
     from safetensors.torch import load_file
 
-    from components.train import launch
-    from tests.components.train.zero_standin import Bf16Zero2Plugin
+    from tests.components.train.zero_cpu import zero2_everywhere
 
-    monkeypatch.setattr(launch, "make_plugin", lambda name, clip: (Bf16Zero2Plugin(clip), "zero2"))
-    common = ["ckpt_every=2", "val_every=2", "val_max_samples=2", "sample_every=4", "sample_count=1", "sample_steps=2"]
+    zero2_everywhere(monkeypatch)
+    common = ["plugin=zero2", "ckpt_every=2", "val_every=2", "val_max_samples=2", "sample_every=4", "sample_count=1",
+              "sample_steps=2"]  # fmt: skip
     out = tmp_path / "zero2"
     train(stage_config(data, out, 2, "max_steps=4", *common))
     resumed = train(stage_config(data, out, 2, "max_steps=6", *common))
@@ -377,6 +377,9 @@ def test_the_whole_loop_runs_its_zero2_path_with_the_model_held_in_bf16(data, tm
     assert all(ema[k].dtype == torch.float32 and torch.equal(ema[k], exported[k]) for k in ema)
     assert any(not torch.equal(ema[k], held[k].float()) for k in ema)  # the EMA is not the working weights
     assert list((out / "samples" / "step-00000004").glob("*.mp4"))
+    masters = load_file(last / "masters.safetensors")  # the fp32 masters, whole, beside the bf16 working weights
+    assert {v.dtype for v in masters.values()} == {torch.float32} and masters.keys() == held.keys()
+    assert all(torch.equal(masters[k].to(torch.bfloat16), held[k]) for k in held)
 
 
 @pytest.mark.gpu
