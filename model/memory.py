@@ -40,10 +40,11 @@ GB = 2**30
 ONLINE_ENCODER_PARAMS = {"t5-v1_1-xxl-encoder": 4_760_000_000, "sd-vae": 83_650_000}
 SPATIAL, TEMPORAL, CROSS = 9, 9, 4  # activations per token and block, in units of C (see above)
 # A block compiled by torch.compile (inductor) keeps fewer of them: its partitioner recomputes cheap elementwise ops
-# (modulate, gate, GELU) in the backward pass instead of saving their outputs. One measurement sets the share:
-# STDiT-XL/2, 512 px x 16 frames, batch 4, compiled without recompute, peaked at 109 GB on an H200, about 26 C per
-# token and block where the eager count is 34 C. benchmarks/gpu.py checks it on every GPU run.
-COMPILED_SHARE = 26 / 34
+# (modulate, gate, GELU) in the backward pass instead of saving their outputs. One measurement sets the share: a
+# compiled forward and backward of STDiT-XL/2 at 512 px x 16 frames, batch 4, without recompute, peaked at 109 GiB
+# on an H200 (bf16 weights and gradients besides), about 27 C per token and block where the eager count is 34 C.
+# benchmarks/gpu.py checks the estimate against the measured peak on every GPU run.
+COMPILED_SHARE = 27 / 34
 EDGE = 4  # patch embedding and final layer, per token, in units of C
 
 
