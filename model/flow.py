@@ -37,7 +37,9 @@ class FlowConfig:
     shift: float | None = _setting(None, "a fixed shift in place of the resolution-aware one (SD3 uses 3.0)")
     base_pixels: int = _setting(512 * 512, "image area at which the shift is 1")
     base_latent_frames: int = _setting(1, "latent frames at which the shift is 1")
-    spatial_compression: int = _setting(8, "image pixels per latent pixel along each side (the VAE's factor)")
+    # image pixels per latent pixel along each side: the VAE's factor, read from the data the model trains on (the
+    # precompute's meta.json) or the pipeline's VAE, never set by hand
+    spatial_compression: int = field(default=8, metadata={"derived": "the VAE of the latents (precompute's meta.json)"})
     caption_dropout: float = _setting(0.1, "share of captions replaced by the null caption (for guidance)")
     uniform_share: float = _setting(
         0.0,

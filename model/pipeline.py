@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -158,8 +158,13 @@ class T2VPipeline(DiffusionPipeline):
         return Path(name) if name and Path(name).is_dir() else None
 
     def flow_config(self) -> FlowConfig:
+        """The flow settings the model was trained with; the VAE factor the timestep shift uses is this pipeline's
+        VAE's own, when it has one loaded."""
         known = {f.name for f in fields(FlowConfig)}
-        return FlowConfig(**{k: v for k, v in dict(self.config.flow or {}).items() if k in known})
+        flow = FlowConfig(**{k: v for k, v in dict(self.config.flow or {}).items() if k in known})
+        if self.vae is not None:
+            flow = replace(flow, spatial_compression=video_vae(self.vae).spatial_compression)
+        return flow
 
     # ---------------------------------------------------------------------------------------------- sampling
 

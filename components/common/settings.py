@@ -83,11 +83,19 @@ def _check(value, hint, where: str):
 # ------------------------------------------------------------------------------------------------ building
 
 
+def _fields(cls) -> list[dataclasses.Field]:
+    """The fields of `cls` that are settings: not those derived from data (metadata "derived": where they are read)."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("derived")]
+
+
 def build(cls, values: dict, where: str = "settings"):
     """`cls` from nested plain values (YAML's); unknown keys are an error that names the known ones."""
     if not isinstance(values, dict):
         raise ValueError(f"{where}: expected a mapping of settings, got {values!r}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    derived = {f.name: f.metadata["derived"] for f in dataclasses.fields(cls) if f.metadata.get("derived")}
+    for name in sorted(set(values) & set(derived)):
+        raise ValueError(f"{where}.{name} is not a setting: it is read from {derived[name]}; remove it")
+    known = {f.name: f for f in _fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
@@ -249,7 +257,7 @@ def defaults(cls, prefix: str = "") -> dict[str, object]:
     """Every leaf setting's default by dotted path (nested dataclasses flattened)."""
     out = {}
     instance_hints = _hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in _fields(cls):
         base, _ = _unwrap(instance_hints[f.name])
         if dataclasses.is_dataclass(base) and f.default_factory is not dataclasses.MISSING:
             out.update(defaults(base, f"{prefix}{f.name}."))
@@ -316,7 +324,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, prefix: str = "", rec
     doc = inspect.cleandoc(cls.__doc__ or "")
     doc = "" if doc.startswith(f"{cls.__name__}(") else doc  # the signature dataclasses write for classes without one
     group = parser if not prefix else parser.add_argument_group(prefix.rstrip("."), doc)
-    for f in dataclasses.fields(cls):
+    for f in _fields(cls):
         base, _ = _unwrap(hints[f.name])
         path = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(base):

@@ -6,7 +6,7 @@ import argparse
 
 from components.common import settings
 from components.common.cli import add_verb
-from components.common.settings import stage_sections
+from components.common.settings import read_yaml, stage_sections
 from components.train.config import STAGE_FRAMES, TrainConfig
 from components.train.train import train
 
@@ -43,12 +43,15 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    """The stage whose recipe section (`stage<N>`, over `train`) applies: --stage, or --set stage=N, else 1."""
-    given = [item.split("=", 1)[1] for item in args.set if item.startswith("stage=")]
-    stage = getattr(args, "setting:stage", None) or (int(given[-1]) if given else 1)
-    if stage not in STAGE_FRAMES:
+    """The stage whose recipe section (`stage<N>`, over `train`) applies, by the precedence of every setting:
+    --set stage=N over --stage over the --config file's `stage`, else 1 (so the section read is the stage trained)."""
+    given = [item.split("=", 1)[1].strip() for item in args.set if item.split("=", 1)[0].strip() == "stage"]
+    config = getattr(args, "config", None)
+    from_config = read_yaml(config, "--config").get("stage") if config else None
+    stage = given[-1] if given else getattr(args, "setting:stage", None) or from_config or 1
+    if str(stage) not in {str(s) for s in STAGE_FRAMES}:
         raise ValueError(f"stage={stage} must be 1, 2 or 3")
-    return stage
+    return int(stage)
 
 
 def _sections(args: argparse.Namespace) -> tuple[str, str]:

@@ -16,6 +16,7 @@ The steps' parts live beside this module in components/train/: launch (processes
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         source = _resume_source(cfg, ckpt_root)
         saved = checkpoint.saved_state(source) if source else {}
         train_set, val_set, meta = datasets(cfg, device)
+        cfg = with_data_factors(cfg, meta)
         sampler = _sampler(cfg, train_set, dp_rank, dp_size, saved.get("batch_sizes"))
 
         # 3. model and EMA
@@ -241,6 +243,12 @@ def _note_world_size(saved: dict, world: int, dp_size: int, step: int, tracker: 
         step, world, dp_size, before, saved.get("data_parallel", before), dp_size,
     )  # fmt: skip
     tracker.set_tags({"world_size_changed": f"{before} -> {world} at step {step}"})
+
+
+def with_data_factors(cfg: TrainConfig, meta: dict) -> TrainConfig:
+    """`cfg` with what the data says of itself: the VAE factor the timestep shift scales latents back to pixels by."""
+    factor = int(meta["encoders"]["vae_spatial"])
+    return dataclasses.replace(cfg, flow=dataclasses.replace(cfg.flow, spatial_compression=factor))
 
 
 def _resume_source(cfg: TrainConfig, root: Path) -> Path | None:

@@ -233,3 +233,20 @@ def test_updated_replaces_by_path():
     cfg = settings.updated(IngestConfig(), {"filters.dedup_distance": None, "workers": 3})
     assert cfg.filters.dedup_distance is None and cfg.workers == 3 and IngestConfig().workers == 1
     assert dataclasses.replace(SynthConfig(), videos=2).videos == 2
+
+
+def test_the_stage_trained_is_the_stage_whose_recipe_section_is_read(tmp_path):
+    """--set wins over a flag for the stage as for any setting, and the recipe section follows it."""
+    from components.train.cli import config_from_argv
+
+    recipe = yaml.safe_load((ROOT / "params.yaml").read_text())
+    base = ["--recipe", str(ROOT / "params.yaml"), "--data", "d", "--out-dir", "o"]
+    cfg = config_from_argv([*base, "--stage", "2", "--set", "stage=3"])
+    assert cfg.stage == 3 and cfg.max_steps == recipe["stage3"]["max_steps"]
+    assert config_from_argv([*base, "--stage", "2"]).max_steps == recipe["stage2"]["max_steps"]
+    config = tmp_path / "stage.yaml"
+    config.write_text("stage: 3\n")
+    from_file = config_from_argv([*base, "--config", str(config)])
+    assert from_file.stage == 3 and from_file.max_steps == recipe["stage3"]["max_steps"]
+    with pytest.raises(ValueError, match="stage=4 must be 1, 2 or 3"):
+        config_from_argv([*base, "--set", "stage=4"])

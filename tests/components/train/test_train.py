@@ -514,3 +514,25 @@ def test_a_bucket_preset_sets_the_batch_sizes(data, tmp_path, caplog):
     assert "{'32-1f-32x32': 2, '32-8f-32x32': 1} (global, 1 data-parallel processes)" in caplog.text
     with pytest.raises(ValueError, match="no batch size in the bucket preset"):
         train(stage_config(data, tmp_path / "bad", 1, "max_steps=1", 'buckets={"32": {"1": [1.0, 2]}}', "frames=all"))
+
+
+def test_the_timestep_shift_scales_latents_by_the_datas_own_vae_factor(data, tmp_path):
+    """The resolution-aware shift turns latent sizes back into pixels with the factor of the VAE that made the
+    latents (precompute's meta.json), never a restated setting."""
+    from components.train.train import with_data_factors
+    from model.flow import timestep_shift_factor
+
+    meta = json.loads((data / "meta.json").read_text())
+    factor = meta["encoders"]["vae_spatial"]
+    assert factor != 8  # the toy world's patch autoencoder, not the SD VAE's 8
+    cfg = with_data_factors(stage_config(data, tmp_path, 2, "flow.shift=null"), meta)
+    assert cfg.flow.spatial_compression == factor
+    latent = (4, 8, 16, 16)
+    assert timestep_shift_factor(cfg.flow, latent) == pytest.approx(
+        math.sqrt(16 * 16 * factor**2 / cfg.flow.base_pixels) * math.sqrt(8 / cfg.flow.base_latent_frames)
+    )
+    with pytest.raises(ValueError, match=r"flow.spatial_compression is not a setting: it is read from the VAE"):
+        stage_config(data, tmp_path, 2, "flow.spatial_compression=4")
+    result = train(stage_config(data, tmp_path / "run", 2, "max_steps=1", "val_every=0", "ckpt_every=0"))
+    exported = json.loads((result.out_dir / "pipeline" / "model_index.json").read_text())
+    assert exported["flow"]["spatial_compression"] == factor  # the trained pipeline samples with it too
