@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from model.info import production_arch, summarize
+from model.info import preset_arch, summarize
 from model.stdit import STDIT_PRESETS
 
 
@@ -104,7 +104,7 @@ def _run_buckets(args: argparse.Namespace) -> int:
     setup = StepSetup(plugin="zero2", dp=args.dp, gradient_checkpointing=not args.no_gradient_checkpointing,
                       encoder_params=encoders)  # fmt: skip
     preset = bucket_preset(
-        production_arch(args.preset, args.text_tokens),
+        preset_arch(args.preset, text_tokens=args.text_tokens),
         gpu_gb=args.gpu_memory,
         setup=setup,
         resolutions=tuple(args.resolutions),

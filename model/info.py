@@ -1,9 +1,39 @@
-"""Parameter counts and training FLOPs of the model presets at a video shape (`t2v model`)."""
+"""Parameter counts and training FLOPs of the model presets at a video shape (`t2v model`), and the one place a
+preset's architecture numbers are made for the planner, the memory model and the benchmarks."""
 
 from __future__ import annotations
 
+import inspect
+
 from model.flops import Arch, forward_flops, param_counts
-from model.stdit import preset_config
+from model.stdit import STDiT, preset_config
+
+
+def preset_arch(
+    preset: str,
+    *,
+    in_channels: int = 4,
+    out_channels: int | None = None,
+    caption_channels: int = 4096,
+    text_tokens: int = 120,
+    overrides: dict | None = None,
+    variant: str | None = None,
+) -> Arch:
+    """The numbers FLOPs and memory depend on, for STDiT preset `preset` (with `overrides`) fed by encoders of these
+    sizes (defaults: SD VAE latents, 4 channels; T5-XXL features, 4096 x `text_tokens`); `out_channels` None is
+    STDiT's own default, the input channels (8 for 4 input channels is Open-Sora 1.0's learned sigma). Every other
+    number is STDiT's default."""
+    signature = inspect.signature(STDiT.__init__).parameters.items()
+    defaults = {k: v.default for k, v in signature if v.default is not inspect.Parameter.empty}
+    config = {
+        **defaults,
+        **preset_config(preset, **(overrides or {})),
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "caption_channels": caption_channels,
+        "caption_max_length": text_tokens,
+    }
+    return Arch.from_config(config, variant)
 
 
 def summarize(
@@ -24,25 +54,17 @@ def summarize(
         raise ValueError(f"video size {height}x{width} must be divisible by the VAE factor {vae_factor}")
     rows = []
     for name in presets:
-        config = {
-            **preset_config(name),
-            "in_channels": in_channels,
-            "out_channels": out_channels,
-            "caption_channels": caption_channels,
-            "caption_max_length": text_tokens,
-            "mlp_ratio": 4.0,
-            "qk_norm": False,
-            "attention_mode": "spatial_temporal",
-        }
+        sizes = {"in_channels": in_channels, "out_channels": out_channels, "caption_channels": caption_channels,
+                 "text_tokens": text_tokens}  # fmt: skip
         shape = {
             "batch": batch,
             "frames": frames,
             "height": height // vae_factor,
             "width": width // vae_factor,
         }
-        st = forward_flops(Arch.from_config(config), text_tokens=text_tokens, **shape).train_step()
-        full = forward_flops(Arch.from_config(config, "full"), text_tokens=text_tokens, **shape).train_step()
-        params = param_counts(Arch.from_config(config))
+        st = forward_flops(preset_arch(name, **sizes), text_tokens=text_tokens, **shape).train_step()
+        full = forward_flops(preset_arch(name, **sizes, variant="full"), text_tokens=text_tokens, **shape).train_step()
+        params = param_counts(preset_arch(name, **sizes))
         rows.append(
             {
                 "preset": name,
@@ -54,11 +76,3 @@ def summarize(
             }
         )
     return rows
-
-
-def production_arch(preset: str, text_tokens: int) -> Arch:
-    """A preset with the production encoders' sizes: SD VAE latents (4 channels), T5-XXL features (4096)."""
-    return Arch.from_config(
-        {**preset_config(preset), "in_channels": 4, "out_channels": 4, "caption_channels": 4096,
-         "caption_max_length": text_tokens, "mlp_ratio": 4.0, "qk_norm": False, "attention_mode": "spatial_temporal"}
-    )  # fmt: skip

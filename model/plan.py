@@ -27,8 +27,8 @@ from pathlib import Path
 from model.buckets import latent_frames
 from model.flops import Arch, forward_flops
 from model.gpus import GPU
+from model.info import preset_arch
 from model.memory import GB, StepSetup, max_batch, step_memory
-from model.stdit import preset_config
 
 # The whole training step (ZeRO-2, bf16, AdamW) that `t2v train` runs on a GPU, as `benchmarks/gpu.py` measured it
 # at Open-Sora 1.0's hq-highres shape; replace both with the figure of each new GPU run.
@@ -85,19 +85,19 @@ class Recipe:
             unknown = sorted(set(given) - known)
             if unknown:
                 raise ValueError(f"{path}: {where} has unknown keys {unknown}; known: {sorted(known)}")
+        model_keys = {"preset", "text_tokens", "in_channels", "out_channels", "caption_channels", "overrides"}
+        if unknown := sorted(set(values.get("model") or {}) - model_keys):
+            raise ValueError(f"{path}: model has unknown keys {unknown}; known: {sorted(model_keys)}")
         stages = tuple(Stage(**st) for st in raw)
         if not stages:
             raise ValueError(f"recipe {path} has no stages; see configs/plan/opensora-1.0.yaml")
         return cls(stages=stages, **values)
 
     def arch(self, variant: str | None = None) -> Arch:
-        m = {"preset": "XL/2", "text_tokens": 120, "in_channels": 4, "out_channels": 4, "caption_channels": 4096,
-             **self.model}  # fmt: skip
-        config = {**preset_config(m["preset"], **m.get("overrides", {})), "in_channels": m["in_channels"],
-                  "out_channels": m["out_channels"],
-                  "caption_channels": m["caption_channels"], "caption_max_length": m["text_tokens"],
-                  "mlp_ratio": 4.0, "qk_norm": False, "attention_mode": "spatial_temporal"}  # fmt: skip
-        return Arch.from_config(config, variant)
+        """The recipe's model: `model: {preset, text_tokens, in_channels, out_channels, caption_channels,
+        overrides}`, each defaulting as model.info.preset_arch does (preset XL/2)."""
+        m = dict(self.model)
+        return preset_arch(m.pop("preset", "XL/2"), **m, variant=variant)
 
     @property
     def text_tokens(self) -> int:

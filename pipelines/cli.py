@@ -35,18 +35,6 @@ STREAM_HELP = (
 )
 
 
-def compile_pipeline(out: str, cluster: str | None = None, image: str | None = None) -> Path:
-    if image:
-        os.environ["T2V_IMAGE"] = image
-    from kfp import compiler
-
-    from pipelines.t2v import ClusterSettings, build_pipeline
-
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(ClusterSettings.load(cluster)), out)
-    return Path(out)
-
-
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "pipeline",
@@ -120,6 +108,8 @@ def _compile(args: argparse.Namespace) -> int:
 
     if Path(PRODUCTION_RECIPE).is_file():  # the pipeline's default recipe: a run on it must not fail hours in
         check(PRODUCTION_RECIPE)
+    from pipelines.t2v import compile_pipeline
+
     path = compile_pipeline(args.out, args.cluster, args.image)
     print(f"pipeline IR: {path} (upload it in the KFP UI, or `t2v pipeline submit --host ...`)")
     return 0
@@ -129,29 +119,26 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.demo import summary
     from pipelines.local import latest_outputs, local_arguments, run_local, split_settings
     from pipelines.recipe import check
-    from pipelines.terminal import RunLog
 
     root = Path(args.root)
     parameters, overrides = split_settings(args.set, PARAMETERS)
     if args.resume:
         parameters["resume_run"] = resume_target(root / "work", args.resume)
     check(args.recipe, overrides)  # before any task starts
-    if args.stream or args.verbose:
-        arguments = local_arguments(root, args.recipe, overrides, **parameters)
+    streaming = args.stream or args.verbose
+    arguments = local_arguments(root, args.recipe, overrides, **parameters) if streaming else None
+    if streaming:
         run_local(arguments, root)
     else:
-        with RunLog(root) as log, StopOnSignal() as stop:
-            try:
-                arguments = local_arguments(root, args.recipe, overrides, **parameters)
-                run_local(arguments, root)
-            except Stopped as err:
-                return stopped(err, stop, log, root / "work", f"t2v pipeline run --root {root}")
-            except Exception as err:
-                if stop.received is not None:  # kfp.local turned the signal into a task failure
-                    return stopped(Stopped(stop.received), stop, log, root / "work", f"t2v pipeline run --root {root}")
-                log.fail(err)
-                return 1
-            log.finished()
+
+        def work(say):
+            nonlocal arguments
+            arguments = local_arguments(root, args.recipe, overrides, **parameters)
+            run_local(arguments, root)
+
+        code, _ = in_run_log(root, "run", root / "work", f"t2v pipeline run --root {root}", work)
+        if code:
+            return code
     evaluation, decision = latest_outputs(root)
     print("\n" + summary(evaluation, decision, arguments["tracking_uri"]))
     return 0
@@ -159,27 +146,39 @@ def _run(args: argparse.Namespace) -> int:
 
 def _rehearse(args: argparse.Namespace) -> int:
     from pipelines.rehearsal import rehearse, report
-    from pipelines.terminal import RunLog
 
     root = Path(args.root)
-    resume = resume_target(root.resolve() / "repo" / "work", args.resume) if args.resume else ""
+    workdir = root.resolve() / "repo" / "work"
+    resume = resume_target(workdir, args.resume) if args.resume else ""
     if args.stream or args.verbose:
         print(report(rehearse(root, resume_run=resume)))
         return 0
     again = f"t2v pipeline rehearse --root {root}"
-    with RunLog(root, "rehearsal") as log, StopOnSignal() as stop:
-        try:
-            result = rehearse(root, say=log.say, resume_run=resume)
-        except Stopped as err:
-            return stopped(err, stop, log, root.resolve() / "repo" / "work", again)
-        except Exception as err:
-            if stop.received is not None:
-                return stopped(Stopped(stop.received), stop, log, root.resolve() / "repo" / "work", again)
-            log.fail(err)
-            return 1
-        log.finished()
+    code, result = in_run_log(root, "rehearsal", workdir, again, lambda say: rehearse(root, say=say, resume_run=resume))
+    if code:
+        return code
     print(report(result))
     return 0
+
+
+def in_run_log(root: Path, name: str, workdir: Path, again: str, work):
+    """(exit code, `work(say)`'s result): `work` runs with every output in <root>/logs/<name>-<time>.log and the
+    tasks on the terminal (pipelines.terminal); a failure names its task, a stop signal ends every process it
+    started and says where the training checkpoints are (`again`: the command to run again with --resume)."""
+    from pipelines.terminal import RunLog
+
+    with RunLog(root, name) as log, StopOnSignal() as stop:
+        try:
+            result = work(log.say)
+        except Stopped as err:
+            return stopped(err, stop, log, workdir, again), None
+        except Exception as err:
+            if stop.received is not None:  # kfp.local turned the signal into a task failure
+                return stopped(Stopped(stop.received), stop, log, workdir, again), None
+            log.fail(err)
+            return 1, None
+        log.finished()
+    return 0, result
 
 
 def stopped(err: Stopped, stop: StopOnSignal, log, workdir: Path, again: str) -> int:
@@ -255,6 +254,8 @@ def _submit(args: argparse.Namespace) -> int:
 
         check(arguments.get("recipe", PRODUCTION_RECIPE), overrides)  # a bad recipe fails here, not hours into the run
     with tempfile.TemporaryDirectory() as tmp:
+        from pipelines.t2v import compile_pipeline
+
         package = compile_pipeline(str(Path(tmp) / "t2v-pipeline.yaml"), args.cluster, args.image)
         request = {"host": args.host, "experiment": args.experiment, "run_name": args.run_name,
                    "namespace": args.namespace, "service_account": args.service_account,

@@ -144,10 +144,10 @@ def rehearse(
     running LocalServices to use (default: started here, stopped at the end); `say` shows each part as it starts
     (the terminal, when `t2v pipeline rehearse` sends the rest to a log); `resume_run`: an earlier run whose
     training checkpoints the stages go on from."""
-    from pipelines.cli import compile_pipeline
     from pipelines.local import run_local
     from pipelines.recipe import check
     from pipelines.services import LocalServices
+    from pipelines.t2v import compile_pipeline
 
     root = Path(root).resolve()
     times: dict[str, float] = {}

@@ -98,6 +98,20 @@ class ClusterSettings:
         return task
 
 
+def compile_pipeline(out: str, cluster: str | None = None, image: str | None = None) -> Path:
+    """The DAG compiled to KFP's IR YAML at `out`, with cluster settings from the file `cluster` (None: the
+    defaults) and the components' image `image` (None: $T2V_IMAGE or the release)."""
+    import os
+
+    from kfp import compiler
+
+    if image:
+        os.environ["T2V_IMAGE"] = image
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(ClusterSettings.load(cluster)), out)
+    return Path(out)
+
+
 def build_pipeline(cluster: "ClusterSettings | None" = None):
     """The pipeline function (a kfp GraphComponent), with `cluster` applied to its tasks.
 

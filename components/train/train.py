@@ -10,8 +10,9 @@ train(cfg):
      metrics, validation loss per bucket, checkpoints
   7. export: the EMA model with save_pretrained, for the next stage and for evaluation
 
-The steps' parts live beside this module in components/train/: launch (processes, plugin, boost), data, build
-(model, EMA), guard, checkpoint, throughput, samples and export.
+The steps' parts live beside this module in components/train/: launch (processes, plugin, boost, gradient norm),
+data, build (model, speed switches, EMA), guard, state (resume, save, roll back: the run in its checkpoints),
+checkpoint (the files), shards (ZeRO-2's flat shards), throughput, samples and export.
 """
 
 from __future__ import annotations
@@ -31,19 +32,16 @@ from components.common.latents import LatentDataset, collate
 from components.common.settings import to_dict
 from components.common.tracking import Tracker, git_commit
 from components.common.validation import probe_loss, validation_loss
-from components.train import checkpoint
+from components.train import checkpoint, state
 from components.train.build import build_model, ema_copy, set_compile, set_recompute
-from components.train.checkpoint import load_checkpoint, save_checkpoint
 from components.train.config import TrainConfig
 from components.train.data import BucketBatchSampler, batches, bucket_batch_sizes, datasets, latent_side
 from components.train.ema import EMA
 from components.train.export import export, weights_sha256
 from components.train.guard import Guard
-from components.train.launch import Boosted, all_sum, boost, clip_gradients, launch, plugin_name, scale_lr
+from components.train.launch import Boosted, all_sum, boost, clip_gradients, launch, plugin_name
 from components.train.samples import sample_videos
-from components.train.shards import load_masters, whole_masters
 from components.train.throughput import Window
-from model.attention import to_own_layout, to_separate_layout
 from model.flow import training_loss
 from model.parallel import new_groups
 from model.stdit import STDiT
@@ -76,7 +74,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
         # 2. data: the processes of one sequence-parallel group read the same samples; a resumed run goes on with
         # its checkpoint's global batches, whatever the number of processes now
-        source = _resume_source(cfg, ckpt_root)
+        source = state.resume_source(cfg, ckpt_root)
         saved = checkpoint.saved_state(source) if source else {}
         train_set, val_set, meta = datasets(cfg, device)
         cfg = with_data_factors(cfg, meta)
@@ -84,7 +82,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
         # 3. model and EMA
         model = build_model(cfg, meta, latent_side(train_set.index)).to(device).train()
-        _follow_checkpoint_layout(model, source)
+        state.follow_checkpoint_layout(model, source)
         model.sequence_parallel = sp_group
         init_sha = weights_sha256(model)
         ema_model = ema_copy(model, device)  # fp32, from the weights before the plugin casts them
@@ -98,11 +96,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         ema = EMA(ema_model, run.inner, run.optimizer, run.plugin)
 
         # 5. resume; then tracking, with a fresh local metrics log for a fresh run (a resumed one appends)
-        start, consumed, saved_guard, tracking_run = _resume(source, run, ema, sampler)
+        start, consumed, saved_guard, tracking_run = state.resume(source, run, ema, sampler)
         if start == 0 and rank == 0:
             (out / "metrics.jsonl").unlink(missing_ok=True)
         tracker = _tracker(cfg, meta, rank, run.plugin, world, dp_size, tracking_run)
-        _note_world_size(saved, world, dp_size, start, tracker)
+        state.note_world_size(saved, world, dp_size, start, tracker)
         processes = {"world_size": world, "data_parallel": dp_size, "batch_sizes": sampler.batch_sizes}
 
         # 6. loop
@@ -135,7 +133,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 log.warning("step %d skipped: %s (loss %s, grad norm %s)", step + 1, verdict, step_loss, grad_norm)
                 tracker.log_metrics(guard.metrics(), step + 1)
             if guard.must_roll_back():
-                step = _roll_back(cfg, ckpt_root, run, ema, guard, tracker, step)
+                step = state.roll_back(cfg, ckpt_root, run, ema, guard, tracker, step)
                 bar.n = step
                 continue
             step_times.append(time.perf_counter() - step_start)
@@ -152,7 +150,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                     prompts = val_set if len(val_set) else train_set
                     vae = _sample(cfg, whole, vae, prompts, meta, tracker, done, device)
             if cfg.ckpt_every and (done % cfg.ckpt_every == 0 or done == cfg.max_steps):
-                _save(cfg, ckpt_root, run, ema, guard, done, consumed, rank, tracker.run_id, processes)
+                state.save(cfg, ckpt_root, run, ema, guard, done, consumed, rank, tracker.run_id, processes)
             step += 1
             bar.update(1)
             steps.update(step, step_loss)
@@ -200,74 +198,10 @@ def _bucket_shapes(index, sampler: BucketBatchSampler, dp_size: int) -> list[dic
     return shapes
 
 
-def _resume(
-    source: Path | None, run: Boosted, ema: EMA, sampler: BucketBatchSampler
-) -> tuple[int, int, dict | None, str | None]:
-    """Load checkpoint `source` (None: a fresh start) and move the sampler past its batches; (step, batches
-    consumed, guard counters, MLflow run), zeros and Nones for a fresh start."""
-    if source is None:
-        return 0, 0, None, None
-    state = _load(source, run, ema)
-    sampler.set_consumed(state["consumed_batches"])
-    log.info("resumed from %s at step %d", source, state["step"])
-    return state["step"], state["consumed_batches"], state.get("guard"), state.get("mlflow_run_id")
-
-
-def _load(source: Path, run: Boosted, ema: EMA) -> dict:
-    """Restore checkpoint `source` into the boosted objects and the EMA (and, under ZeRO-2, the fp32 masters, which
-    the booster rebuilds from the bf16 working weights); its state.json."""
-    checkpoint.check_layout(source, _layout(run))
-    state = load_checkpoint(source, run.booster, run.model, run.optimizer, run.scheduler, ema.model)
-    ema.loaded()
-    if run.plugin == "zero2":
-        whole = checkpoint.load_masters(source)
-        if whole is None:
-            log.warning("%s holds no fp32 master weights (written before they were saved): rebuilt from the bf16 "
-                        "weights, so this run is not bit for bit the one interrupted", source)  # fmt: skip
-            return state
-        to_own_layout(run.inner, whole)  # saved with separate q/k/v projections, as every state dict
-        if missing := load_masters(run.inner, run.optimizer, whole):
-            raise ValueError(f"{source}/{checkpoint.MASTERS} lacks the master weights of {missing[:3]}")
-    return state
-
-
-def _note_world_size(saved: dict, world: int, dp_size: int, step: int, tracker: Tracker) -> None:
-    """Say, in the log and in MLflow, when a run resumes on another number of processes than wrote its checkpoint."""
-    before = saved.get("world_size")
-    if before is None or before == world:
-        return
-    log.warning(
-        "resuming at step %d on %d processes (%d data-parallel); the checkpoint was written by %d (%d): the global "
-        "batches, their order, the weights, fp32 masters, optimizer state, EMA and schedule carry over; each "
-        "process now trains 1/%d of every batch",
-        step, world, dp_size, before, saved.get("data_parallel", before), dp_size,
-    )  # fmt: skip
-    tracker.set_tags({"world_size_changed": f"{before} -> {world} at step {step}"})
-
-
 def with_data_factors(cfg: TrainConfig, meta: dict) -> TrainConfig:
     """`cfg` with what the data says of itself: the VAE factor the timestep shift scales latents back to pixels by."""
     factor = int(meta["encoders"]["vae_spatial"])
     return dataclasses.replace(cfg, flow=dataclasses.replace(cfg.flow, spatial_compression=factor))
-
-
-def _resume_source(cfg: TrainConfig, root: Path) -> Path | None:
-    """The checkpoint cfg.resume names: auto, the latest complete one in `root` (None when there is none)."""
-    return None if cfg.resume == "none" else (checkpoint.latest(root) if cfg.resume == "auto" else Path(cfg.resume))
-
-
-def _follow_checkpoint_layout(model: STDiT, source: Path | None) -> None:
-    """A resumed run keeps the projection layout its checkpoint's optimizer state was made for (a checkpoint from
-    before fused projections, or of a run with them off, resumes with separate ones)."""
-    fused = checkpoint.saved_layout(source).get("fused_projections") if source else None
-    if fused is None or fused == model.projections_fused:
-        return
-    model.fuse_projections() if fused else model.split_projections()
-    log.info("resuming %s with model.fused_projections=%s, the layout its optimizer state holds", source, fused)
-
-
-def _layout(run: Boosted) -> dict:
-    return {"fused_projections": run.inner.projections_fused}
 
 
 def _tracker(
@@ -352,20 +286,6 @@ def _step(
     return step_loss, grad_norm, verdict
 
 
-def _roll_back(cfg: TrainConfig, root: Path, run: Boosted, ema: EMA, guard: Guard, tracker: Tracker, step: int) -> int:
-    """Go back to the latest checkpoint with a lowered learning rate; the step to continue from."""
-    target = checkpoint.latest(root)
-    guard.roll_back(step + 1, target)  # raises when there is nothing to go back to, or too often
-    restored = _load(target, run, ema)
-    scale_lr(run.scheduler, cfg.optim.lr * guard.lr_scale)
-    log.warning(
-        "%d bad steps in a row at step %d: rolled back to %s (step %d), learning rate x%g; the data moves on",
-        cfg.guard.max_bad_steps, step + 1, target.name, restored["step"], guard.lr_scale,
-    )  # fmt: skip
-    tracker.log_metrics(guard.metrics(), step + 1)
-    return restored["step"]
-
-
 def _log(
     cfg: TrainConfig,
     tracker: Tracker,
@@ -421,29 +341,3 @@ def _sample(
     for path in sample_videos(ema, prompts, vae, cfg, Path(cfg.out_dir) / folder, device):
         tracker.log_artifact(path, folder)
     return vae
-
-
-def _save(
-    cfg: TrainConfig,
-    root: Path,
-    run: Boosted,
-    ema: EMA,
-    guard: Guard,
-    step: int,
-    consumed: int,
-    rank: int,
-    tracking_run: str | None,
-    processes: dict,
-) -> None:
-    """Checkpoint step `step` (with the batches consumed, the guard's counters, the MLflow run, the processes and
-    batch sizes, and under ZeRO-2 the fp32 masters), then prune old checkpoints."""
-    masters = None
-    if run.plugin == "zero2":
-        masters = whole_masters(run.inner, run.optimizer)  # every rank gathers
-        to_separate_layout(run.inner, masters)
-    save_checkpoint(
-        root, step, consumed, run.booster, run.model, run.optimizer, run.scheduler, ema.whole(), rank, guard.state(),
-        tracking_run, {**_layout(run), **processes}, masters,
-    )  # fmt: skip
-    if rank == 0:
-        checkpoint.prune(root, cfg.keep_last)

@@ -108,7 +108,7 @@ def all_drift(ir: dict, components=COMPONENTS, recipe: Path = ROOT / "params.yam
 
 @pytest.fixture(scope="module")
 def ir(tmp_path_factory):
-    from pipelines.cli import compile_pipeline
+    from pipelines.t2v import compile_pipeline
 
     path = compile_pipeline(str(tmp_path_factory.mktemp("ir") / "t2v.yaml"))
     return next(yaml.safe_load_all(path.read_text()))

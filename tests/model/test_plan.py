@@ -170,3 +170,20 @@ def test_a_recipe_with_unknown_keys_or_no_stages_is_refused_by_name(tmp_path):
     bad.write_text("stages: []\n")
     with pytest.raises(ValueError, match="has no stages"):
         Recipe.load(bad)
+
+
+def test_one_function_makes_a_presets_architecture_for_the_planner_and_t2v_model(tmp_path):
+    from model.info import preset_arch, summarize
+    from model.stdit import STDiT, preset_config
+
+    recipe = Recipe.load(ROOT / "configs/plan/opensora-1.0.yaml")  # learned sigma: out_channels 8
+    assert recipe.arch() == preset_arch("XL/2", out_channels=8)
+    config = preset_config("XL/2", in_channels=4, caption_channels=4096, caption_max_length=120)
+    with torch.device("meta"):
+        ours = sum(p.numel() for p in STDiT(**config).parameters())
+    assert summarize(["XL/2"], frames=1, height=256, width=256, out_channels=4)[0]["params_m"] == ours / 1e6
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {preset: XL/2, outchannels: 8}\nstages: [{name: a, frames: 1, height: 256, width: 256, "
+                   "batch: 1, steps: 1}]\n")  # fmt: skip
+    with pytest.raises(ValueError, match=r"model has unknown keys \['outchannels'\]"):
+        Recipe.load(bad)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipelines.cli import compile_pipeline
+from pipelines.t2v import compile_pipeline
 from t2v.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
