@@ -114,8 +114,33 @@ def ir(tmp_path_factory):
     return next(yaml.safe_load_all(path.read_text()))
 
 
-def test_no_default_is_declared_twice(ir):
+def nested(flat: dict) -> dict:
+    """Overrides `section.key.sub: value` (configs/recipes/rehearsal.yaml) as a recipe's nested sections."""
+    out: dict = {}
+    for key, value in flat.items():
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+SHIPPED_RECIPES = ("params.yaml", "configs/recipes/production.yaml")  # the stage configs through production's
+
+
+def test_no_default_is_declared_twice(ir, monkeypatch):
     assert all_drift(ir) == []
+    monkeypatch.chdir(ROOT)  # a recipe names its section files from the repository's root
+    for recipe in SHIPPED_RECIPES:
+        assert restated_defaults(ROOT / recipe) == [], recipe
+    sizes = nested(yaml.safe_load((ROOT / "configs/recipes/rehearsal.yaml").read_text()))
+    assert restated_defaults(sizes) == []
+    shipped = {str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml")}
+    covered = {"configs/recipes/production.yaml", "configs/recipes/rehearsal.yaml", "configs/train/stage1.yaml",
+               "configs/train/stage2.yaml", "configs/train/stage3.yaml"}  # fmt: skip
+    others = {p for p in shipped if p.startswith(("configs/buckets/", "configs/plan/", "configs/cluster/"))}
+    assert shipped == covered | others  # a new recipe or stage config joins the checks above
 
 
 def test_planted_drift_is_caught(ir, tmp_path):
