@@ -7,10 +7,11 @@ on one machine through kfp.local (which ignores the Kubernetes settings). Traini
 are never served from KFP's cache (`set_caching_options(False)`): a model is only ever the result of a run.
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from components.common import settings
+from components.common.settings import setting
 
 PRODUCTION_RECIPE = "configs/recipes/production.yaml"
 
@@ -22,44 +23,51 @@ DEFAULT_SECRETS = {  # Secret name -> {key in the Secret: environment variable}
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """Kubernetes settings of the tasks, by step (ingest, caption, precompute, train, evaluate, register)."""
+    """Kubernetes settings of the tasks, by step (ingest, caption, precompute, train, evaluate, light, register): the
+    defaults are a cluster of 8 x H100 80GB nodes; a file (`t2v pipeline compile --cluster FILE`) holds what differs,
+    read by the one settings loader (types checked, per-step mappings merged over the defaults)."""
 
-    gpu_resource: str = "nvidia.com/gpu"
-    gpus: dict = field(default_factory=lambda: {"caption": 1, "precompute": 1, "train": 8, "evaluate": 1})
-    cpu: dict = field(default_factory=lambda: {"default": "4", "ingest": "16", "train": "64"})
-    memory: dict = field(default_factory=lambda: {"default": "16G", "ingest": "32G", "train": "512G"})
-    node_selector: dict = field(default_factory=lambda: {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"})
-    tolerations: list = field(default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists",
-                                                         "effect": "NoSchedule"}])  # fmt: skip
-    shm_size: str = "64Gi"
-    pvc: str = "t2v-data"
-    mount_path: str = "/mnt/data"
-    # pretrained weights: the models volume in every task, as the Hugging Face cache (HF_HOME), offline, so a hub
-    # id in any setting resolves from it (docs/cluster.md, step 4, stages them); "" for no volume (a local run)
-    models_pvc: str = "t2v-models"
-    models_path: str = "/mnt/models"
-    # the MLflow that manifests/ deploys: the pipeline's default tracking_uri ("" refuses `submit` without
-    # --no-tracking, since a task's own store dies with its pod)
-    tracking_uri: str = "http://mlflow.t2v.svc:5000"
-    secrets: dict = field(default_factory=lambda: DEFAULT_SECRETS)
-    retries: dict = field(default_factory=lambda: {"ingest": 1, "caption": 2, "precompute": 1, "train": 3})
-    # training on more than one node: each stage's task creates a Kubeflow Trainer TrainJob of train_nodes pods
-    # (runtime trainjob_runtime, procs_per_node processes each) and hands it the GPUs and placement set above
-    train_nodes: int = 1
-    procs_per_node: int = 8
-    trainjob_runtime: str = "torch-distributed"
+    gpu_resource: str = setting("nvidia.com/gpu", "the GPU resource name of the device plugin")
+    gpus: dict = setting({"caption": 1, "precompute": 1, "train": 8, "evaluate": 1}, "GPUs per step", merge=True)
+    cpu: dict = setting({"default": "4", "ingest": "16", "precompute": "16", "train": "96"}, "CPU limit per step",
+                        merge=True)  # fmt: skip
+    memory: dict = setting({"default": "16G", "ingest": "32G", "precompute": "64G", "train": "1000G"},
+                           "memory limit per step", merge=True)  # fmt: skip
+    node_selector: dict = setting({"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, "of the GPU steps")
+    tolerations: list = setting([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                                "of the GPU steps")  # fmt: skip
+    shm_size: str = setting("64Gi", "/dev/shm (a memory emptyDir) of the GPU steps")
+    pvc: str = setting("t2v-data", "ReadWriteMany: datasets, checkpoints (a retried training task resumes from them)")
+    mount_path: str = setting("/mnt/data", "where the data volume is mounted")
+    models_pvc: str = setting(
+        "t2v-models",
+        "pretrained weights: the models volume in every task, as the Hugging Face cache (HF_HOME), offline, so a hub "
+        "id in any setting resolves from it (docs/cluster.md, step 4, stages them); empty for no volume (local)",
+    )
+    models_path: str = setting("/mnt/models", "where the models volume is mounted")
+    tracking_uri: str = setting(
+        "http://mlflow.t2v.svc:5000",
+        "the MLflow that manifests/ deploys: the pipeline's default tracking_uri (empty refuses `submit` without "
+        "--no-tracking, since a task's own store dies with its pod)",
+    )
+    secrets: dict = setting(DEFAULT_SECRETS, "Secrets as environment variables of every task (optional ones)")
+    retries: dict = setting({"ingest": 1, "caption": 2, "precompute": 1, "train": 3}, "retries per step", merge=True)
+    train_nodes: int = setting(
+        1,
+        "training on more than one node: each stage's task creates a Kubeflow Trainer TrainJob of train_nodes pods "
+        "(runtime trainjob_runtime, procs_per_node processes each) with the GPUs and placement set above",
+    )
+    procs_per_node: int = setting(8, "training processes per node (one per GPU)")
+    trainjob_runtime: str = setting("torch-distributed", "the Kubeflow Trainer runtime of multi-node training")
 
     @classmethod
     def load(cls, path: "str | Path | None") -> "ClusterSettings":
+        """The defaults, under the settings file `path` (None: the defaults alone)."""
         if path is None:
             return cls()
         if not Path(path).is_file():
             raise ValueError(f"cluster settings {path} not found; see configs/cluster/h100.yaml for the format")
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = sorted(set(values) - set(asdict(cls())))
-        if unknown:
-            raise ValueError(f"{path}: unknown cluster settings {unknown}; known: {sorted(asdict(cls()))}")
-        return cls(**values)
+        return settings.load(cls, config=path)
 
     def model_env(self) -> dict[str, str]:
         """Where every task finds pretrained weights: the models volume as the Hugging Face cache, offline. The

@@ -28,9 +28,11 @@ RUNNER_FLAGS = ("recipe", "config", "set")  # flags every verb has; no setting m
 _DEST = "setting:"
 
 
-def setting(default=dataclasses.MISSING, help: str = "", *, positional: bool = False):
-    """A dataclass field with its description (the CLI help). Mutable defaults are copied per instance."""
-    metadata = {"help": help, "positional": positional}
+def setting(default=dataclasses.MISSING, help: str = "", *, positional: bool = False, merge: bool = False):
+    """A dataclass field with its description (the CLI help). Mutable defaults are copied per instance. `merge`: a
+    mapping given for it is merged key by key over the default (e.g. GPUs per step: giving one step's keeps the
+    others'), where any other value replaces the default whole."""
+    metadata = {"help": help, "positional": positional, "merge": merge}
     if isinstance(default, dict | list | set):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -106,6 +108,9 @@ def build(cls, values: dict, where: str = "settings"):
         if dataclasses.is_dataclass(base) and isinstance(value, dict):
             kwargs[name] = build(base, value, f"{where}.{name}")
         else:
+            f = known[name]
+            if f.metadata.get("merge") and isinstance(value, dict):
+                value = merge(f.default_factory() if f.default_factory is not dataclasses.MISSING else {}, value)
             kwargs[name] = _check(value, hints[name], f"{where}.{name}")
     return cls(**kwargs)
 

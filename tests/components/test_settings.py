@@ -136,6 +136,15 @@ def test_no_default_is_declared_twice(ir, monkeypatch):
         assert restated_defaults(ROOT / recipe) == [], recipe
     sizes = nested(yaml.safe_load((ROOT / "configs/recipes/rehearsal.yaml").read_text()))
     assert restated_defaults(sizes) == []
+    from pipelines.t2v import ClusterSettings
+
+    defaults = settings.defaults(ClusterSettings)
+    for path in (ROOT / "configs/cluster").glob("*.yaml"):
+        stated = yaml.safe_load(path.read_text()) or {}
+        restated = [k for k, v in stated.items() if v == defaults[k]]
+        restated += [f"{k}.{step}" for k, v in stated.items() if isinstance(v, dict) and isinstance(defaults[k], dict)
+                     for step, n in v.items() if defaults[k].get(step) == n]  # fmt: skip
+        assert restated == [], path
     shipped = {str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml")}
     covered = {"configs/recipes/production.yaml", "configs/recipes/rehearsal.yaml", "configs/train/stage1.yaml",
                "configs/train/stage2.yaml", "configs/train/stage3.yaml"}  # fmt: skip

@@ -414,7 +414,7 @@ def test_a_killed_training_task_is_retried_and_resumes_from_its_checkpoints_on_t
 def test_multi_node_training_tasks_launch_trainjobs_with_the_task_settings(tmp_path):
     """train_nodes > 1: each stage's task is the TrainJob launcher; its GPUs, node selector and tolerations are
     passed through to the TrainJob (not applied to the launcher pod), its volumes and env to both."""
-    settings = yaml.safe_load((ROOT / "configs/cluster/h100.yaml").read_text())
+    settings = yaml.safe_load((ROOT / "configs/cluster/h100.yaml").read_text()) or {}
     (tmp_path / "nodes.yaml").write_text(yaml.safe_dump({**settings, "train_nodes": 4, "procs_per_node": 8}))
     path = compile_pipeline(str(tmp_path / "t2v.yaml"), str(tmp_path / "nodes.yaml"))
     pipeline, platform = yaml.safe_load_all(path.read_text())
@@ -432,3 +432,24 @@ def test_multi_node_training_tasks_launch_trainjobs_with_the_task_settings(tmp_p
                                 "KUBERNETES_TOLERATIONS": False, "ENV": True, "KUBERNETES_VOLUMES": True}  # fmt: skip
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-stage-nodes"]
     assert k8s["pvcMount"][0]["constant"] == "t2v-data" and k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_cluster_settings_go_through_the_settings_loader(tmp_path):
+    """The shipped cluster file states nothing the defaults hold (compiling with or without it builds the same
+    pods); a file's per-step mapping is merged over the defaults; types and keys are checked by name."""
+    from pipelines.t2v import ClusterSettings
+
+    with_file = compile_pipeline(str(tmp_path / "a.yaml"), str(ROOT / "configs/cluster/h100.yaml")).read_text()
+    assert with_file == compile_pipeline(str(tmp_path / "b.yaml")).read_text()
+    other = tmp_path / "other.yaml"
+    other.write_text("gpus: {train: 4}\nmemory: {train: 500G}\nnode_selector: {gpu: a100}\n")
+    cluster = ClusterSettings.load(other)
+    assert cluster.gpus == {**ClusterSettings().gpus, "train": 4}  # the other steps keep their GPUs
+    assert cluster.memory["train"] == "500G" and cluster.memory["default"] == ClusterSettings().memory["default"]
+    assert cluster.node_selector == {"gpu": "a100"}  # not a per-step mapping: replaced whole
+    other.write_text("train_nodes: two\n")
+    with pytest.raises(ValueError, match=r"ClusterSettings.train_nodes='two': expected int"):
+        ClusterSettings.load(other)
+    other.write_text("gpu: 8\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['gpu'\]"):
+        ClusterSettings.load(other)
