@@ -321,9 +321,12 @@ def evaluate(cfg: EvalConfig) -> dict:
         if cfg.baseline:
             try:
                 base, base_info = load_pipeline(cfg.baseline, cfg.tracking_uri, device)
-            except NotRegistered as err:  # no champion yet: nothing to compare with
-                result["skipped"]["baseline"] = str(err)
-                log.warning("baseline skipped: %s", err)
+            except NotRegistered as err:  # no champion yet (a first registration): nothing to compare with
+                result["skipped"]["baseline"] = (
+                    f"no comparison with {cfg.baseline} yet: {err}. This is expected before the first version is "
+                    "registered; the report shows this model alone"
+                )
+                log.info("%s", result["skipped"]["baseline"])
             else:
                 entry = evaluate_one(base, "baseline", val, meta, prompts, cfg, tmp / "samples" / "baseline", device)
                 result["baseline"] = {"model": cfg.baseline, "model_info": base_info, **entry}

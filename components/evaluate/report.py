@@ -88,6 +88,15 @@ def _metric_table(result: dict) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def model_title(model: str) -> str:
+    """A short name for the report's title: a registry URI as it is, a folder by its last two parts
+    (`stage3/pipeline`), not a machine's absolute path."""
+    if "://" in model or model.startswith("models:"):
+        return model
+    parts = Path(model).parts
+    return "/".join(parts[-2:]) if len(parts) > 1 else model
+
+
 def _sample_cards(samples: list[dict], root: Path) -> str:
     cards = []
     for s in samples:
@@ -112,9 +121,10 @@ def write_report(result: dict, root: Path, path: Path) -> Path:
     parts = [
         "<!doctype html><html><head><meta charset=utf-8><title>t2v evaluation</title>",
         f"<style>{_STYLE}</style></head><body>",
-        f"<h1>Evaluation of {html.escape(str(result['model']))}</h1>",
+        f"<h1>Evaluation of {html.escape(model_title(str(result['model'])))}</h1>",
         f"<p class=note>held-out data {html.escape(str(result['data']['key']))} "
-        f"({result['data']['val_samples']} samples); model {html.escape(json.dumps(result.get('model_info', {})))}"
+        f"({result['data']['val_samples']} samples); model {html.escape(str(result['model']))} "
+        f"{html.escape(json.dumps(result.get('model_info', {})))}"
         "</p><p id=media-status class=note>loading media</p>",
         "<h2>Metrics</h2>",
         _metric_table(result),
