@@ -119,6 +119,12 @@ def step_memory(
     return parts
 
 
+def usable_bytes(gpu_gb: float, usable_fraction: float, reserve_gb: float) -> float:
+    """What a step may use of a GPU's memory: `usable_fraction` of it, less `reserve_gb` (CUDA context, allocator
+    fragmentation, NCCL buffers)."""
+    return gpu_gb * GB * usable_fraction - reserve_gb * GB
+
+
 def max_batch(
     a: Arch,
     *,
@@ -133,7 +139,7 @@ def max_batch(
     limit: int = 512,
 ) -> int:
     """The largest batch whose step fits in `gpu_gb` (0 when not even one sample does), at most `limit`."""
-    budget = gpu_gb * GB * usable_fraction - reserve_gb * GB
+    budget = usable_bytes(gpu_gb, usable_fraction, reserve_gb)
     shape = dict(frames=frames, height=height, width=width, text_tokens=text_tokens, setup=setup)
     one = step_memory(a, batch=1, **shape)
     if one["total"] > budget:
@@ -155,7 +161,7 @@ def recompute_blocks(
     """The fewest blocks to recompute (0..num_layers) so that the step of every shape in `shapes` ({batch, frames,
     height, width}: a bucket's per-GPU batch and latent size) fits in `gpu_gb`; every block when even that does not
     fit (the step may then run out of memory: smaller batches are the fix)."""
-    budget = gpu_gb * GB * usable_fraction - reserve_gb * GB
+    budget = usable_bytes(gpu_gb, usable_fraction, reserve_gb)
     for n in range(a.num_layers + 1):
         trial = StepSetup(**{**setup.__dict__, "gradient_checkpointing": True, "recompute_blocks": n})
         if all(step_memory(a, **shape, text_tokens=text_tokens, setup=trial)["total"] <= budget for shape in shapes):
