@@ -289,6 +289,14 @@ def _flag_kind(hint):
 
         convert.__name__ = base.__name__  # argparse names the type in its errors
         return {"type": convert}
+    if typing.get_origin(base) in (typing.Union, types.UnionType) and set(typing.get_args(base)) <= {bool, int, str}:
+
+        def scalar(text: str):  # true/false, a number, or a word such as auto: the setting checks which it takes
+            value = yaml.safe_load(text)
+            return value if isinstance(value, bool | int | str) else text
+
+        scalar.__name__ = " or ".join(t.__name__ for t in typing.get_args(base))
+        return {"type": scalar, "metavar": "VALUE"}
     if typing.get_origin(base) is tuple and typing.get_args(base)[-1] is Ellipsis:
         return {"nargs": "*"}
     if base is dict or _is_union_with(base, dict) or typing.get_origin(base) in (tuple, list) or base is list:

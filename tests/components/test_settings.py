@@ -284,3 +284,14 @@ def test_the_stage_trained_is_the_stage_whose_recipe_section_is_read(tmp_path):
     assert from_file.stage == 3 and from_file.max_steps == recipe["stage3"]["max_steps"]
     with pytest.raises(ValueError, match="stage=4 must be 1, 2 or 3"):
         config_from_argv([*base, "--set", "stage=4"])
+
+
+def test_a_setting_of_several_scalar_types_has_a_flag_that_takes_each():
+    from components.train.cli import config_from_argv
+
+    base = ["--recipe", str(ROOT / "params.yaml"), "--data", "d", "--out-dir", "o"]
+    for given, expected in (("3", 3), ("auto", "auto"), ("true", True), ("false", False)):
+        cfg = config_from_argv([*base, "--model.gradient-checkpointing", given])
+        assert cfg.model.gradient_checkpointing == expected
+    with pytest.raises(ValueError, match=r"model\.gradient_checkpointing='some'"):
+        config_from_argv([*base, "--model.gradient-checkpointing", "some"])
