@@ -30,8 +30,7 @@ _DEST = "setting:"
 
 def setting(default=dataclasses.MISSING, help: str = "", *, positional: bool = False, merge: bool = False):
     """A dataclass field with its description (the CLI help). Mutable defaults are copied per instance. `merge`: a
-    mapping given for it is merged key by key over the default (e.g. GPUs per step: giving one step's keeps the
-    others'), where any other value replaces the default whole."""
+    mapping given for it is merged over the default (GPUs per step: one step's keeps the others')."""
     metadata = {"help": help, "positional": positional, "merge": merge}
     if isinstance(default, dict | list | set):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
@@ -94,9 +93,8 @@ def build(cls, values: dict, where: str = "settings"):
     """`cls` from nested plain values (YAML's); unknown keys are an error that names the known ones."""
     if not isinstance(values, dict):
         raise ValueError(f"{where}: expected a mapping of settings, got {values!r}")
-    derived = {f.name: f.metadata["derived"] for f in dataclasses.fields(cls) if f.metadata.get("derived")}
-    for name in sorted(set(values) & set(derived)):
-        raise ValueError(f"{where}.{name} is not a setting: it is read from {derived[name]}; remove it")
+    for f in (f for f in dataclasses.fields(cls) if f.metadata.get("derived") and f.name in values):
+        raise ValueError(f"{where}.{f.name} is not a setting: it is read from {f.metadata['derived']}; remove it")
     known = {f.name: f for f in _fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -290,13 +288,9 @@ def _flag_kind(hint):
         convert.__name__ = base.__name__  # argparse names the type in its errors
         return {"type": convert}
     if typing.get_origin(base) in (typing.Union, types.UnionType) and set(typing.get_args(base)) <= {bool, int, str}:
-
-        def scalar(text: str):  # true/false, a number, or a word such as auto: the setting checks which it takes
-            value = yaml.safe_load(text)
-            return value if isinstance(value, bool | int | str) else text
-
-        scalar.__name__ = " or ".join(t.__name__ for t in typing.get_args(base))
-        return {"type": scalar, "metavar": "VALUE"}
+        # true/false, a number, or a word such as auto: the setting's own check says which it takes
+        return {"type": lambda text: {"true": True, "false": False}.get(
+                    text.lower(), int(text) if text.lstrip("-").isdigit() else text), "metavar": "VALUE"}  # fmt: skip
     if typing.get_origin(base) is tuple and typing.get_args(base)[-1] is Ellipsis:
         return {"nargs": "*"}
     if base is dict or _is_union_with(base, dict) or typing.get_origin(base) in (tuple, list) or base is list:
