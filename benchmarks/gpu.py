@@ -179,15 +179,15 @@ def step_setup(plugin: str, levers: dict, recompute: int) -> object:
 def lever_rows(args, device: str, shapes: list[tuple[int, int, str]]) -> list[dict]:
     """Whole training steps (as components.train builds them: plugin, AdamW, the trainer's switches) for each
     (pixels, batch, lever) in `shapes`; one row each ({"ok": False, "error": ...} for a row that raised)."""
-    from components.train.config import TrainConfig
+    from components.train.build import set_recompute
+    from components.train.config import ModelConfig, TrainConfig
     from components.train.launch import boost
     from model.flops import forward_flops
     from model.flow import FlowConfig, training_loss
-    from model.memory import recompute_blocks, step_memory
+    from model.memory import step_memory
 
     plugin = "zero2" if device.startswith("cuda") else "ddp"
     peak, _ = peak_tflops(args, device)
-    gpu_gb = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.startswith("cuda") else 64.0
     flow, rows = FlowConfig(), []
     for pixels, batch, lever in shapes:
         levers = dict(LEVERS)[lever]
@@ -202,16 +202,11 @@ def lever_rows(args, device: str, shapes: list[tuple[int, int, str]]) -> list[di
                 model.compile_blocks()
             a = arch(dict(model.config))
             shape = {"batch": batch, "frames": FRAMES, "height": side, "width": side}
-            if levers["recompute"] == "auto":  # as components.train.build.set_recompute decides it
-                auto = step_setup(plugin, levers, a.num_layers)
-                count = recompute_blocks(a, [shape], text_tokens=TEXT_TOKENS, setup=auto, gpu_gb=gpu_gb)
-            else:
-                count = a.num_layers
-            if count:
-                model.enable_gradient_checkpointing()
-                model.recompute_blocks = count
+            checkpointing = "auto" if levers["recompute"] == "auto" else True  # as `t2v train` decides it
+            cfg = TrainConfig(plugin=plugin, model=ModelConfig(gradient_checkpointing=checkpointing))
+            count = set_recompute(model, cfg, [shape], TEXT_TOKENS, device, plugin, 1)
             model.train()
-            run = boost(model, TrainConfig(plugin=plugin))  # fused AdamW on CUDA; LowLevelZero stage 2, bf16
+            run = boost(model, cfg)  # fused AdamW on CUDA; LowLevelZero stage 2, bf16
             x0 = torch.randn(batch, CHANNELS, FRAMES, side, side, device=device)
             text = torch.randn(batch, TEXT_TOKENS, args.caption_channels, device=device)
             mask = torch.ones(batch, TEXT_TOKENS, dtype=torch.bool, device=device)

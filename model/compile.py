@@ -26,15 +26,9 @@ class CompiledBlocks:
         for block in blocks:
             block.compile(backend=backend, **options)
 
-    @property
-    def active(self) -> bool:
-        return self.backend is not None
-
     def __call__(self, block: nn.Module, *args) -> torch.Tensor:
         from torch._dynamo.exc import TorchDynamoException
 
-        if not self.active:
-            return block(*args)
         try:
             return block(*args)
         except TorchDynamoException as err:  # the compiler's own failure (the call's errors pass through)

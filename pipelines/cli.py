@@ -125,18 +125,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume:
         parameters["resume_run"] = resume_target(root / "work", args.resume)
     check(args.recipe, overrides)  # before any task starts
-    streaming = args.stream or args.verbose
-    arguments = local_arguments(root, args.recipe, overrides, **parameters) if streaming else None
-    if streaming:
+
+    def work(say) -> dict:
+        arguments = local_arguments(root, args.recipe, overrides, **parameters)
         run_local(arguments, root)
+        return arguments
+
+    if args.stream or args.verbose:
+        arguments = work(print)
     else:
-
-        def work(say):
-            nonlocal arguments
-            arguments = local_arguments(root, args.recipe, overrides, **parameters)
-            run_local(arguments, root)
-
-        code, _ = in_run_log(root, "run", root / "work", f"t2v pipeline run --root {root}", work)
+        code, arguments = in_run_log(root, "run", root / "work", f"t2v pipeline run --root {root}", work)
         if code:
             return code
     evaluation, decision = latest_outputs(root)

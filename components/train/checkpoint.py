@@ -125,7 +125,7 @@ def load_checkpoint(path: Path, booster, model, optimizer, scheduler, ema) -> di
     return json.loads((path / "state.json").read_text())
 
 
-def load_masters(path: Path) -> dict[str, torch.Tensor] | None:
+def read_masters(path: Path) -> dict[str, torch.Tensor] | None:
     """The whole fp32 master weights a ZeRO-2 checkpoint holds; None for one written without them."""
     return load_file(path / MASTERS) if (path / MASTERS).exists() else None
 
@@ -135,17 +135,17 @@ def saved_state(path: Path) -> dict:
     return json.loads((path / "state.json").read_text()) if (path / "state.json").exists() else {}
 
 
-def saved_layout(path: Path) -> dict:
-    """How the parameters of checkpoint `path` were laid out for its optimizer; a checkpoint without the record had
-    the only layout of its time (separate q/k/v projections)."""
-    return {"fused_projections": bool(saved_state(path).get("fused_projections", False))}
+def saved_layout(saved: dict) -> dict:
+    """How the parameters of a checkpoint (its state.json, `saved`) were laid out for its optimizer; a checkpoint
+    without the record had the only layout of its time (separate q/k/v projections)."""
+    return {"fused_projections": bool(saved.get("fused_projections", False))}
 
 
 def check_layout(path: Path, layout: dict) -> None:
     """A ValueError naming the setting when checkpoint `path` was written with another parameter layout than
     `layout` (its optimizer state is per parameter, so it cannot load); checkpoints without one had the defaults
     of their time (separate q/k/v projections)."""
-    saved = saved_layout(path)
+    saved = saved_layout(saved_state(path))
     for key, value in layout.items():
         was = saved.get(key, False)
         if was != value:

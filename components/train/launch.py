@@ -92,10 +92,10 @@ def boost(model: STDiT, cfg: TrainConfig) -> Boosted:
         fused=True if torch.cuda.is_available() else None,
     )  # fmt: skip
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: opt.lr_factor(s, cfg.max_steps))
-    plugin, plugin_name = make_plugin(cfg.plugin, opt.grad_clip)
+    plugin, resolved = make_plugin(cfg.plugin, opt.grad_clip)
     booster = Booster(plugin=plugin)
     model, optimizer, _, _, scheduler = booster.boost(model, optimizer, lr_scheduler=scheduler)
-    return Boosted(booster, model, model.unwrap(), optimizer, scheduler, plugin_name)
+    return Boosted(booster, model, model.unwrap(), optimizer, scheduler, resolved)
 
 
 def all_sum(value: float, device: str) -> float:
@@ -112,10 +112,10 @@ def scale_lr(scheduler, base_lr: float) -> None:
         group["lr"] = base_lr * fn(scheduler.last_epoch)
 
 
-def clip_gradients(model, optimizer, max_norm: float, plugin_name: str) -> float:
+def clip_gradients(model, optimizer, max_norm: float, plugin: str) -> float:
     """The global norm of this step's gradients before clipping, the same on every rank; ddp clips them to
     `max_norm` (none when 0) here, zero2 inside its step."""
-    if plugin_name == "zero2":
+    if plugin == "zero2":
         return zero2_grad_norm(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf"))
     return float(norm)

@@ -43,7 +43,7 @@ def load(source: Path, run: Boosted, ema: EMA) -> dict:
     state = load_checkpoint(source, run.booster, run.model, run.optimizer, run.scheduler, ema.model)
     ema.loaded()
     if run.plugin == "zero2":
-        whole = checkpoint.load_masters(source)
+        whole = checkpoint.read_masters(source)
         if whole is None:
             log.warning("%s holds no fp32 master weights (written before they were saved): rebuilt from the bf16 "
                         "weights, so this run is not bit for bit the one interrupted", source)  # fmt: skip
@@ -73,14 +73,15 @@ def resume_source(cfg: TrainConfig, root: Path) -> Path | None:
     return None if cfg.resume == "none" else (checkpoint.latest(root) if cfg.resume == "auto" else Path(cfg.resume))
 
 
-def follow_checkpoint_layout(model: STDiT, source: Path | None) -> None:
-    """A resumed run keeps the projection layout its checkpoint's optimizer state was made for (a checkpoint from
-    before fused projections, or of a run with them off, resumes with separate ones)."""
-    fused = checkpoint.saved_layout(source).get("fused_projections") if source else None
+def follow_checkpoint_layout(model: STDiT, saved: dict) -> None:
+    """A resumed run keeps the projection layout its checkpoint (state.json: `saved`, {} for a fresh start) wrote its
+    optimizer state for (a checkpoint from before fused projections, or of a run with them off, resumes with
+    separate ones)."""
+    fused = checkpoint.saved_layout(saved)["fused_projections"] if saved else None
     if fused is None or fused == model.projections_fused:
         return
     model.fuse_projections() if fused else model.split_projections()
-    log.info("resuming %s with model.fused_projections=%s, the layout its optimizer state holds", source, fused)
+    log.info("resuming with model.fused_projections=%s, the layout its checkpoint's optimizer state holds", fused)
 
 
 def layout(run: Boosted) -> dict:

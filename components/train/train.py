@@ -82,7 +82,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
         # 3. model and EMA
         model = build_model(cfg, meta, latent_side(train_set.index)).to(device).train()
-        state.follow_checkpoint_layout(model, source)
+        state.follow_checkpoint_layout(model, saved)
         model.sequence_parallel = sp_group
         init_sha = weights_sha256(model)
         ema_model = ema_copy(model, device)  # fp32, from the weights before the plugin casts them
@@ -225,7 +225,7 @@ def _tracker(
         run_id=resumed,
     )
     # the processes of the run's start (MLflow keeps a param's first value: a resume on others is a tag, see
-    # _note_world_size)
+    # state.note_world_size)
     processes = {} if resumed else {"world_size": world, "data_parallel": dp_size}
     tracker.log_params({**to_dict(cfg), "data.meta": meta.get("encoders", {}), "plugin.resolved": plugin,
                         **processes})  # fmt: skip
