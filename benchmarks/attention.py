@@ -3,8 +3,8 @@
 All three models have width 384 (6 heads of 64), 4 layers (STDiT: 4 spatial + 4 temporal attentions; Latte: 4
 spatial + 4 temporal blocks; full: 4 joint attentions), a 16x16 latent with patch 2 (64 tokens per frame), batch 1,
 120 text tokens of width 4096. Each measured ratio is the median step time of the other model over STDiT's, beside
-the FLOPs ratio from `model.flops`. The last rows are analytic only: Open-Sora's STDiT-XL/2 at 64 frames x 512 px,
-where Open-Sora measured a 5x speed-up over full attention.
+the FLOPs ratio from `model.planning.flops`. The last rows are analytic only: Open-Sora's STDiT-XL/2 at 64
+frames x 512 px, where Open-Sora measured a 5x speed-up over full attention.
 
     python benchmarks/attention.py            # 1, 4, 16, 64 frames
     python benchmarks/attention.py --quick    # 1 and 4 frames, one repetition (CI)
@@ -23,9 +23,9 @@ import time
 import torch
 from diffusers import LatteTransformer3DModel
 
-from model.flops import Arch, forward_flops
-from model.info import summarize
-from model.stdit import STDiT
+from model.networks.stdit import STDiT
+from model.planning.flops import Arch, forward_flops
+from model.planning.info import summarize
 
 WIDTH_HEADS, HEAD_DIM, DEPTH = 6, 64, 4
 LATENT, PATCH, CHANNELS, TEXT_TOKENS, CAPTION_CHANNELS = 16, 2, 4, 120, 4096

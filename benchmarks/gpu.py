@@ -8,10 +8,12 @@ Parts (each runs in its own try/except; a failure is reported and the others sti
              each keeping the ones above it: today (eager, separate q/k/v, every block recomputing), fused
              projections, compiled blocks, and the recompute count the memory model picks (the default); then
              today and the default at 256 px x 16 frames (latent 32x32, batch 16). Tokens/s, MFU = 3 x forward
-             FLOPs (model.flops) per second over the card's dense bf16 peak (model.gpus), HFU with the recomputed
-             forward, and the first (compiling) step's seconds. Target: MFU >= 45% at 512 px, >= 40% at 256 px.
-  memory     model.memory.step_memory of each row's step (zero2, dp=1, its recompute count and compilation, no EMA)
-             against torch.cuda.max_memory_allocated over the same timed steps. Target: within 15%.
+             FLOPs (model.planning.flops) per second over the card's dense bf16 peak (model.planning.gpus), HFU
+             with the recomputed forward, and the first (compiling) step's seconds. Target: MFU >= 45% at 512 px,
+             >= 40% at 256 px.
+  memory     model.planning.memory.step_memory of each row's step (zero2, dp=1, its recompute count and
+             compilation, no EMA) against torch.cuda.max_memory_allocated over the same timed steps.
+             Target: within 15%.
   sdpa       which SDPA kernel runs (torch profiler op names) for the spatial, temporal and cross attention shapes
              at 256 and 512 px, and whether each runs with only FLASH_ATTENTION or only EFFICIENT_ATTENTION allowed.
              Target: flash or efficient, never math.
@@ -101,7 +103,7 @@ def is_oom(err: BaseException) -> bool:
 
 def model_config(preset: str, mode: str = "spatial_temporal") -> dict:
     """STDiT constructor arguments: `preset` with Open-Sora 1.0's inputs (SD VAE latents, learned sigma, T5-XXL)."""
-    from model.stdit import preset_config
+    from model.networks.stdit import preset_config
 
     return preset_config(
         preset,
@@ -116,7 +118,7 @@ def model_config(preset: str, mode: str = "spatial_temporal") -> dict:
 
 def build(preset: str, device: str, dtype: torch.dtype, mode: str = "spatial_temporal", caption_channels=None):
     """A randomly initialised STDiT, made directly on `device`."""
-    from model.stdit import STDiT
+    from model.networks.stdit import STDiT
 
     config = model_config(preset, mode)
     if caption_channels:
@@ -127,7 +129,7 @@ def build(preset: str, device: str, dtype: torch.dtype, mode: str = "spatial_tem
 
 
 def arch(config: dict, variant: str | None = None):
-    from model.flops import Arch
+    from model.planning.flops import Arch
 
     return Arch.from_config({"mlp_ratio": 4.0, "qk_norm": False, **config}, variant)
 
@@ -150,7 +152,7 @@ def peak_tflops(args, device: str) -> tuple[float | None, str]:
     """The dense bf16 peak (TFLOP/s) MFU is taken against, and where it comes from."""
     if args.peak_tflops:
         return args.peak_tflops, "--peak-tflops"
-    from model.gpus import by_device_name
+    from model.planning.gpus import by_device_name
 
     spec = by_device_name(torch.cuda.get_device_name(device)) if device.startswith("cuda") else None
     return (spec.bf16_tflops, spec.name) if spec else (None, "unknown GPU: give --peak-tflops")
@@ -170,7 +172,7 @@ DEFAULT = "+recompute-auto"
 
 
 def step_setup(plugin: str, levers: dict, recompute: int) -> object:
-    from model.memory import StepSetup
+    from model.planning.memory import StepSetup
 
     return StepSetup(plugin=plugin, dp=1, gradient_checkpointing=recompute > 0, recompute_blocks=recompute,
                      compiled=levers["compile"], ema=False)  # fmt: skip
@@ -182,9 +184,9 @@ def lever_rows(args, device: str, shapes: list[tuple[int, int, str]]) -> list[di
     from components.train.build import set_recompute
     from components.train.config import ModelConfig, TrainConfig
     from components.train.launch import boost
-    from model.flops import forward_flops
-    from model.flow import FlowConfig, training_loss
-    from model.memory import step_memory
+    from model.planning.flops import forward_flops
+    from model.planning.memory import step_memory
+    from model.schedulers.flow import FlowConfig, training_loss
 
     plugin = "zero2" if device.startswith("cuda") else "ddp"
     peak, _ = peak_tflops(args, device)
@@ -328,9 +330,12 @@ def print_training(rows: list[dict], peak: float | None, peak_source: str, prese
             f"{r['step_s']:7.3f} {r['tokens_per_s']:9.0f} {pct(r['mfu'])} {pct(r['hfu'])} "
             f"{gib(r['memory_estimate_gb'])} {gib(r['memory_measured_gb'])}"
         )
-    print("MFU counts 3x forward FLOPs (model.flops) as useful work; HFU adds the forward that recompute repeats.")
-    print(f"[memory] estimate: model.memory.step_memory of the row's step; target within {MEMORY_TOLERANCE:.0%} of "
-          "torch.cuda.max_memory_allocated")  # fmt: skip
+    print(
+        "MFU counts 3x forward FLOPs (model.planning.flops) as useful work; HFU adds the forward that recompute "
+        "repeats."
+    )
+    print(f"[memory] estimate: model.planning.memory.step_memory of the row's step; target within "
+          f"{MEMORY_TOLERANCE:.0%} of torch.cuda.max_memory_allocated")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ part 3: kernels
@@ -346,7 +351,7 @@ def kernels_of(names) -> list[str]:
 
 def attention_calls(model, pixels: int, device: str, dtype: torch.dtype) -> dict:
     """name -> (a forward+backward of that attention of block 0 at `pixels` x FRAMES, batch 1; q's shape)."""
-    from model.attention import rope_cos_sin
+    from model.networks.attention import rope_cos_sin
 
     cfg = model.config
     block = model.transformer_blocks[0]
@@ -454,7 +459,7 @@ def print_sdpa(part: dict) -> None:
 
 def attention_part(args, device: str) -> dict:
     """Forward+backward time of STDiT and its full-attention twin at 64 frames x 512 px, batch 1, bf16."""
-    from model.flops import forward_flops
+    from model.planning.flops import forward_flops
 
     side = ATTENTION_PIXELS // VAE_FACTOR
     shape = dict(batch=1, frames=ATTENTION_FRAMES, height=side, width=side, text_tokens=TEXT_TOKENS)
@@ -524,7 +529,7 @@ def print_attention(part: dict, preset: str) -> None:
 
 
 def sample_part(args, device: str) -> dict:
-    from model.flow import FlowConfig, sample
+    from model.schedulers.flow import FlowConfig, sample
 
     model = build(args.preset, device, torch.bfloat16).eval()
     try:
@@ -740,7 +745,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-512", type=int, default=4, help="batch at 512 px x 16 frames (default 4)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed ZeRO-2 steps per shape (default 3)")
     parser.add_argument("--reps", type=int, default=None, help="timed ZeRO-2 steps per shape (default 5)")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak for MFU (default: model.gpus)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="dense bf16 peak for MFU (default: model.planning.gpus)"
+    )
     parser.add_argument("--preset", default="XL/2", help="STDiT preset (default XL/2; the targets are for XL/2)")
     parser.add_argument(
         "--smoke",

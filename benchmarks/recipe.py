@@ -83,7 +83,8 @@ def judge(pipeline: Path, prompts: list[str], steps: int, guidance: float) -> di
     import torch
 
     from components.evaluate import adherence
-    from model.pipeline import load_pipeline, to_uint8
+    from model.inference.loading import load_pipeline
+    from model.inference.pipeline import to_uint8
 
     pipe = load_pipeline(pipeline)
     pipe.set_progress_bar_config(disable=True)

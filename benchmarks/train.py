@@ -27,8 +27,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from components.common.toy.tiny import word_tokenizer
-from model.flow import FlowConfig, training_loss
-from model.stdit import STDiT, preset_config
+from model.networks.stdit import STDiT, preset_config
+from model.schedulers.flow import FlowConfig, training_loss
 
 SIZE, CAPTION = 256, "a red circle moves left on a black background"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from model.info import preset_arch, summarize
-from model.stdit import STDIT_PRESETS
+from model.networks.stdit import STDIT_PRESETS
+from model.planning.info import preset_arch, summarize
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -65,8 +65,8 @@ def _run(args: argparse.Namespace) -> int:
 
 BUCKETS_DESCRIPTION = """\
 The largest batch per bucket (resolution x frames) whose training step fits a GPU's memory, from the memory model
-in model/memory.py (weights, gradients, optimizer states sharded by ZeRO-2 over --dp processes, EMA, activations
-with or without gradient checkpointing), written as a bucket_config that `t2v precompute --buckets FILE` and
+in model/planning/memory.py (weights, gradients, optimizer states sharded by ZeRO-2 over --dp processes, EMA,
+activations with or without gradient checkpointing), written as a bucket_config that `t2v precompute --buckets FILE` and
 `t2v train --set buckets=FILE` accept. The presets in configs/buckets/ are made with it:
 
   t2v buckets --gpu-memory 80 --out configs/buckets/80gb.yaml
@@ -74,7 +74,7 @@ with or without gradient checkpointing), written as a bucket_config that `t2v pr
 
 
 def add_buckets_parser(verbs: argparse._SubParsersAction) -> None:
-    from model.memory import PRESET_FRAMES, PRESET_RESOLUTIONS
+    from model.planning.memory import PRESET_FRAMES, PRESET_RESOLUTIONS
 
     p = verbs.add_parser(
         "buckets",
@@ -98,7 +98,7 @@ def add_buckets_parser(verbs: argparse._SubParsersAction) -> None:
 def _run_buckets(args: argparse.Namespace) -> int:
     import yaml
 
-    from model.memory import ONLINE_ENCODER_PARAMS, StepSetup, bucket_preset
+    from model.planning.memory import ONLINE_ENCODER_PARAMS, StepSetup, bucket_preset
 
     encoders = sum(ONLINE_ENCODER_PARAMS.values()) if args.online_encoders else 0
     setup = StepSetup(plugin="zero2", dp=args.dp, gradient_checkpointing=not args.no_gradient_checkpointing,
@@ -123,8 +123,8 @@ def _run_buckets(args: argparse.Namespace) -> int:
         f"# `t2v buckets --gpu-memory {args.gpu_memory:g} --preset {args.preset} --dp {args.dp}"
         f"{' --no-gradient-checkpointing' if args.no_gradient_checkpointing else ''}"
         f"{' --online-encoders' if args.online_encoders else ''} --text-tokens {args.text_tokens}`"
-        ": the largest batch per bucket\n# by the memory model in model/memory.py; buckets where one sample does not "
-        "fit are left out.\n" + yaml.safe_dump(preset, sort_keys=False, default_flow_style=None)
+        ": the largest batch per bucket\n# by the memory model in model/planning/memory.py; buckets where one sample "
+        "does not fit are left out.\n" + yaml.safe_dump(preset, sort_keys=False, default_flow_style=None)
     )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ also put next to what the run measured (tokens/s per GPU, peak memory).
 
 
 def add_plan_parser(verbs: argparse._SubParsersAction) -> None:
-    from model.gpus import GPUS
+    from model.planning.gpus import GPUS
 
     p = verbs.add_parser(
         "plan",
@@ -176,7 +176,7 @@ def add_plan_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def resolve_mfu(args, recipe, spec) -> tuple[float, str]:
-    from model.plan import MEASURED_MFU, MEASURED_MFU_SOURCE, calibrate_mfu, mlflow_measurements
+    from model.planning.plan import MEASURED_MFU, MEASURED_MFU_SOURCE, calibrate_mfu, mlflow_measurements
 
     if args.mfu is not None:
         return args.mfu, "stated"
@@ -196,8 +196,8 @@ def resolve_mfu(args, recipe, spec) -> tuple[float, str]:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from model.gpus import gpu
-    from model.plan import Recipe, compare_with_run, days_from_throughput, mlflow_measurements, plan
+    from model.planning.gpus import gpu
+    from model.planning.plan import Recipe, compare_with_run, days_from_throughput, mlflow_measurements, plan
 
     recipe, spec = Recipe.load(args.config), gpu(args.gpu)
     mfu, source = resolve_mfu(args, recipe, spec)

@@ -15,8 +15,19 @@ def layer(module: str) -> str:
     return "common" if parts[1] == "common" else f"step:{parts[1]}"
 
 
+# model/'s rooms, bottom up: a room imports its own modules and those of lower floors only
+MODEL_FLOORS = {"networks": 0, "schedulers": 0, "weights": 1, "planning": 1, "inference": 2, "cli": 3}
+
+
+def model_room_allows(source: str, target: str) -> bool:
+    a, b = ([*m.split("."), "cli"][1] for m in (source, target))  # the package's own __init__: the top
+    return a == b or MODEL_FLOORS[b] < MODEL_FLOORS[a]
+
+
 def allowed(source: str, target: str) -> bool:
     a, b = layer(source), layer(target)
+    if a == b == "model":
+        return model_room_allows(source, target)
     if a == b or b == "components":
         return True
     rules = {
@@ -42,13 +53,15 @@ def test_imports_follow_the_layers():
 
 def test_a_planted_crossing_import_is_caught(tmp_path):
     edges = graph()
-    edges["model.stdit"] = edges["model.stdit"] | {"components.common.latents"}  # model reaching up
+    edges["model.networks.stdit"] = edges["model.networks.stdit"] | {"components.common.latents"}  # model reaching up
+    edges["model.planning.flops"] = edges["model.planning.flops"] | {"model.inference.prompts"}  # a room reaching up
     edges["components.evaluate.evaluate"] = edges["components.evaluate.evaluate"] | {"components.train.train"}
     edges["components.common.video"] = edges["components.common.video"] | {"pipelines.t2v"}
     assert violations(edges) == [
         "components.common.video imports pipelines.t2v",
         "components.evaluate.evaluate imports components.train.train",
-        "model.stdit imports components.common.latents",
+        "model.networks.stdit imports components.common.latents",
+        "model.planning.flops imports model.inference.prompts",
     ]
     # and in source: a planted module is read like the real ones
     for name in ("model/__init__.py", "components/__init__.py", "components/train/__init__.py", "pipelines/x.py",

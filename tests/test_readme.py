@@ -11,8 +11,8 @@ README = " ".join((ROOT / "README.md").read_text().split())  # one line: figures
 
 
 def test_the_plan_figures_are_the_planners():
-    from model.gpus import gpu
-    from model.plan import Recipe, calibrate_mfu, plan
+    from model.planning.gpus import gpu
+    from model.planning.plan import Recipe, calibrate_mfu, plan
 
     recipe = Recipe.load(ROOT / "configs/plan/opensora-1.0.yaml")
     h800 = gpu("h800")
@@ -26,7 +26,7 @@ def test_the_plan_figures_are_the_planners():
         "$2.5 per GPU-hour"
     )
     assert expected in README
-    from model.plan import MEASURED_MFU
+    from model.planning.plan import MEASURED_MFU
 
     default = plan(recipe, gpu("h200"), num_gpus=64, mfu=MEASURED_MFU, price_per_hour=2.5)
     measured = (
@@ -37,7 +37,7 @@ def test_the_plan_figures_are_the_planners():
 
 
 def test_the_xl2_parameter_counts_are_the_networks():
-    from model.stdit import STDiT, preset_config
+    from model.networks.stdit import STDiT, preset_config
 
     config = preset_config("XL/2", in_channels=4, out_channels=8, caption_channels=4096, caption_max_length=120)
     with torch.device("meta"):
@@ -54,7 +54,7 @@ def test_the_xl2_parameter_counts_are_the_networks():
 
 
 def test_the_attention_ratio_is_the_benchmarks_analytic_figure():
-    from model.info import summarize
+    from model.planning.info import summarize
 
     (row,) = summarize(["XL/2"], frames=64, height=512, width=512)
     assert f"STDiT-XL/2 at 64 frames x 512 px ({row['full_over_stdit']:.1f}x; Open-Sora measured 5x)" in README

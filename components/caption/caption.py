@@ -27,7 +27,7 @@ from components.caption.cleanup import append_scores
 from components.caption.frames import clip_frames
 from components.common.files import atomic_path
 from components.common.settings import setting
-from model.prompts import clean_caption
+from model.inference.prompts import clean_caption
 
 log = logging.getLogger(__name__)
 

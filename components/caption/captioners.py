@@ -15,7 +15,7 @@ import json
 import fsspec
 import numpy as np
 
-from model.hub import resolve
+from model.weights.hub import resolve
 
 DEFAULT_PROMPT = (
     "Describe this video and its visual style in detail: the objects, what they do, the setting and the camera. "

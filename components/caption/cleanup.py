@@ -1,4 +1,4 @@
-"""Caption score suffixes (Open-Sora 1.2's score conditioning); the clean-up itself is model.prompts."""
+"""Caption score suffixes (Open-Sora 1.2's score conditioning); the clean-up itself is model.inference.prompts."""
 
 from __future__ import annotations
 

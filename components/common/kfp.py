@@ -68,10 +68,10 @@ def step_settings(cls, recipe: str, overrides: str, sections: tuple[str, ...], f
 
 
 def require_models(cfg) -> None:
-    """Raise model.hub.ModelNotFound naming every model `cfg.models()` names that does not resolve (offline: is
+    """Raise model.weights.hub.ModelNotFound naming every model `cfg.models()` names that does not resolve (offline: is
     not staged)."""
     if hasattr(cfg, "models"):
-        from model.hub import require
+        from model.weights.hub import require
 
         require(cfg.models())
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from components.common.files import atomic_dir
 
 MODEL_NAME = "t2v-stdit"
-PIPELINE_ARTIFACT = "pipeline"  # the pyfunc's artifact key (model.pyfunc): artifacts/pipeline/
+PIPELINE_ARTIFACT = "pipeline"  # the pyfunc's artifact key (model.inference.pyfunc): artifacts/pipeline/
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -94,8 +94,8 @@ def pipeline_folder(spec: str, tracking_uri: str | None = None) -> tuple[Path, d
 
 def load_pipeline(spec: str, tracking_uri: str | None = None, device: str = "cpu"):
     """(T2VPipeline on `device`, what it is) for a pipeline folder or a registry URI, loaded through diffusers'
-    DiffusionPipeline.from_pretrained (model.pipeline.load_pipeline)."""
-    from model.pipeline import load_pipeline as load
+    DiffusionPipeline.from_pretrained (model.inference.pipeline.load_pipeline)."""
+    from model.inference.loading import load_pipeline as load
 
     folder, info = pipeline_folder(spec, tracking_uri)
     return load(folder).to(device), info

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from components.common.latents import LatentDataset, collate
-from model.flow import flow_loss
-from model.stdit import STDiT
+from model.networks.stdit import STDiT
+from model.schedulers.flow import flow_loss
 
 
 @torch.no_grad()

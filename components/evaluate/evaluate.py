@@ -135,7 +135,7 @@ def sample_videos(pipe, prompts: list[Prompt], cfg: EvalConfig, folder: Path, la
     import imageio.v2 as imageio
 
     from components.common.video import write_video
-    from model.pipeline import to_uint8
+    from model.inference.pipeline import to_uint8
 
     folder.mkdir(parents=True, exist_ok=True)
     pipe.set_progress_bar_config(disable=True)  # one bar over the prompts instead
@@ -179,7 +179,7 @@ def sample_videos(pipe, prompts: list[Prompt], cfg: EvalConfig, folder: Path, la
 
 def real_videos(val, vae, limit: int) -> list[np.ndarray]:
     """The held-out clips as uint8 frames, decoded from their latents (the same space the model generates in)."""
-    from model.pipeline import to_frames
+    from model.inference.pipeline import to_frames
 
     videos = []
     for i in range(min(len(val), limit)):
@@ -221,7 +221,7 @@ def true_displacement(val, vae, limit: int = 64) -> float | None:
     """How far the shapes of the held-out toy-world videos travel in their captions' direction over a clip (pixels,
     decoded from the latents the model learns from): what a generated clip's `adherence/displacement` is compared
     with. None without such videos."""
-    from model.pipeline import to_frames
+    from model.inference.pipeline import to_frames
 
     videos, directions = [], []
     for i in range(len(val)):
@@ -261,7 +261,7 @@ def weighted_metrics(cfg: EvalConfig, records: list[dict], real: list[np.ndarray
 
 def evaluate_one(pipe, name: str, val, meta, prompts, cfg: EvalConfig, folder: Path, device: str) -> dict:
     from components.common.validation import validation_loss
-    from model.encoders import video_vae
+    from model.weights.encoders import video_vae
 
     check_compatible(pipe, meta, name)
     metrics = validation_loss(

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.hub import ModelNotFound, resolve
+from model.weights.hub import ModelNotFound, resolve
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ def generate(cfg: GenerateConfig) -> list[Path]:
 
     from components.common.registry import load_pipeline
     from components.common.video import write_video
-    from model.pipeline import to_uint8
+    from model.inference.pipeline import to_uint8
 
     pipe, _ = load_pipeline(cfg.model, cfg.tracking_uri, "cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_progress_bar_config(disable=not cfg.progress)

@@ -22,7 +22,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from model.hub import ModelNotFound, resolve
+from model.weights.hub import ModelNotFound, resolve
 
 
 class ClipScorer(Protocol):
@@ -32,7 +32,8 @@ class ClipScorer(Protocol):
 
 
 def _require(spec: str | None, what: str, flag: str) -> str:
-    """The local path of a scorer's model (online, a hub repository id may come back as is): model.hub.resolve."""
+    """The local path of a scorer's model (online, a hub repository id may come back as is):
+    model.weights.hub.resolve."""
     if not spec:
         raise ValueError(f"the {what} needs a model: pass {flag} PATH or hub id")
     try:

@@ -27,8 +27,8 @@ from components.common.files import atomic_dir
 from components.common.latents import EncodingConfig, clip_video, plan
 from components.common.scores import SCORE_SETTINGS, passing
 from components.common.settings import setting
-from model.buckets import validate
-from model.encoders import TextEncoder, describe, load_vae
+from model.planning.buckets import validate
+from model.weights.encoders import TextEncoder, describe, load_vae
 
 PRECOMPUTE_VERSION = 1
 

@@ -6,11 +6,11 @@ register(cfg):
      --baseline models:/<name>@champion`: both models on the same held-out set in the same run)
   2. stages the pipeline folder: small local encoders (under `bundle_max_mb`) are written into it as pipeline
      components, hub ids stay references, large local encoders are referenced by absolute path
-  3. logs it as an MLflow pyfunc "from code" (components/register/model_code.py sets model.pyfunc.T2VModel; the
-     `model` package travels as the version's code, so it loads without the project installed, and nothing in it
-     is unpickled) in a `register` run with the evaluation's metrics and report, and registers a version of `name`
-     with lineage tags (git commit, data key, manifest hash, DVC md5, pipeline run id, per-stage configs and runs,
-     evaluation run) and a model card as its description
+  3. logs it as an MLflow pyfunc "from code" (components/register/model_code.py sets model.inference.pyfunc.T2VModel;
+     the `model` package travels as the version's code, so it loads without the project installed, and nothing in it is
+     unpickled) in a `register` run with the evaluation's metrics and report, and registers a version of `name` with
+     lineage tags (git commit, data key, manifest hash, DVC md5, pipeline run id, per-stage configs and runs, evaluation
+     run) and a model card as its description
   4. aliases: the new version becomes `challenger`; the first version becomes `champion`; later the champion
      moves only when the challenger beats it on `metric` by more than `margin`. The decision and its numbers go
      to the run, the version's tags and decision.json.
@@ -150,7 +150,7 @@ def _size_mb(folder: Path) -> float:
 def stage_pipeline(pipeline: Path, dest: Path, bundle_max_mb: float) -> dict[str, str]:
     """Copy the pipeline folder to `dest`, writing small local encoders into it as pipeline components; returns
     {spec key: original spec} of those written or re-pointed."""
-    from model.pipeline_folder import write_encoder
+    from model.inference.folder import write_encoder
 
     shutil.copytree(pipeline, dest)
     index_path = dest / "model_index.json"
@@ -300,7 +300,7 @@ def _log_and_decide(cfg: RegisterConfig, tracking_uri: str, pipeline: Path, eval
     import mlflow
     from mlflow.models import infer_signature
 
-    from model.pyfunc import DEFAULT_PARAMS
+    from model.inference.pyfunc import DEFAULT_PARAMS
 
     c = client(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from components.train.config import TrainConfig
-from model.stdit import STDiT, preset_config
+from model.networks.stdit import STDiT, preset_config
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def build_model(cfg: TrainConfig, meta: dict, latent_side: int) -> STDiT:
     folder), checked against the data's latent channels."""
     init = cfg.model.init
     if init.startswith("pixart:"):
-        from model.pixart_import import stdit_from_pixart
+        from model.weights.pixart import stdit_from_pixart
 
         model = stdit_from_pixart(init.split(":", 1)[1], **cfg.model.overrides)
     elif init != "scratch":
@@ -66,8 +66,8 @@ def set_recompute(
     memory model says the largest of `shapes` ({batch, frames, height, width}: per-process batch and latent size of
     each bucket) needs in this device's memory (after `set_compile`: compiled blocks keep less). Returns the number
     of blocks that recompute."""
-    from model.flops import Arch
-    from model.memory import StepSetup, recompute_blocks
+    from model.planning.flops import Arch
+    from model.planning.memory import StepSetup, recompute_blocks
 
     setting, layers = cfg.model.gradient_checkpointing, model.config.num_layers
     if setting == "auto":

@@ -10,7 +10,7 @@ from components.common import settings
 from components.common.latents import EncodingConfig
 from components.common.scores import thresholds
 from components.common.settings import setting, stage_sections
-from model.flow import FlowConfig
+from model.schedulers.flow import FlowConfig
 
 PLUGINS = ("auto", "ddp", "zero2")
 STAGE_DATA = ("bucket_config", "frame_interval", "target_fps")  # what a stage's `precompute` may set
@@ -23,7 +23,7 @@ class ModelConfig:
     """The network and where its weights come from."""
 
     init: str = setting("scratch", "scratch, pixart:<id or folder>, or an STDiT export folder (the previous stage)")
-    preset: str = setting("XL/2", "STDiT preset (model.stdit.STDIT_PRESETS) for a model from scratch")
+    preset: str = setting("XL/2", "STDiT preset (model.networks.stdit.STDIT_PRESETS) for a model from scratch")
     overrides: dict = setting({}, "STDiT constructor arguments over the preset (channels come from the data)")
     gradient_checkpointing: bool | int | str = setting(
         "auto",

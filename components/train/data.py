@@ -150,7 +150,7 @@ def datasets(cfg: TrainConfig, device: str):
 
         import pandas as pd
 
-        from model.encoders import TextEncoder, describe, load_vae
+        from model.weights.encoders import TextEncoder, describe, load_vae
 
         on = cfg.online
         manifest_path = Path(on.manifest)

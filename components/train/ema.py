@@ -13,7 +13,7 @@ import torch
 
 from components.train.build import update_ema
 from components.train.shards import gather_whole, local_shard, master_shards
-from model.stdit import STDiT
+from model.networks.stdit import STDiT
 
 
 class EMA:

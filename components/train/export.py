@@ -12,8 +12,8 @@ import torch
 from components.common.settings import to_dict
 from components.common.tracking import Tracker, write_plots
 from components.train.config import TrainConfig
-from model.pipeline import build_pipeline
-from model.stdit import STDiT
+from model.inference.pipeline import assemble_pipeline
+from model.networks.stdit import STDiT
 
 
 def export(
@@ -49,7 +49,7 @@ def export(
     lineage = stage_lineage(cfg, meta, state, tracker.run_id)
     (folder / "lineage.json").write_text(json.dumps(lineage, indent=2))
     encoders = meta["encoders"]
-    pipe = build_pipeline(
+    pipe = assemble_pipeline(
         ema,
         encoders["vae"],
         encoders["text_encoder"],

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from components.train.config import TrainConfig
-from model.stdit import STDiT
+from model.networks.stdit import STDiT
 
 
 def launch(seed: int) -> tuple[int, int, str]:

@@ -8,15 +8,15 @@ import torch
 
 from components.common.latents import LatentDataset, collate
 from components.train.config import TrainConfig
-from model.pipeline import to_frames
-from model.stdit import STDiT
+from model.inference.pipeline import to_frames
+from model.networks.stdit import STDiT
 
 
 @torch.no_grad()
 def sample_videos(model: STDiT, prompts: LatentDataset, vae, cfg: TrainConfig, folder: Path, device: str) -> list[Path]:
     """Generate from the first `sample_count` held-out captions (their latent shapes), decode, write mp4s."""
     from components.common.video import write_video
-    from model.flow import sample
+    from model.schedulers.flow import sample
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -17,8 +17,8 @@ from components.train.ema import EMA
 from components.train.guard import Guard
 from components.train.launch import Boosted, scale_lr
 from components.train.shards import load_masters, whole_masters
-from model.attention import to_own_layout, to_separate_layout
-from model.stdit import STDiT
+from model.networks.attention import to_own_layout, to_separate_layout
+from model.networks.stdit import STDiT
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import time
 import torch
 
 from components.train.config import TrainConfig
-from model.stdit import STDiT
+from model.networks.stdit import STDiT
 
 
 def tokens_of(x0: torch.Tensor, model: STDiT) -> int:
@@ -21,7 +21,7 @@ def tokens_of(x0: torch.Tensor, model: STDiT) -> int:
 def train_flops(model: STDiT, x0: torch.Tensor, text_tokens: int, cfg: TrainConfig) -> float:
     """Model FLOPs of one training step on a batch of latents: forward and backward, 3x the forward. The forward
     that gradient checkpointing recomputes is not counted: MFU measures useful work (as benchmarks/gpu.py does)."""
-    from model.flops import Arch, forward_flops
+    from model.planning.flops import Arch, forward_flops
 
     b, _, t, h, w = x0.shape
     f = forward_flops(Arch.from_config(model.config), batch=b, frames=t, height=h, width=w, text_tokens=text_tokens)
@@ -29,8 +29,8 @@ def train_flops(model: STDiT, x0: torch.Tensor, text_tokens: int, cfg: TrainConf
 
 
 def peak_tflops(device: str) -> float | None:
-    """Dense bf16 peak of the GPU by name (for MFU, model.gpus), None when unknown."""
-    from model.gpus import by_device_name
+    """Dense bf16 peak of the GPU by name (for MFU, model.planning.gpus), None when unknown."""
+    from model.planning.gpus import by_device_name
 
     spec = by_device_name(torch.cuda.get_device_name(device))
     return spec.bf16_tflops if spec else None

@@ -42,9 +42,9 @@ from components.train.guard import Guard
 from components.train.launch import Boosted, all_sum, boost, clip_gradients, launch, plugin_name
 from components.train.samples import sample_videos
 from components.train.throughput import Window
-from model.flow import training_loss
-from model.parallel import new_groups
-from model.stdit import STDiT
+from model.networks.parallel import new_groups
+from model.networks.stdit import STDiT
+from model.schedulers.flow import training_loss
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             x0 = batch["latent"].to(device)
             # the global batch's mean loss, whatever its split: this rank's sum / global batch size (every batch is
             # full-size, see BucketBatchSampler), times the data-parallel size because gradients are averaged over
-            # all processes (see model.parallel)
+            # all processes (see model.networks.parallel)
             global_batch = sampler.batch_sizes[train_set.index.bucket.iloc[batch["index"][0]]]
             scale = dp_size / global_batch
             step_loss, grad_norm, verdict = _step(cfg, run, ema, guard, batch, x0, scale, step, world, device)
@@ -334,7 +334,7 @@ def _sample(
 ):
     """Write and track the sample videos of step `step`; returns the VAE, loaded here on first use."""
     if vae is None:
-        from model.encoders import load_vae
+        from model.weights.encoders import load_vae
 
         vae = load_vae(meta["encoders"]["vae"])
     folder = f"samples/step-{step:08d}"

@@ -37,7 +37,7 @@ def attention_flops_ratio(frames: int, side: int, C: int = 1152, text_tokens: in
 def test_model_verb_reports_open_sora_xl2(capsys):
     import torch
 
-    from model.stdit import STDiT, preset_config
+    from model.networks.stdit import STDiT, preset_config
 
     assert main(["model", "--preset", "XL/2", "--frames", "64", "--size", "512", "512"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if "XL/2" in line)

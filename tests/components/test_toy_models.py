@@ -16,9 +16,9 @@ from components.common.toy.footage import FOOTAGE, FootageUnavailable, fetch_foo
 from components.common.toy.models import MARKER, ToyModelSizes, build_models_volume
 from components.evaluate.features import CLIPScorer, I3DFeatures, VideoMAEFeatures
 from components.ingest.plugins import AestheticScorer, TextAreaScorer
-from model.encoders import DiffusersVAE, TextEncoder, load_vae
-from model.hub import PRODUCTION_MODELS, ModelNotFound, require
-from model.pixart_import import stdit_from_pixart
+from model.weights.encoders import DiffusersVAE, TextEncoder, load_vae
+from model.weights.hub import PRODUCTION_MODELS, ModelNotFound, require
+from model.weights.pixart import stdit_from_pixart
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = ToyModelSizes()

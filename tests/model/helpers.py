@@ -2,7 +2,7 @@
 
 import torch
 
-from model.stdit import STDiT, preset_config
+from model.networks.stdit import STDiT, preset_config
 
 CAPTION_CHANNELS, TEXT_TOKENS = 16, 6
 

@@ -8,7 +8,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from model.parallel import new_groups
+from model.networks.parallel import new_groups
 from tests.model.helpers import inputs, randomize, tiny_stdit
 
 
@@ -28,7 +28,7 @@ def compare(compiled: bool = False, **config) -> dict[str, float]:
         out = model(x, t, text, mask).sample
         out.pow(2).mean().backward()
         grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-        if group is not None:  # the group's gradients sum to sp x the loss gradient (see model.parallel)
+        if group is not None:  # the group's gradients sum to sp x the loss gradient (see model.networks.parallel)
             dist.all_reduce(grads)
             grads /= group.size
         results.append((out.detach(), grads))

@@ -3,7 +3,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from model.flops import Arch, forward_flops, param_counts
+from model.planning.flops import Arch, forward_flops, param_counts
 from tests.model.helpers import TEXT_TOKENS, inputs, randomize, tiny_stdit
 
 

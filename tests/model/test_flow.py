@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from model.flow import (
+from model.schedulers.flow import (
     FlowConfig,
     draw,
     flow_loss,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import hf_hub_download, scan_cache_dir, snapshot_download
 
-from model import hub
-from model.hub import ModelNotFound, missing, parse, require, resolve, stage
+from model.weights import hub
+from model.weights.hub import ModelNotFound, missing, parse, require, resolve, stage
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from model.cli import _run_buckets
-from model.flops import Arch
-from model.memory import GB, LiveTensorPeak, StepSetup, bucket_preset, max_batch, recompute_blocks, step_memory
-from model.stdit import STDiT, preset_config
+from model.networks.stdit import STDiT, preset_config
+from model.planning.flops import Arch
+from model.planning.memory import GB, LiveTensorPeak, StepSetup, bucket_preset, max_batch, recompute_blocks, step_memory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,7 +118,7 @@ def test_the_recompute_policy_picks_none_where_the_step_fits_and_the_fewest_bloc
 @pytest.mark.parametrize("gb", [24, 40, 80, 141])
 def test_the_committed_bucket_presets_are_what_the_memory_model_gives(gb, tmp_path):
     """configs/buckets/<gb>gb.yaml are generated; a change to the memory model must regenerate them."""
-    from model.memory import PRESET_FRAMES, PRESET_RESOLUTIONS
+    from model.planning.memory import PRESET_FRAMES, PRESET_RESOLUTIONS
 
     out = tmp_path / f"{gb}gb.yaml"
     args = argparse.Namespace(gpu_memory=gb, preset="XL/2", dp=8, no_gradient_checkpointing=False,

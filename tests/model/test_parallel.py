@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from model.parallel import SequenceParallel
+from model.networks.parallel import SequenceParallel
 
 
 def test_which_shapes_split():

@@ -12,8 +12,9 @@ from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from components.common.toy.tiny import build_tiny_t5, build_tiny_vae
-from model.pipeline import T2VPipeline, T2VPipelineOutput, build_pipeline, load_pipeline
-from model.pipeline_folder import write_encoder
+from model.inference.folder import write_encoder
+from model.inference.loading import load_pipeline
+from model.inference.pipeline import T2VPipeline, T2VPipelineOutput, assemble_pipeline
 from tests.model.helpers import randomize, tiny_stdit
 
 SHAPE = {"num_frames": 3, "height": 16, "width": 16}  # latents (12, 3, 8, 8) through the 2x patch autoencoder
@@ -38,7 +39,7 @@ def t5(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pipe(t5):
     model = randomize(tiny_stdit(in_channels=12, caption_channels=32, caption_max_length=16), std=0.05)
-    return quiet(build_pipeline(model, "none:2", str(t5), 16, sample_shape=(3, 16, 16)))
+    return quiet(assemble_pipeline(model, "none:2", str(t5), 16, sample_shape=(3, 16, 16)))
 
 
 def test_the_encoders_are_components(pipe):
@@ -57,7 +58,7 @@ def test_save_and_reload_give_identical_frames(pipe, tmp_path):
     assert sorted(p.name for p in (tmp_path / "referenced").iterdir()) == names
     written = json.loads((tmp_path / "written" / "model_index.json").read_text())
     assert written["text_encoder"] == ["transformers", "T5EncoderModel"] and written["text_encoder_spec"] is None
-    assert written["vae"] == ["model.encoders", "PatchAutoencoder"]
+    assert written["vae"] == ["model.weights.encoders", "PatchAutoencoder"]
     for name in ("referenced", "written"):
         loaded = DiffusionPipeline.from_pretrained(tmp_path / name, trust_remote_code=True)
         assert type(loaded) is T2VPipeline and loaded.folder == tmp_path / name
@@ -180,7 +181,7 @@ def test_the_negative_prompt_changes_the_result(pipe):
 def test_model_cpu_offload_gives_the_same_frames(t5, tmp_path):
     """The offload hooks on CPU (the accelerator version below): each model is moved in by its hook when called."""
     model = randomize(tiny_stdit(in_channels=12, caption_channels=32, caption_max_length=16), std=0.05)
-    pipe = quiet(build_pipeline(model, "none:2", str(t5), 16, sample_shape=(3, 16, 16)))
+    pipe = quiet(assemble_pipeline(model, "none:2", str(t5), 16, sample_shape=(3, 16, 16)))
     expected = pipe(PROMPTS, generator=seeded(), **RUN).frames
     pipe.enable_model_cpu_offload(device="cpu")
     assert len(pipe._all_hooks) == 3
@@ -191,7 +192,7 @@ def test_model_cpu_offload_gives_the_same_frames(t5, tmp_path):
 @pytest.mark.gpu
 def test_model_cpu_offload_on_the_accelerator_gives_the_frames_of_a_cpu_run(t5):
     model = randomize(tiny_stdit(in_channels=12, caption_channels=32, caption_max_length=16), std=0.05)
-    pipe = quiet(build_pipeline(model, "none:2", str(t5), 16, sample_shape=(3, 16, 16)))
+    pipe = quiet(assemble_pipeline(model, "none:2", str(t5), 16, sample_shape=(3, 16, 16)))
     expected = pipe(PROMPTS, generator=seeded(), **RUN).frames
     pipe.enable_model_cpu_offload()
     frames = pipe(PROMPTS, generator=seeded(), **RUN).frames
@@ -200,7 +201,7 @@ def test_model_cpu_offload_on_the_accelerator_gives_the_frames_of_a_cpu_run(t5):
 
 def test_bf16_sampling_runs_and_is_close_to_fp32(t5):
     model = randomize(tiny_stdit(in_channels=12, caption_channels=32, caption_max_length=16), std=0.05)
-    pipe = quiet(build_pipeline(model, "none:2", str(t5), 16, sample_shape=(3, 16, 16)))
+    pipe = quiet(assemble_pipeline(model, "none:2", str(t5), 16, sample_shape=(3, 16, 16)))
     expected = pipe(PROMPTS, generator=seeded(), **RUN).frames
     pipe.to(torch.bfloat16)
     assert pipe.transformer.dtype == pipe.text_encoder.dtype == torch.bfloat16
@@ -231,7 +232,7 @@ def test_export_to_video_writes_a_playable_file_from_the_first_video(pipe, tmp_p
 def test_a_diffusers_vae_is_written_and_reloaded(t5, tmp_path):
     vae = build_tiny_vae(tmp_path / "vae")
     model = randomize(tiny_stdit(in_channels=4, caption_channels=32, caption_max_length=16), std=0.05)
-    pipe = quiet(build_pipeline(model, str(vae), str(t5), 16, sample_shape=(2, 32, 32)))
+    pipe = quiet(assemble_pipeline(model, str(vae), str(t5), 16, sample_shape=(2, 32, 32)))
     expected = pipe(PROMPTS[0], generator=seeded(), num_inference_steps=2).frames
     assert expected.shape == (1, 2, 32, 32, 3)
     pipe.save_pretrained(tmp_path / "pipe", write_encoders=True)
@@ -244,11 +245,11 @@ def test_a_diffusers_vae_is_written_and_reloaded(t5, tmp_path):
 
 
 def test_the_trained_shape_and_flow_settings_travel_with_the_folder(t5, tmp_path):
-    from model.flow import FlowConfig
+    from model.schedulers.flow import FlowConfig
 
     model = randomize(tiny_stdit(in_channels=48, caption_channels=32, caption_max_length=16), std=0.05)
     flow = FlowConfig(shift=2.0, spatial_compression=4)
-    unloaded = build_pipeline(model, "none:4", str(t5), 16, flow, sample_shape=(3, 32, 48), load_encoders=False)
+    unloaded = assemble_pipeline(model, "none:4", str(t5), 16, flow, sample_shape=(3, 32, 48), load_encoders=False)
     assert unloaded.text_encoder is None  # a pipeline to save only: its encoders stay references
     unloaded.save_pretrained(tmp_path / "pipe")
     with pytest.raises(ValueError, match="not loaded"):
@@ -271,7 +272,7 @@ def test_a_folder_in_the_earlier_format_still_loads(pipe, tmp_path, caplog):
         del index[name]
     index.update(_class_name="T2VPipeline", text_encoder_spec="encoders/text_encoder")
     (old / "model_index.json").write_text(json.dumps(index))
-    with caplog.at_level(logging.WARNING, logger="model.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="model.inference.loading"):
         loaded = quiet(load_pipeline(old))
     assert "earlier pipeline format" in caplog.text and "save_pretrained" in caplog.text
     assert loaded.config.text_encoder_spec is None and loaded.config.vae_spec == "none:2"
@@ -282,9 +283,28 @@ def test_a_folder_in_the_earlier_format_still_loads(pipe, tmp_path, caplog):
     assert np.array_equal(resaved(PROMPTS[0], generator=seeded(), **RUN).frames, expected)
 
 
+def test_a_folder_saved_before_model_was_split_by_concern_still_loads(pipe, tmp_path, caplog):
+    """Folders (registered versions among them) saved when the classes lived in model.stdit and model.encoders and the
+    code file imported model.pipeline load unchanged, through a view naming today's modules."""
+    expected = pipe(PROMPTS[0], generator=seeded(), **RUN).frames
+    pipe.save_pretrained(tmp_path / "old", write_encoders=True)
+    index = json.loads((tmp_path / "old" / "model_index.json").read_text())
+    assert index["transformer"] == ["model.networks.stdit", "STDiT"]
+    index.update(transformer=["model.stdit", "STDiT"], vae=["model.encoders", index["vae"][1]])
+    (tmp_path / "old" / "model_index.json").write_text(json.dumps(index))
+    code = tmp_path / "old" / "t2v_pipeline.py"
+    code.write_text(code.read_text().replace("model.inference.pipeline", "model.pipeline"))
+    before = sorted((p.name, p.read_bytes()) for p in (tmp_path / "old").iterdir() if p.is_file())
+    with caplog.at_level(logging.WARNING, logger="model.inference.loading"):
+        loaded = quiet(load_pipeline(tmp_path / "old"))
+    assert "earlier layout" in caplog.text and "save_pretrained" in caplog.text
+    assert np.array_equal(loaded(PROMPTS[0], generator=seeded(), **RUN).frames, expected)
+    assert sorted((p.name, p.read_bytes()) for p in (tmp_path / "old").iterdir() if p.is_file()) == before
+
+
 def test_only_the_code_file_save_pretrained_writes_is_trusted(pipe, tmp_path):
     pipe.save_pretrained(tmp_path / "pipe")
-    (tmp_path / "pipe" / "t2v_pipeline.py").write_text("import os\nfrom model.pipeline import T2VPipeline\n")
+    (tmp_path / "pipe" / "t2v_pipeline.py").write_text("import os\nfrom model.inference.pipeline import T2VPipeline\n")
     with pytest.raises(ValueError, match="not the code file"):
         load_pipeline(tmp_path / "pipe")
     with pytest.raises(ValueError, match="trust_remote_code"):

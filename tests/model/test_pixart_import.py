@@ -4,8 +4,8 @@ import pytest
 import torch
 from diffusers import PixArtTransformer2DModel
 
-from model.pixart_import import stdit_from_pixart
-from model.stdit import STDiT
+from model.networks.stdit import STDiT
+from model.weights.pixart import stdit_from_pixart
 from tests.model.helpers import randomize
 
 

@@ -8,10 +8,10 @@ import yaml
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from model.flops import Arch, forward_flops
-from model.gpus import gpu
-from model.plan import Recipe, calibrate_mfu, days_from_throughput, plan
-from model.stdit import STDiT, preset_config
+from model.networks.stdit import STDiT, preset_config
+from model.planning.flops import Arch, forward_flops
+from model.planning.gpus import gpu
+from model.planning.plan import Recipe, calibrate_mfu, days_from_throughput, plan
 from t2v.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +73,7 @@ def closed_form_training_flops(
     out_channels: int = 8,
 ) -> float:
     """Training FLOPs of one STDiT-XL/2 sample written out by hand (2 FLOPs per multiply-add; the backward pass
-    twice the forward, the recomputed forward once more with checkpointing), independent of model/flops.py."""
+    twice the forward, the recomputed forward once more with checkpointing), independent of model/planning/flops.py."""
     C, L, p = width, text_tokens, 2
     T, S = frames, (side // 8 // p) ** 2  # latent frames, tokens per frame
     N = T * S
@@ -144,7 +144,7 @@ def test_plan_verb_prints_the_stages(capsys):
 
 
 def test_without_an_mfu_the_plan_uses_the_measured_one_and_names_its_source(capsys):
-    from model.plan import MEASURED_MFU, MEASURED_MFU_SOURCE
+    from model.planning.plan import MEASURED_MFU, MEASURED_MFU_SOURCE
 
     path = ROOT / "configs/plan/opensora-1.0.yaml"
     assert main(["plan", "--config", str(path), "--gpu", "h200", "--num-gpus", "64"]) == 0
@@ -173,8 +173,8 @@ def test_a_recipe_with_unknown_keys_or_no_stages_is_refused_by_name(tmp_path):
 
 
 def test_one_function_makes_a_presets_architecture_for_the_planner_and_t2v_model(tmp_path):
-    from model.info import preset_arch, summarize
-    from model.stdit import STDiT, preset_config
+    from model.networks.stdit import STDiT, preset_config
+    from model.planning.info import preset_arch, summarize
 
     recipe = Recipe.load(ROOT / "configs/plan/opensora-1.0.yaml")  # learned sigma: out_channels 8
     assert recipe.arch() == preset_arch("XL/2", out_channels=8)

@@ -7,9 +7,9 @@ import logging
 import pytest
 import torch
 
-from model.attention import attention_modules, convert_layout
-from model.pixart_import import stdit_from_pixart
-from model.stdit import STDiT
+from model.networks.attention import attention_modules, convert_layout
+from model.networks.stdit import STDiT
+from model.weights.pixart import stdit_from_pixart
 from tests.model.helpers import inputs, randomize, tiny_stdit
 from tests.model.test_pixart_import import tiny_pixart
 

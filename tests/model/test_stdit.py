@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from model.stdit import STDIT_PRESETS, STDiT, preset_config
+from model.networks.stdit import STDIT_PRESETS, STDiT, preset_config
 from tests.model.helpers import CAPTION_CHANNELS, TEXT_TOKENS, inputs, randomize, tiny_stdit
 
 

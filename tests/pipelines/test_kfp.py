@@ -70,8 +70,8 @@ def test_a_task_reads_every_model_setting_and_fails_at_its_start_when_a_model_is
     from components.common.toy.models import build_models_volume
     from components.evaluate.evaluate import EvalConfig
     from components.ingest.ingest import IngestConfig
-    from model.hub import PRODUCTION_MODELS as M
-    from model.hub import ModelNotFound
+    from model.weights.hub import PRODUCTION_MODELS as M
+    from model.weights.hub import ModelNotFound
 
     # every scorer, captioner option and evaluation weight a recipe names reaches the task's settings, through the
     # components' own loader, and must be on the models volume (HF_HOME, offline)

@@ -1,6 +1,6 @@
 """A models volume for the toy world: a folder shaped like the cluster's `t2v-models` volume (`root/hf` is HF_HOME,
 a Hugging Face cache) holding tiny random models, saved in their libraries' own formats under the production hub
-ids (model.hub.PRODUCTION_MODELS). With HF_HOME=root/hf and HF_HUB_OFFLINE=1 every step runs its production
+ids (model.weights.hub.PRODUCTION_MODELS). With HF_HOME=root/hf and HF_HUB_OFFLINE=1 every step runs its production
 settings, ids included, through its production loaders, as on the cluster.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from components.common.files import atomic_path
 from components.common.toy import tiny
-from model.hub import PRODUCTION_MODELS, parse, stage
+from model.weights.hub import PRODUCTION_MODELS, parse, stage
 
 MARKER = "toy-models.json"  # {id: the builder arguments it was staged with}
 
@@ -82,7 +82,7 @@ def _staged(cache: Path, spec: str) -> bool:
 
 def build_models_volume(root: str | Path, sizes: ToyModelSizes = ToyModelSizes()) -> dict[str, str]:
     """Stage every production model as a tiny one under `root`/hf (HF_HOME), once: a model already staged with the
-    same arguments is kept. Returns {setting: hub id} (the keys of model.hub.PRODUCTION_MODELS)."""
+    same arguments is kept. Returns {setting: hub id} (the keys of model.weights.hub.PRODUCTION_MODELS)."""
     root = Path(root)
     hf_home = root / "hf"
     marker = root / MARKER

@@ -15,7 +15,7 @@ from components.common import settings
 from components.common.toy.synth import SynthConfig, synth
 from components.common.toy.tiny import build_tiny_llava_next, build_tiny_llava_next_video
 from components.ingest.ingest import IngestConfig, ingest
-from model.prompts import clean_caption
+from model.inference.prompts import clean_caption
 
 
 @pytest.fixture(scope="module")

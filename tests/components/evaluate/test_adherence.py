@@ -121,7 +121,7 @@ def test_on_the_grid_squares_stay_squares_through_the_downscale_and_through_nois
     """64 px footage trained at 16 px: snapped to a grid of 4, a square's edges fall on whole pixels of the 16-px
     frames (no pixel part shape, part background), so the detector still reads it under noise of 10 grey levels
     that turns squares drawn off the grid into circles."""
-    from model.buckets import resize_crop
+    from model.planning.buckets import resize_crop
 
     rng = np.random.default_rng(0)
     read = {}

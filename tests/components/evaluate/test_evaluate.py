@@ -111,7 +111,7 @@ def test_bad_inputs_are_named(toy_chain, toy_data, tmp_path):
 
 def test_the_loss_plot_names_each_stage_whether_found_by_lineage_or_given_as_artifact_folders(toy_chain, tmp_path):
     from components.evaluate.report import loss_curves
-    from model.pipeline import T2VPipeline
+    from model.inference.pipeline import T2VPipeline
 
     def labels(figure):
         return figure.axes[0].get_legend_handles_labels()[1]

@@ -13,8 +13,8 @@ from components.common.toy.tiny import build_tiny_t5, build_tiny_vae, build_tiny
 from components.common.video import read_frames
 from components.ingest.ingest import IngestConfig, ingest
 from components.precompute.precompute import PrecomputeConfig, precompute
-from model.buckets import assign, bucket_size, resize_crop, validate
-from model.encoders import PatchAutoencoder, TextEncoder, load_vae
+from model.planning.buckets import assign, bucket_size, resize_crop, validate
+from model.weights.encoders import PatchAutoencoder, TextEncoder, load_vae
 
 TOY_BUCKETS = {"64": {1: (1.0, 8), 16: (1.0, 4)}}
 

@@ -12,7 +12,7 @@ import torch
 
 from components.evaluate.evaluate import EvalConfig, evaluate
 from components.register.register import RegisterConfig, register
-from model.pipeline import T2VPipeline
+from model.inference.pipeline import T2VPipeline
 from pipelines.services import LocalServices
 
 NAME = "t2v-stdit"

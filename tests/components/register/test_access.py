@@ -148,7 +148,11 @@ def test_a_version_holds_no_pickle_and_its_requirements_resolve(services, regist
     print("version 3 holds:", *files, sep="\n  ")
     assert [f for f in files if is_pickle(local / f)] == []
     assert "python_model.pkl" not in files and "model_code.py" in files
-    assert {"code/model/pyfunc.py", "code/model/pipeline.py", "code/model/stdit.py"} <= set(files)
+    assert {
+        "code/model/inference/pyfunc.py",
+        "code/model/inference/pipeline.py",
+        "code/model/networks/stdit.py",
+    } <= set(files)
     assert not any("__pycache__" in f for f in files)
     weights = [f for f in files if f.startswith("artifacts/pipeline/") and f.endswith(".safetensors")]
     assert any(f.startswith("artifacts/pipeline/transformer/") for f in weights)

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from components.register.register import RegisterConfig, decide, register
-from model.pipeline import load_pipeline
+from model.inference.loading import load_pipeline
 
 NAME = "t2v-stdit"
 

@@ -4,8 +4,8 @@ import pytest
 import yaml
 
 from components.train.train import train
-from model.gpus import GPU
-from model.plan import Recipe, compare_with_run, mlflow_measurements, plan
+from model.planning.gpus import GPU
+from model.planning.plan import Recipe, compare_with_run, mlflow_measurements, plan
 from t2v.cli import main
 from tests.components.conftest import toy_stage_config
 

@@ -19,7 +19,7 @@ from components.common.tracking import read_metrics_log
 from components.train import checkpoint
 from components.train.config import load_config
 from components.train.train import train
-from model.stdit import STDiT
+from model.networks.stdit import STDiT
 from tests.components.conftest import toy_stage_config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -342,7 +342,7 @@ def test_a_model_held_in_bf16_as_zero2_holds_it_probes_validates_and_samples_fro
     """LowLevelZero casts the module to bf16 and converts inputs only in its own forward: the loop's probe,
     validation and sampling call the model itself with the fp32 latents and embeddings the data holds."""
     from components.common.validation import probe_loss, validation_loss
-    from model.flow import sample
+    from model.schedulers.flow import sample
 
     export = train(stage_config(data, tmp_path / "run", 2, "max_steps=1", "val_every=0")).export_dir
     model = STDiT.from_pretrained(export).to(torch.bfloat16)
@@ -416,13 +416,13 @@ class PidRecordingVAE:
 
 def test_online_encoding_with_workers_encodes_in_the_training_process(data, tmp_path, monkeypatch):
     """DataLoader workers read frames; the encoders (a CUDA model on a GPU) run only in the training process."""
-    import model.encoders
+    import model.weights.encoders
 
     settings = json.loads((data / "meta.json").read_text())["config"]
     encoding = {f.name for f in dataclasses.fields(EncodingConfig)} - {"device"}
     online = json.dumps({k: v for k, v in settings.items() if k in encoding})
-    log, real = tmp_path / "encode-pids.txt", model.encoders.load_vae
-    monkeypatch.setattr(model.encoders, "load_vae", lambda *a, **k: PidRecordingVAE(real(*a, **k), log))
+    log, real = tmp_path / "encode-pids.txt", model.weights.encoders.load_vae
+    monkeypatch.setattr(model.weights.encoders, "load_vae", lambda *a, **k: PidRecordingVAE(real(*a, **k), log))
     common = ["max_steps=3", "val_every=0", f"online={online}"]
     workers = train(stage_config(data, tmp_path / "workers", 2, *common, "num_workers=2"))
     assert {int(p) for p in log.read_text().split()} == {os.getpid()}
@@ -520,7 +520,7 @@ def test_the_timestep_shift_scales_latents_by_the_datas_own_vae_factor(data, tmp
     """The resolution-aware shift turns latent sizes back into pixels with the factor of the VAE that made the
     latents (precompute's meta.json), never a restated setting."""
     from components.train.train import with_data_factors
-    from model.flow import timestep_shift_factor
+    from model.schedulers.flow import timestep_shift_factor
 
     meta = json.loads((data / "meta.json").read_text())
     factor = meta["encoders"]["vae_spatial"]

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model.flops import Arch, param_counts
+from model.planning.flops import Arch, param_counts
 
 GB = 2**30
 # Weights kept on the GPU when encoding online (parameters, about): T5-v1.1-XXL's encoder and the SD VAE
@@ -243,7 +243,7 @@ def bucket_preset(
     """A bucket_config {resolution: {frames: [1.0, batch]}} with the largest batch that fits `gpu_gb` for each
     bucket (the widest aspect ratio's latent size, which has the most tokens); buckets where not even one sample
     fits are left out."""
-    from model.buckets import ASPECT_RATIOS, bucket_size, latent_frames, resolution_area
+    from model.planning.buckets import ASPECT_RATIOS, bucket_size, latent_frames, resolution_area
 
     preset: dict[str, dict[str, list]] = {}
     for resolution in resolutions:

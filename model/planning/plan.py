@@ -9,13 +9,15 @@ pixels), the global batch and either `steps` or `epochs` over `samples` clips:
     stages:
       - {name: video-pretrain, frames: 16, height: 256, width: 256, batch: 512, steps: 80000, samples: 366000}
 
-FLOPs per sample come from model.flops: the model FLOPs of a training step, forward + backward = 3x the forward, for
-STDiT and for the full-attention baseline; the forward that gradient checkpointing repeats is not model work, so its
-cost shows as a lower MFU (`recompute x` prints what it adds where every block recomputes). Time = FLOPs / (GPUs x
+FLOPs per sample come from model.planning.flops: the model FLOPs of a training step, forward + backward = 3x the
+forward, for STDiT and for the full-attention baseline; the forward that gradient checkpointing repeats is not model
+work, so its cost shows as a lower MFU (`recompute x` prints what it adds where every block recomputes).
+Time = FLOPs / (GPUs x
 peak x MFU). The MFU is stated, calibrated from a stage whose GPU-days are known (`calibrate_mfu`), taken from a
 training run in MLflow (the `mfu` metric the trainer logs on GPUs), or by default `MEASURED_MFU`: the training step
-`t2v train` runs on a GPU, as benchmarks/gpu.py last measured it. Memory per GPU: model.memory at the stage's per-GPU
-batch, ZeRO-2 over all GPUs. After training, `compare_with_run` puts the plan next to what an MLflow run measured.
+`t2v train` runs on a GPU, as benchmarks/gpu.py last measured it. Memory per GPU: model.planning.memory at the
+stage's per-GPU batch, ZeRO-2 over all GPUs. After training, `compare_with_run` puts the plan next to what an MLflow run
+measured.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.buckets import latent_frames
-from model.flops import Arch, forward_flops
-from model.gpus import GPU
-from model.info import preset_arch
-from model.memory import GB, StepSetup, max_batch, step_memory
+from model.planning.buckets import latent_frames
+from model.planning.flops import Arch, forward_flops
+from model.planning.gpus import GPU
+from model.planning.info import preset_arch
+from model.planning.memory import GB, StepSetup, max_batch, step_memory
 
 # The whole training step (ZeRO-2, bf16, AdamW) that `t2v train` runs on a GPU, as `benchmarks/gpu.py` measured it
 # at Open-Sora 1.0's hq-highres shape; replace both with the figure of each new GPU run.
@@ -95,7 +97,7 @@ class Recipe:
 
     def arch(self, variant: str | None = None) -> Arch:
         """The recipe's model: `model: {preset, text_tokens, in_channels, out_channels, caption_channels,
-        overrides}`, each defaulting as model.info.preset_arch does (preset XL/2)."""
+        overrides}`, each defaulting as model.planning.info.preset_arch does (preset XL/2)."""
         m = dict(self.model)
         return preset_arch(m.pop("preset", "XL/2"), **m, variant=variant)
 
@@ -146,7 +148,7 @@ def plan(recipe: Recipe, gpu: GPU, *, num_gpus: int, mfu: float, price_per_hour:
     if num_gpus < 1:
         raise ValueError(f"num_gpus={num_gpus} must be at least 1")
     arch = recipe.arch()
-    from model.memory import ONLINE_ENCODER_PARAMS
+    from model.planning.memory import ONLINE_ENCODER_PARAMS
 
     encoders = sum(ONLINE_ENCODER_PARAMS.values()) if recipe.online_encoders else 0
     setup = StepSetup(plugin="zero2", dp=num_gpus, gradient_checkpointing=recipe.gradient_checkpointing,

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from diffusers import PixArtTransformer2DModel
 
-from model.hub import resolve
-from model.stdit import STDiT, is_temporal_parameter
+from model.networks.stdit import STDiT, is_temporal_parameter
+from model.weights.hub import resolve
 
 
 def stdit_config_from_pixart(pixart_config, **overrides) -> dict:

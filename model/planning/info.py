@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import inspect
 
-from model.flops import Arch, forward_flops, param_counts
-from model.stdit import STDiT, preset_config
+from model.networks.stdit import STDiT, preset_config
+from model.planning.flops import Arch, forward_flops, param_counts
 
 
 def preset_arch(

@@ -35,11 +35,11 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
-from model.buckets import latent_frames
-from model.encoders import encode_text, load_text_encoder, load_vae_model, video_vae
-from model.flow import FlowConfig, guided_velocity, sampling_sigmas
-from model.pipeline_folder import CODE, CODE_FILE, ENCODERS, loading_kwargs
-from model.stdit import STDiT
+from model.inference.folder import CODE, CODE_FILE, ENCODERS, loading_kwargs
+from model.networks.stdit import STDiT
+from model.planning.buckets import latent_frames
+from model.schedulers.flow import FlowConfig, guided_velocity, sampling_sigmas
+from model.weights.encoders import encode_text, load_text_encoder, load_vae_model, video_vae
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class T2VPipeline(DiffusionPipeline):
         """(prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask), each row
         repeated `num_videos_per_prompt` times. Without a negative prompt the negatives are None: guidance then
         contrasts with the model's learned null caption, the unconditional input that caption dropout trained."""
-        from model.prompts import clean_caption
+        from model.inference.prompts import clean_caption
 
         device = device or self._execution_device
         max_length = max_sequence_length or self.config.max_text_tokens
@@ -345,31 +345,7 @@ class T2VPipeline(DiffusionPipeline):
         return T2VPipelineOutput(frames=frames) if return_dict else (frames,)
 
 
-def load_pipeline(folder: str | Path, **kwargs) -> T2VPipeline:
-    """A saved pipeline folder through diffusers' entry point, DiffusionPipeline.from_pretrained, which runs the
-    folder's code file: only the one save_pretrained writes is trusted. A folder in the earlier format loads
-    through T2VPipeline, with a warning."""
-    folder = Path(folder)
-    if not (folder / "model_index.json").is_file():
-        raise ValueError(f"{folder} is not a pipeline folder (no model_index.json)")
-    index = json.loads((folder / "model_index.json").read_text())
-    if not isinstance(index.get("_class_name"), list):
-        log.warning(
-            "%s is in the earlier pipeline format, which DiffusionPipeline.from_pretrained cannot load: re-save it "
-            "with T2VPipeline.from_pretrained(old).save_pretrained(new)",
-            folder,
-        )
-        return T2VPipeline.from_pretrained(folder, **kwargs)
-    trusted = loading_kwargs(folder)
-    if not trusted:
-        raise ValueError(
-            f"{folder}: {index['_class_name'][0]}.py is not the code file T2VPipeline.save_pretrained writes; if you "
-            "trust it, load it with DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)"
-        )
-    return DiffusionPipeline.from_pretrained(folder, **trusted, **kwargs)
-
-
-def build_pipeline(
+def assemble_pipeline(
     transformer: STDiT,
     vae_spec: str,
     text_encoder_spec: str,

@@ -1,18 +1,18 @@
 """The folder a T2VPipeline is saved in, as files: its code file, the arguments that load it, and writing an encoder
-that it references into it (model.pipeline has the pipeline itself)."""
+that it references into it (model.inference.pipeline has the pipeline itself)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from model.encoders import load_text_encoder, load_vae_model
+from model.weights.encoders import load_text_encoder, load_vae_model
 
 CODE_FILE = "t2v_pipeline.py"
 CODE = '''"""The T2V pipeline in this folder is defined by the t2v-pipeline package (pip install t2v-pipeline):
 DiffusionPipeline.from_pretrained(folder, trust_remote_code=True) imports it through this file."""
 
-from model.pipeline import T2VPipeline, T2VPipelineOutput  # noqa: F401
+from model.inference.pipeline import T2VPipeline, T2VPipelineOutput  # noqa: F401
 '''
 # each encoder and the components it is made of; a reference (its spec) stands for all of them
 ENCODERS = {"vae": ("vae",), "text_encoder": ("text_encoder", "tokenizer")}

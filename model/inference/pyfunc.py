@@ -30,7 +30,7 @@ class T2VModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import torch
 
-        from model.pipeline import load_pipeline
+        from model.inference.loading import load_pipeline
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.pipeline = load_pipeline(context.artifacts[PIPELINE_ARTIFACT]).to(device)
@@ -39,7 +39,7 @@ class T2VModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         import torch
 
-        from model.pipeline import to_uint8
+        from model.inference.pipeline import to_uint8
 
         p = {**DEFAULT_PARAMS, **(params or {})}
         frames = self.pipeline(

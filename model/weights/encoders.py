@@ -17,7 +17,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from einops import rearrange
 
-from model.hub import PRODUCTION_MODELS, resolve
+from model.weights.hub import PRODUCTION_MODELS, resolve
 
 # the production encoders (Open-Sora 1.0/1.1): the SD VAE and T5 v1.1 XXL
 DEFAULT_VAE = PRODUCTION_MODELS["precompute.vae"]
@@ -26,7 +26,7 @@ DEFAULT_TEXT_ENCODER = PRODUCTION_MODELS["precompute.text_encoder"]
 
 def _from_pretrained(load, spec: str, name: str, marker: str = "config.json", **kwargs):
     """load(spec) for a model folder or hub id; load(spec, subfolder=name) for a pipeline folder or hub id.
-    A hub id loads from its folder in the Hugging Face cache when it is there (model.hub.resolve)."""
+    A hub id loads from its folder in the Hugging Face cache when it is there (model.weights.hub.resolve)."""
     spec = resolve(spec)
     path = Path(spec)
     if path.exists() and not (path / marker).exists() and not (path / name / marker).exists():

@@ -1,0 +1,1 @@
+"""The network: STDiT, its attention (fusable projections, RoPE, SDPA), sequence parallelism and block compilation."""
