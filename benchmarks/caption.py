@@ -23,9 +23,9 @@ from pathlib import Path
 
 from components.caption.caption import CaptionConfig, caption
 from components.common import settings
-from components.common.toy.synth import SynthConfig, synth
 from components.common.toy.tiny import build_tiny_llava_next
 from components.ingest.ingest import IngestConfig, ingest
+from components.synth.synth import SynthConfig, synth
 
 
 def main(argv: list[str] | None = None) -> dict:

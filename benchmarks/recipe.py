@@ -49,10 +49,10 @@ def make_data(root: Path, recipe: Path, overrides: list[str]) -> Path:
     """The recipe's toy world through synth, ingest, caption and precompute under `root`: the precompute root."""
     from components.caption.caption import CaptionConfig, caption
     from components.common import settings
-    from components.common.toy.synth import SynthConfig, synth
     from components.common.toy.tiny import build_tiny_t5
     from components.ingest.ingest import IngestConfig, ingest
     from components.precompute.precompute import PrecomputeConfig, precompute
+    from components.synth.synth import SynthConfig, synth
 
     def load(cls, section, **fixed):
         items = settings.scoped(overrides, (section,))

@@ -8,7 +8,7 @@ from pathlib import Path
 from pipelines.processes import StopOnSignal, Stopped
 
 DESCRIPTION = """\
-The whole training system as one Kubeflow Pipelines v2 DAG: synth-or-ingest -> caption (ParallelFor over shards,
+The whole training system as one Kubeflow Pipelines v2 DAG: synth -> ingest -> caption (ParallelFor over shards,
 merged) -> precompute -> stage-1 -> stage-2 -> stage-3 -> evaluate -> register.
 
   compile   write the IR YAML (upload it in the KFP UI, or `submit` it)

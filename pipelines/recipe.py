@@ -11,12 +11,12 @@ from components.caption.caption import CaptionConfig
 from components.common import settings
 from components.common.scores import unscored
 from components.common.settings import stage_sections
-from components.common.toy.synth import SynthConfig
 from components.evaluate.evaluate import EvalConfig
-from components.generate.cli import GenerateConfig
+from components.generate.generate import GenerateConfig
 from components.ingest.ingest import IngestConfig
 from components.precompute.precompute import PrecomputeConfig
 from components.register.register import RegisterConfig
+from components.synth.synth import SynthConfig
 from components.train.config import TrainConfig
 
 SECTIONS = {

@@ -112,7 +112,7 @@ def prepare(root: Path, times: dict, say: Callable[[str], None] = _say) -> tuple
     """The workspace (git + DVC), its footage and toy clips, the models folder: (repo, sources, models)."""
     from components.common.toy.footage import fetch_footage
     from components.common.toy.models import build_models_volume
-    from components.common.toy.synth import SynthConfig, synth
+    from components.synth.synth import SynthConfig, synth
 
     repo = root / "repo"
     if not (repo / ".dvc").exists():

@@ -1,4 +1,4 @@
-"""The KFP v2 DAG: synth-or-ingest -> caption (ParallelFor over shards, merged) -> precompute (one per stage's data)
+"""The KFP v2 DAG: synth -> ingest -> caption (ParallelFor over shards, merged) -> precompute (one per stage's data)
 -> stage 1 -> stage 2 -> stage 3 -> evaluate -> register.
 
 The same DAG runs on a cluster (compiled with cluster settings: GPUs, CPU and memory, node selectors,
@@ -131,9 +131,10 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
 
     from components.caption.component import caption_merge, caption_shard, caption_shard_ids
     from components.evaluate.component import evaluate
-    from components.ingest.component import synth_or_ingest
+    from components.ingest.component import ingest
     from components.precompute.component import precompute
     from components.register.component import register
+    from components.synth.component import synth
     from components.train.component import train_stage, train_stage_nodes
 
     cluster = cluster or ClusterSettings()
@@ -162,7 +163,8 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
     ):
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         settings = {"recipe": recipe, "overrides": overrides}
-        data = named(synth_or_ingest(source=source, workdir=workdir, **settings), "synth-or-ingest", "ingest")
+        toy = named(synth(source=source, **settings), "synth", "light")
+        data = named(ingest(toy=toy.outputs["toy"], source=source, workdir=workdir, **settings), "ingest", "ingest")
         shards = named(caption_shard_ids(**settings), "caption-shards", "light")
         with dsl.ParallelFor(shards.output) as shard:
             part = named(caption_shard(manifest=data.outputs["manifest"], shard=shard, workdir=workdir, run_id=run_id,

@@ -11,10 +11,10 @@ def small_precompute(root: Path) -> Path:
     folder under `root`."""
     from components.caption.caption import CaptionConfig, caption
     from components.common import settings
-    from components.common.toy.synth import SynthConfig, synth
     from components.common.toy.tiny import build_tiny_t5
     from components.ingest.ingest import IngestConfig, ingest
     from components.precompute.precompute import PrecomputeConfig, precompute
+    from components.synth.synth import SynthConfig, synth
 
     toy = synth(SynthConfig(out_dir=str(root / "toy"), videos=8, images=6, cut_videos=1, size=32, seconds=2.0))
     cfg = IngestConfig(inputs=(str(toy),), out_dir=str(root / "ingest"), progress=False, val_fraction=0.2)

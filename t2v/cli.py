@@ -38,17 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbs = parser.add_subparsers(title="verbs", metavar="<verb>", required=True)
     from components.caption import cli as caption_cli
-    from components.common.toy import cli as toy_cli
     from components.evaluate import cli as evaluate_cli
     from components.generate import cli as generate_cli
     from components.ingest import cli as ingest_cli
     from components.precompute import cli as precompute_cli
     from components.register import cli as register_cli
+    from components.synth import cli as synth_cli
     from components.train import cli as train_cli
     from model import cli as model_cli
     from pipelines import cli as pipeline_cli
 
-    steps = (toy_cli, ingest_cli, caption_cli, precompute_cli, train_cli, evaluate_cli, register_cli, generate_cli)
+    steps = (synth_cli, ingest_cli, caption_cli, precompute_cli, train_cli, evaluate_cli, register_cli, generate_cli)
     for module in (*steps, pipeline_cli, model_cli):
         module.add_parser(verbs)
     return parser

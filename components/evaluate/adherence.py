@@ -1,7 +1,7 @@
 """Prompt adherence on the toy world: read the colour, shape, motion direction and background of the one shape in
 a video, and compare them with what its prompt asked for.
 
-The detector knows only the toy world's palette (components/common/toy/synth.py), not the model:
+The detector knows only the toy world's palette (components/synth/synth.py), not the model:
 - background: the median colour of the frame borders, nearest palette background;
 - shape pixels: those far from the background colour; per frame the largest connected region;
 - colour: the median colour of those pixels, nearest palette colour;
@@ -21,7 +21,7 @@ from collections import Counter
 import cv2
 import numpy as np
 
-from components.common.toy.synth import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
+from components.common.toy.world import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
 
 ATTRIBUTES = ("colour", "shape", "direction", "background")
 # chance per attribute for a model that ignores its prompt, in the toy world (labels drawn uniformly)

@@ -99,7 +99,7 @@ def test_train_benchmark_quick():
 def test_demo_benchmark_quick():
     result = run_benchmark("demo.py", "--quick")
     steps = result["step_s"]
-    for name in ("synth-or-ingest", "caption-shard", "caption-merge", "precompute", "train-stage", "train-stage-2",
+    for name in ("synth", "ingest", "caption-shard", "caption-merge", "precompute", "train-stage", "train-stage-2",
                  "train-stage-3", "evaluate", "register"):  # fmt: skip
         assert steps[name] > 0, name
     assert set(result["adherence"]) == {"colour", "shape", "direction", "background"}

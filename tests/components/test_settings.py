@@ -13,12 +13,13 @@ import yaml
 from components.caption import component as caption_component
 from components.caption.caption import CaptionConfig
 from components.common import settings
-from components.common.toy.synth import SynthConfig
 from components.evaluate import component as evaluate_component
 from components.ingest import component as ingest_component
 from components.ingest.ingest import IngestConfig
 from components.precompute import component as precompute_component
 from components.register import component as register_component
+from components.synth import component as synth_component
+from components.synth.synth import SynthConfig
 from components.train import component as train_component
 from components.train.config import TrainConfig
 from pipelines.recipe import SECTIONS, TASKS, resolve, restated_defaults
@@ -27,8 +28,8 @@ from t2v.cli import build_parser
 ROOT = Path(__file__).resolve().parents[2]
 # the settings each KFP component's task resolves
 COMPONENTS = {
-    "synth": [ingest_component.synth_or_ingest],
-    "ingest": [ingest_component.synth_or_ingest],
+    "synth": [synth_component.synth],
+    "ingest": [ingest_component.ingest],
     "caption": [caption_component.caption_shard_ids, caption_component.caption_shard, caption_component.caption_merge],
     "precompute-stage-1": [precompute_component.precompute],
     "train-stage-1": [train_component.train_stage, train_component.train_stage_nodes],

@@ -13,7 +13,7 @@ from pipelines.t2v import compile_pipeline
 from t2v.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-ORDER = ["synth-or-ingest", "for-loop-1", "caption-merge", "precompute", "train-stage", "train-stage-2",
+ORDER = ["synth", "ingest", "for-loop-1", "caption-merge", "precompute", "train-stage", "train-stage-2",
          "train-stage-3", "evaluate", "register"]  # fmt: skip
 PRECOMPUTES = ["precompute", "precompute-2", "precompute-3"]  # one per stage's data, one after the other
 
@@ -123,7 +123,7 @@ def test_training_runs_on_gpus_with_shm_pvc_secrets_and_tolerations(ir):
     secrets = {s["secretName"]: {k["secretKey"]: k["envVar"] for k in s["keyToEnv"]} for s in train["secretAsEnv"]}
     assert secrets["mlflow-credentials"]["password"] == "MLFLOW_TRACKING_PASSWORD"
     assert secrets["s3-credentials"]["access_key_id"] == "AWS_ACCESS_KEY_ID"
-    assert "accelerator" not in executors["exec-synth-or-ingest"]["container"].get("resources", {})
+    assert "accelerator" not in executors["exec-ingest"]["container"].get("resources", {})
     assert "tolerations" not in k8s["exec-register"]  # CPU steps go anywhere
     for name, executor in executors.items():  # our image, nothing installed at start-up
         assert executor["container"]["image"] == "ghcr.io/t2v-pipeline/t2v-pipeline:0.1.0", name
@@ -159,7 +159,8 @@ def test_training_retries_and_is_never_served_from_cache(ir):
         assert tasks[name]["retryPolicy"]["maxRetryCount"] == 3
     for name in ("train-stage", "train-stage-2", "train-stage-3", "evaluate", "register"):
         assert not tasks[name]["cachingOptions"].get("enableCache"), name
-    assert tasks["synth-or-ingest"]["cachingOptions"]["enableCache"]  # data steps are deterministic
+    assert tasks["synth"]["cachingOptions"]["enableCache"]  # data steps are deterministic
+    assert tasks["ingest"]["cachingOptions"]["enableCache"]
 
 
 def test_submit_dry_run_prints_the_request(capsys):
@@ -241,7 +242,7 @@ def local_run(local_terminal_run):
 
 
 # every task of the toy recipe's run (two caption shards), as the DAG names it
-TASKS = ["synth-or-ingest", "caption-shards", "caption-shard-0", "caption-shard-1", "caption-merge",
+TASKS = ["synth", "ingest", "caption-shards", "caption-shard-0", "caption-shard-1", "caption-merge",
          "precompute-stage-1", "precompute-stage-2", "precompute-stage-3", "train-stage-1", "train-stage-2",
          "train-stage-3", "evaluate", "register"]  # fmt: skip
 
@@ -273,7 +274,8 @@ def test_the_terminal_shows_each_task_its_time_and_figure_and_the_log_holds_the_
         assert f"  start  {task}" in shown
     # each figure is the run's own
     captioned = pd.read_parquet(evaluation.parents[1] / "caption-merge" / "captioned" / "manifest.parquet")
-    assert done["synth-or-ingest"][1].startswith(f"{len(captioned)} clips kept from ")
+    assert done["synth"][1] == "8 videos and 4 stills of 64 px"  # SMALL's toy world
+    assert done["ingest"][1].startswith(f"{len(captioned)} clips kept from ")
     assert done["caption-merge"][1].startswith(f"{len(captioned)} captions")
     assert sum(int(done[f"caption-shard-{n}"][1].split()[0]) for n in (0, 1)) == len(captioned)
     assert done["precompute-stage-1"][1].endswith("latents written")
@@ -296,7 +298,7 @@ def test_the_terminal_shows_each_task_its_time_and_figure_and_the_log_holds_the_
             assert f"Executing task \x1b[96m'{task}'" in text, task
     assert "executor_output.json" in text
     assert "Pipeline \x1b[95m't2v-pipeline'\x1b[0m finished with status" in text
-    assert '"clips"' in text  # synth-or-ingest's own summary line
+    assert '"clips"' in text  # ingest's own summary line
 
 
 @pytest.mark.slow

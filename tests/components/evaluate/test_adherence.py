@@ -5,9 +5,9 @@ import csv
 import numpy as np
 import pytest
 
-from components.common.toy.synth import SynthConfig, synth
 from components.common.video import read_frames
 from components.evaluate.adherence import ATTRIBUTES, accuracy, detect, parse_prompt, shuffle_chance
+from components.synth.synth import SynthConfig, synth
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,9 @@ def test_larger_shapes_stay_in_frame_and_are_read(tmp_path):
 
 @pytest.mark.parametrize("direction", ["left", "right", "up", "down"])
 def test_displacement_is_the_distance_the_shape_travels_in_the_direction_asked(direction):
-    from components.common.toy.synth import DIRECTIONS, trajectory, video_frames
+    from components.common.toy.world import DIRECTIONS, trajectory
     from components.evaluate.adherence import displacement
+    from components.synth.synth import video_frames
 
     cfg = SynthConfig(size=64, shape_scale=0.24)
     world = {"colour": "red", "shape": "circle", "direction": direction, "background": "black", "jitter": 0.5}
@@ -106,7 +107,7 @@ def test_path_spread_zero_runs_every_path_along_the_middle_and_is_still_read(tmp
 
 
 def test_a_grid_snaps_every_shape_box_to_whole_grid_cells():
-    from components.common.toy.synth import snap
+    from components.common.toy.world import snap
 
     for cx, cy, radius in [(31.3, 20.9, 15.36), (10.0, 50.2, 3.0), (33.9, 32.0, 16.0)]:
         x, y, half = snap(cx, cy, radius, 4)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from components.common.toy.synth import render
+from components.common.toy.world import render
 from components.evaluate.metrics import flicker, motion, temporal_consistency, video_metrics
 
 

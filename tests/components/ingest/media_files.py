@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from components.common.toy.synth import render
+from components.common.toy.world import render
 from components.common.video import write_video
 
 

@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 
 from components.common import settings
-from components.common.toy.synth import SynthConfig, synth
 from components.ingest import ingest as ingest_module
 from components.ingest.ingest import IngestConfig, ingest
 from components.ingest.media import AnalysisConfig, analyze
 from components.ingest.sources import discover
 from components.ingest.split import assign_splits, near_duplicates
+from components.synth.synth import SynthConfig, synth
 from t2v.cli import main
 from tests.components.ingest import media_files as mf
 

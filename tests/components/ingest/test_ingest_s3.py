@@ -5,8 +5,8 @@ import socket
 import pandas as pd
 import pytest
 
-from components.common.toy.synth import SynthConfig, synth
 from components.ingest.ingest import IngestConfig, ingest
+from components.synth.synth import SynthConfig, synth
 
 
 @pytest.fixture(scope="module")

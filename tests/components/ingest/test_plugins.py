@@ -7,10 +7,10 @@ import torch
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from components.common import settings
-from components.common.toy.synth import SynthConfig, synth
 from components.common.toy.tiny import build_tiny_db_detector
 from components.ingest.ingest import IngestConfig, ingest
 from components.ingest.plugins import AestheticScorer, TextAreaScorer, mlp_from_state_dict
+from components.synth.synth import SynthConfig, synth
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from safetensors.torch import load_file
 from components.caption.caption import CaptionConfig, caption
 from components.common import settings
 from components.common.latents import plan
-from components.common.toy.synth import SynthConfig, synth
 from components.common.toy.tiny import build_tiny_t5, build_tiny_vae, build_tiny_video_vae
 from components.common.video import read_frames
 from components.ingest.ingest import IngestConfig, ingest
 from components.precompute.precompute import PrecomputeConfig, precompute
+from components.synth.synth import SynthConfig, synth
 from model.planning.buckets import assign, bucket_size, resize_crop, validate
 from model.weights.encoders import PatchAutoencoder, TextEncoder, load_vae
 

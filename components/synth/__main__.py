@@ -6,9 +6,9 @@ def main() -> int:
 
     quiet_libraries()  # before the step's modules load: some libraries warn as they are imported
     from components.common.cli import module_main
-    from components.common.toy.cli import add_parser
+    from components.synth.cli import add_parser
 
-    return module_main(add_parser, "data", "components.common.toy")
+    return module_main(add_parser, "data", "components.synth")
 
 
 sys.exit(main())

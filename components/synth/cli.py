@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from components.common import settings
-from components.common.toy import synth
+from components.synth import synth
 
 TINY_MODELS = ("t5", "vae", "llava-next")
 
