@@ -4,6 +4,7 @@ a preset, the largest batch per bucket for a GPU, a recipe's GPU-hours and dolla
 from __future__ import annotations
 
 import argparse
+import inspect
 from pathlib import Path
 
 from rich.console import Console
@@ -11,6 +12,11 @@ from rich.table import Table
 
 from model.networks.stdit import STDIT_PRESETS
 from model.planning.info import preset_arch, summarize
+
+
+def default_of(function, name: str):
+    """A keyword's default in `function`'s signature: a flag that sets it states it nowhere else."""
+    return inspect.signature(function).parameters[name].default
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -31,7 +37,8 @@ def add_model_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=16, help="latent frames (default 16)")
     p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"), help="video pixels")
     p.add_argument("--vae-factor", type=int, default=8, help="pixels per latent pixel (default 8, SD VAE)")
-    p.add_argument("--text-tokens", type=int, default=120, help="caption tokens (default 120)")
+    p.add_argument("--text-tokens", type=int, default=default_of(preset_arch, "text_tokens"), help="caption tokens "
+                   "(default %(default)s)")  # fmt: skip
     p.set_defaults(run=_run)
 
 
@@ -74,7 +81,7 @@ activations with or without gradient checkpointing), written as a bucket_config 
 
 
 def add_buckets_parser(verbs: argparse._SubParsersAction) -> None:
-    from model.planning.memory import PRESET_FRAMES, PRESET_RESOLUTIONS
+    from model.planning.memory import PRESET_FRAMES, PRESET_RESOLUTIONS, bucket_preset
 
     p = verbs.add_parser(
         "buckets",
@@ -87,7 +94,8 @@ def add_buckets_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--dp", type=int, default=8, help="data-parallel processes ZeRO-2 shards over (default 8)")
     p.add_argument("--no-gradient-checkpointing", action="store_true", help="keep every block's activations")
     p.add_argument("--online-encoders", action="store_true", help="T5-XXL and the VAE on the GPU (encoding online)")
-    p.add_argument("--text-tokens", type=int, default=300, help="caption tokens (default 300)")
+    p.add_argument("--text-tokens", type=int, default=default_of(bucket_preset, "text_tokens"), help="caption tokens "
+                   "(default %(default)s)")  # fmt: skip
     p.add_argument("--vae-factor", type=int, default=8, help="pixels per latent pixel (default 8, SD VAE)")
     p.add_argument("--resolutions", nargs="+", default=list(PRESET_RESOLUTIONS), help="(default %(default)s)")
     p.add_argument("--frames", nargs="+", type=int, default=list(PRESET_FRAMES), help="(default %(default)s)")

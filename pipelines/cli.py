@@ -36,6 +36,9 @@ STREAM_HELP = (
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
+    from components.common.registry import MODEL_NAME
+    from components.train.config import TrainConfig
+
     p = verbs.add_parser(
         "pipeline",
         help="the KFP DAG: compile to IR YAML, run locally (kfp.local), submit to a KFP host",
@@ -72,7 +75,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     h.set_defaults(run=_rehearse)
     s = sub.add_parser("submit", help="create a run on a Kubeflow Pipelines host")
     s.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow:80")
-    s.add_argument("--experiment", default="t2v-pipeline", help="(default t2v-pipeline)")
+    s.add_argument("--experiment", default=TrainConfig.experiment, help="(default %(default)s)")
     s.add_argument("--run-name", help="(default: pipeline name and time)")
     s.add_argument("--cluster", help="cluster settings YAML")
     s.add_argument("--image", help="the project image")
@@ -98,7 +101,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     u.add_argument("tracking_uri", help="the MLflow server, e.g. http://localhost:5000 (kubectl port-forward)")
     u.add_argument("--pipeline-user", default="t2v", help="the pipeline identity's username (default %(default)s)")
     u.add_argument("--reader", action="append", default=[], help="a read-only user (repeat for more)")
-    u.add_argument("--model", default="t2v-stdit", help="the registered model (default %(default)s)")
+    u.add_argument("--model", default=MODEL_NAME, help="the registered model (default %(default)s)")
     u.set_defaults(run=_users)
 
 
