@@ -9,9 +9,6 @@ export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
-# test files run on this many processes (pytest-xdist), each file's tests on one of them, so that its module-scoped
-# runs are made once; most of the suite's time is end-to-end runs that wait on subprocesses and servers
-TEST_WORKERS ?= 2
 
 .PHONY: install browser postgres ffmpeg demo rehearsal test lint format bench repro lock clean
 
@@ -62,7 +59,7 @@ postgres:
 test: install browser postgres ffmpeg
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -p no:cacheprovider -q -n $(TEST_WORKERS) --dist loadfile
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -p no:cacheprovider -q
 
 lint: install
 	$(VENV)/bin/ruff check .
