@@ -113,9 +113,11 @@ def build(cls, values: dict, where: str = "settings"):
     return cls(**kwargs)
 
 
-def to_dict(cfg) -> dict:
-    """Plain values (tuples as lists): for YAML, JSON, MLflow params and `build`."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+def to_dict(cfg, derived: bool = True) -> dict:
+    """Plain values (tuples as lists): for YAML, JSON and MLflow params; for `build` without `derived` fields."""
+    fields = dataclasses.fields(cfg) if derived else _fields(type(cfg))
+    values = {f.name: to_dict(v, derived) if dataclasses.is_dataclass(v := getattr(cfg, f.name)) else v for f in fields}
+    return json.loads(json.dumps(values, default=str))
 
 
 def merge(base: dict, extra: dict) -> dict:

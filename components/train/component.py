@@ -44,12 +44,12 @@ def train_stage(
         import torch
 
         from components.common.kfp import require_models
-        from components.train.cli import config_from_argv
-        from components.train.stage import collect, outcome, stage_arguments
+        from components.train.stage import collect, outcome, stage_settings
 
         out_dir = Path(workdir) / (resume_run or run_id) / f"stage{stage}"
-        argv = stage_arguments(recipe, overrides, stage, data.path, out_dir, init.path if init else None, tracking_uri)
-        require_models(config_from_argv(argv))
+        cfg, argv = stage_settings(recipe, overrides, stage, data.path, out_dir, init.path if init else None,
+                                   tracking_uri)  # fmt: skip
+        require_models(cfg)
         gpus = torch.cuda.device_count()
         if gpus > 1:
             from components.train.launcher import run_standalone
@@ -58,7 +58,7 @@ def train_stage(
         else:
             from components.train.train import train
 
-            train(config_from_argv(argv))
+            train(cfg)
         model.metadata.update({"stage": stage, **collect(out_dir, model.path)})
         report.figure = outcome(out_dir)
 
@@ -91,13 +91,13 @@ def train_stage_nodes(
         from pathlib import Path
 
         from components.train.launcher import NodeSettings, custom_objects_api, run_trainjob, trainjob_manifest
-        from components.train.stage import collect, namespace, on_volume, outcome, stage_arguments
+        from components.train.stage import collect, namespace, on_volume, outcome, stage_settings
 
         root = Path(workdir) / (resume_run or run_id)
         out_dir = root / f"stage{stage}"
         data_path = on_volume(data.path, root, "latents")
         init_path = on_volume(init.path, root, f"init-stage{stage}") if init else None
-        argv = stage_arguments(recipe, overrides, stage, data_path, out_dir, init_path, tracking_uri)
+        _, argv = stage_settings(recipe, overrides, stage, data_path, out_dir, init_path, tracking_uri)
         nodes = NodeSettings.from_task_config(task_config, num_nodes=num_nodes, procs_per_node=procs_per_node)
         name = f"t2v-{run_id}"[:50].rstrip("-").lower() + f"-stage{stage}"
         manifest = trainjob_manifest(

@@ -8,27 +8,36 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
+if TYPE_CHECKING:
+    from components.train.config import TrainConfig
 
-def stage_arguments(recipe: str, overrides: str, stage: int, data: str, out_dir: Path, init: str | None,
-                    tracking_uri: str) -> list[str]:  # fmt: skip
-    """The `t2v train` arguments of a pipeline's stage task (for this process, torchrun or a TrainJob's pods): the
-    recipe (written beside the checkpoints, so every node reads the same one), the pipeline's overrides for this
-    stage, then what the task fixes (data, output folder, start weights, tracking)."""
-    from components.common.settings import read_recipe, scoped, stage_sections
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    recipe_path = out_dir / "recipe.yaml"
-    recipe_path.write_text(yaml.safe_dump(read_recipe(recipe), sort_keys=False))
-    items = scoped(json.loads(overrides or "[]"), stage_sections(stage))
-    fixed = [f"data={data}", f"out_dir={out_dir}", "progress=false", "resume=auto"]
+def stage_settings(recipe: str, overrides: str, stage: int, data: str, out_dir: Path, init: str | None,
+                   tracking_uri: str) -> tuple[TrainConfig, list[str]]:  # fmt: skip
+    """The settings of a pipeline's stage task (the recipe's `train` and `stage<N>` sections, the pipeline's
+    overrides for them, then what the task fixes: data, output folder, start weights, tracking), and the `t2v train`
+    arguments that train with exactly these (for torchrun or a TrainJob's pods): one settings file, written beside
+    the checkpoints, so every node reads the same one."""
+    from components.common import settings
+    from components.common.kfp import pipeline_overrides
+    from components.train.config import TrainConfig
+
+    sections = settings.stage_sections(stage)
+    fixed = {"stage": stage, "data": data, "out_dir": str(out_dir), "progress": False, "resume": "auto"}
     if init is not None:
-        fixed.append(f"model.init={Path(init) / 'export'}")
+        fixed["model"] = {"init": str(Path(init) / "export")}
     if tracking_uri:
-        fixed.append(f"tracking_uri={tracking_uri}")
-    return ["--recipe", str(recipe_path), "--stage", str(stage), *(a for o in [*items, *fixed] for a in ("--set", o))]
+        fixed["tracking_uri"] = tracking_uri
+    items = pipeline_overrides(overrides, sections)
+    cfg = settings.load(TrainConfig, recipe=recipe, sections=sections, overrides=items, fixed=fixed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "settings.yaml"
+    path.write_text(yaml.safe_dump(settings.to_dict(cfg, derived=False), sort_keys=False))
+    return cfg, ["--config", str(path)]
 
 
 def collect(out_dir: Path, model_path: str) -> dict:

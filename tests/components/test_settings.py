@@ -296,3 +296,23 @@ def test_a_setting_of_several_scalar_types_has_a_flag_that_takes_each():
         assert cfg.model.gradient_checkpointing == expected
     with pytest.raises(ValueError, match=r"model\.gradient_checkpointing='some'"):
         config_from_argv([*base, "--model.gradient-checkpointing", "some"])
+
+
+def test_a_stage_task_trains_with_one_settings_file_that_every_node_reads(tmp_path):
+    """The KFP stage task resolves its settings once and writes them whole; `t2v train --config FILE` (torchrun, a
+    TrainJob's pods) reads back exactly those, without the values derived from the data."""
+    from components.train.cli import config_from_argv
+    from components.train.stage import stage_settings
+
+    overrides = json.dumps(["stage2.max_steps=7", "stage2.optim.lr=0.002", "caption.num_shards=3"])
+    out = tmp_path / "run" / "stage2"
+    cfg, argv = stage_settings(
+        str(ROOT / "params.yaml"), overrides, 2, "lat", out, str(tmp_path / "s1"), "http://m:5000"
+    )
+    assert argv == ["--config", str(out / "settings.yaml")]
+    assert (cfg.stage, cfg.max_steps, cfg.optim.lr, cfg.data, cfg.out_dir) == (2, 7, 0.002, "lat", str(out))
+    assert (cfg.model.init, cfg.tracking_uri, cfg.resume, cfg.progress) == (
+        str(tmp_path / "s1" / "export"), "http://m:5000", "auto", False)  # fmt: skip
+    written = yaml.safe_load((out / "settings.yaml").read_text())
+    assert "spatial_compression" not in written["flow"] and "resolution_shift" in written["flow"]
+    assert config_from_argv(argv) == cfg
