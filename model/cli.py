@@ -1,5 +1,5 @@
 """`t2v model`, `t2v buckets`, `t2v plan`: the command lines of the model's sizing tools (parameters and FLOPs of
-a preset, the largest batch per bucket for a GPU, a recipe's GPU-hours and dollars)."""
+a preset, the largest batch per bucket for a GPU, a schedule's GPU-hours and dollars)."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def _run_buckets(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------------- plan
 
 PLAN_DESCRIPTION = """\
-What a training recipe costs before anyone rents a GPU: per stage the model FLOPs per sample (forward + backward;
+What a training schedule costs before anyone rents a GPU: per stage the model FLOPs per sample (forward + backward;
 beside them the full-attention baseline's and what recomputing every block adds), the total FLOPs (steps x batch,
 or epochs x clips), GPU-hours and dollars at an MFU, wall-clock days on --num-gpus, and the memory per GPU at the
 stage's batch (ZeRO-2 over all GPUs) with the largest batch that fits.
@@ -166,11 +166,11 @@ def add_plan_parser(verbs: argparse._SubParsersAction) -> None:
 
     p = verbs.add_parser(
         "plan",
-        help="FLOPs, GPU-hours, dollars, days and memory per stage of a training recipe",
+        help="FLOPs, GPU-hours, dollars, days and memory per stage of a training schedule",
         description=PLAN_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", required=True, help="recipe YAML (configs/plan/opensora-1.0.yaml)")
+    p.add_argument("--config", required=True, help="schedule YAML (configs/plan/opensora-1.0.yaml)")
     p.add_argument("--gpu", default="h100", choices=sorted(GPUS), help="(default h100)")
     p.add_argument("--num-gpus", type=int, default=64, help="(default 64)")
     p.add_argument("--price-per-hour", type=float, default=2.5, help="dollars per GPU-hour (default 2.5)")
@@ -183,18 +183,18 @@ def add_plan_parser(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_plan)
 
 
-def resolve_mfu(args, recipe, spec) -> tuple[float, str]:
+def resolve_mfu(args, schedule, spec) -> tuple[float, str]:
     from model.planning.plan import MEASURED_MFU, MEASURED_MFU_SOURCE, calibrate_mfu, mlflow_measurements
 
     if args.mfu is not None:
         return args.mfu, "stated"
     if args.calibrate:
         name, _, days = args.calibrate.partition("=")
-        stage = next((s for s in recipe.stages if s.name == name), None)
+        stage = next((s for s in schedule.stages if s.name == name), None)
         if stage is None or not days:
-            raise ValueError(f"--calibrate {args.calibrate!r}: expected STAGE=GPU_DAYS with a stage of the recipe "
-                             f"({[s.name for s in recipe.stages]})")  # fmt: skip
-        return calibrate_mfu(recipe, stage, spec, float(days)), f"calibrated on {name} = {float(days):g} GPU-days"
+            raise ValueError(f"--calibrate {args.calibrate!r}: expected STAGE=GPU_DAYS with a stage of the schedule "
+                             f"({[s.name for s in schedule.stages]})")  # fmt: skip
+        return calibrate_mfu(schedule, stage, spec, float(days)), f"calibrated on {name} = {float(days):g} GPU-days"
     if args.tracking_uri and args.run_id:
         measured = mlflow_measurements(args.tracking_uri, args.run_id)
         if "mfu" in measured:
@@ -205,11 +205,11 @@ def resolve_mfu(args, recipe, spec) -> tuple[float, str]:
 
 def _run_plan(args: argparse.Namespace) -> int:
     from model.planning.gpus import gpu
-    from model.planning.plan import Recipe, compare_with_run, days_from_throughput, mlflow_measurements, plan
+    from model.planning.plan import Schedule, compare_with_run, days_from_throughput, mlflow_measurements, plan
 
-    recipe, spec = Recipe.load(args.config), gpu(args.gpu)
-    mfu, source = resolve_mfu(args, recipe, spec)
-    stages = plan(recipe, spec, num_gpus=args.num_gpus, mfu=mfu, price_per_hour=args.price_per_hour)
+    schedule, spec = Schedule.load(args.config), gpu(args.gpu)
+    mfu, source = resolve_mfu(args, schedule, spec)
+    stages = plan(schedule, spec, num_gpus=args.num_gpus, mfu=mfu, price_per_hour=args.price_per_hour)
     title = f"{args.config} on {args.num_gpus} x {spec.name} at MFU {mfu:.3f} ({source}), ${args.price_per_hour}/GPU-h"
     table = Table(title=title)
     cols = ("stage", "shape", "samples", "TFLOPs/sample", "full-attn x", "recompute x", "total EFLOPs", "GPU-hours",
@@ -230,7 +230,7 @@ def _run_plan(args: argparse.Namespace) -> int:
                   f"{sum(p.days for p in stages):.2f}", "", "")  # fmt: skip
     Console(width=max(170, Console().width)).print(table)
     if args.throughput:
-        first = recipe.stages[0]
+        first = schedule.stages[0]
         print(f"at {args.throughput:g} samples/s/GPU, {first.name} takes "
               f"{days_from_throughput(first, args.throughput):.1f} GPU-days")  # fmt: skip
     if args.tracking_uri and args.run_id:

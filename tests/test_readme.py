@@ -12,12 +12,12 @@ README = " ".join((ROOT / "README.md").read_text().split())  # one line: figures
 
 def test_the_plan_figures_are_the_planners():
     from model.planning.gpus import gpu
-    from model.planning.plan import Recipe, calibrate_mfu, plan
+    from model.planning.plan import Schedule, calibrate_mfu, plan
 
-    recipe = Recipe.load(ROOT / "configs/plan/opensora-1.0.yaml")
+    schedule = Schedule.load(ROOT / "configs/plan/opensora-1.0.yaml")
     h800 = gpu("h800")
-    mfu = calibrate_mfu(recipe, recipe.stages[0], h800, 117)
-    stages = plan(recipe, h800, num_gpus=64, mfu=mfu, price_per_hour=2.5)
+    mfu = calibrate_mfu(schedule, schedule.stages[0], h800, 117)
+    stages = plan(schedule, h800, num_gpus=64, mfu=mfu, price_per_hour=2.5)
     days = [p.gpu_hours / 24 for p in stages]
     dollars = sum(p.dollars for p in stages)
     expected = (
@@ -28,9 +28,9 @@ def test_the_plan_figures_are_the_planners():
     assert expected in README
     from model.planning.plan import MEASURED_MFU
 
-    default = plan(recipe, gpu("h200"), num_gpus=64, mfu=MEASURED_MFU, price_per_hour=2.5)
+    default = plan(schedule, gpu("h200"), num_gpus=64, mfu=MEASURED_MFU, price_per_hour=2.5)
     measured = (
-        f"{MEASURED_MFU:.3f} on one H200, so the same recipe takes {sum(p.gpu_hours for p in default) / 24:.1f} "
+        f"{MEASURED_MFU:.3f} on one H200, so the same schedule takes {sum(p.gpu_hours for p in default) / 24:.1f} "
         f"GPU-days on 64 H200s, about ${sum(p.dollars for p in default) / 1000:.0f}k"
     )
     assert measured in README

@@ -1,6 +1,6 @@
-"""Plan a training recipe before renting GPUs: FLOPs, GPU-hours, dollars, days and memory per stage.
+"""Plan a training schedule before renting GPUs: FLOPs, GPU-hours, dollars, days and memory per stage.
 
-A recipe (configs/plan/*.yaml) names the model and, per stage, the sample shape (frames x height x width in
+A schedule (configs/plan/*.yaml) names the model and, per stage, the sample shape (frames x height x width in
 pixels), the global batch and either `steps` or `epochs` over `samples` clips:
 
     model: {preset: XL/2, text_tokens: 120, out_channels: 8}   # also in_channels, caption_channels, overrides
@@ -62,7 +62,7 @@ class Stage:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Schedule:
     stages: tuple[Stage, ...]
     model: dict = field(default_factory=dict)
     vae_factor: int = 8
@@ -71,17 +71,17 @@ class Recipe:
     online_encoders: bool = False  # the VAE and T5 run in the training step (their weights on every GPU)
 
     @classmethod
-    def load(cls, path: str | Path) -> Recipe:
+    def load(cls, path: str | Path) -> Schedule:
         import yaml
 
         if not Path(path).is_file():
-            raise ValueError(f"recipe {path} not found; see configs/plan/ for examples")
+            raise ValueError(f"schedule {path} not found; see configs/plan/ for examples")
         from dataclasses import fields
 
         values = yaml.safe_load(Path(path).read_text()) or {}
         raw = values.pop("stages", None) or []
         for where, given, known in (
-            ("recipe", values, {f.name for f in fields(cls)} - {"stages"}),
+            ("schedule", values, {f.name for f in fields(cls)} - {"stages"}),
             *((f"stage {i + 1}", st, {f.name for f in fields(Stage)}) for i, st in enumerate(raw)),
         ):
             unknown = sorted(set(given) - known)
@@ -92,11 +92,11 @@ class Recipe:
             raise ValueError(f"{path}: model has unknown keys {unknown}; known: {sorted(model_keys)}")
         stages = tuple(Stage(**st) for st in raw)
         if not stages:
-            raise ValueError(f"recipe {path} has no stages; see configs/plan/opensora-1.0.yaml")
+            raise ValueError(f"schedule {path} has no stages; see configs/plan/opensora-1.0.yaml")
         return cls(stages=stages, **values)
 
     def arch(self, variant: str | None = None) -> Arch:
-        """The recipe's model: `model: {preset, text_tokens, in_channels, out_channels, caption_channels,
+        """The schedule's model: `model: {preset, text_tokens, in_channels, out_channels, caption_channels,
         overrides}`, each defaulting as model.planning.info.preset_arch does (preset XL/2)."""
         m = dict(self.model)
         return preset_arch(m.pop("preset", "XL/2"), **m, variant=variant)
@@ -110,16 +110,16 @@ class Recipe:
         return {"frames": frames, "height": stage.height // self.vae_factor, "width": stage.width // self.vae_factor}
 
 
-def sample_flops(recipe: Recipe, stage: Stage, variant: str | None = None, recompute: bool = False) -> float:
+def sample_flops(schedule: Schedule, stage: Stage, variant: str | None = None, recompute: bool = False) -> float:
     """Model FLOPs of training on one sample of `stage` (forward + backward); with `recompute`, plus the forward
     that gradient checkpointing of every block repeats (the hardware's work, not the model's)."""
-    f = forward_flops(recipe.arch(variant), batch=1, text_tokens=recipe.text_tokens, **recipe.latent(stage))
+    f = forward_flops(schedule.arch(variant), batch=1, text_tokens=schedule.text_tokens, **schedule.latent(stage))
     return f.train_step(gradient_checkpointing=recompute)
 
 
-def calibrate_mfu(recipe: Recipe, stage: Stage, gpu: GPU, gpu_days: float) -> float:
+def calibrate_mfu(schedule: Schedule, stage: Stage, gpu: GPU, gpu_days: float) -> float:
     """The MFU at which `stage` takes `gpu_days` on `gpu` (e.g. from a published report)."""
-    return sample_flops(recipe, stage) * stage.samples_seen / (gpu_days * 86400 * gpu.bf16_tflops * 1e12)
+    return sample_flops(schedule, stage) * stage.samples_seen / (gpu_days * 86400 * gpu.bf16_tflops * 1e12)
 
 
 @dataclass
@@ -142,37 +142,37 @@ class StagePlan:
         return self.max_per_gpu_batch >= math.ceil(self.per_gpu_batch)
 
 
-def plan(recipe: Recipe, gpu: GPU, *, num_gpus: int, mfu: float, price_per_hour: float) -> list[StagePlan]:
+def plan(schedule: Schedule, gpu: GPU, *, num_gpus: int, mfu: float, price_per_hour: float) -> list[StagePlan]:
     if not 0 < mfu <= 1:
         raise ValueError(f"mfu={mfu} must be in (0, 1]; typical for DiT training: 0.3-0.5")
     if num_gpus < 1:
         raise ValueError(f"num_gpus={num_gpus} must be at least 1")
-    arch = recipe.arch()
+    arch = schedule.arch()
     from model.planning.memory import ONLINE_ENCODER_PARAMS
 
-    encoders = sum(ONLINE_ENCODER_PARAMS.values()) if recipe.online_encoders else 0
-    setup = StepSetup(plugin="zero2", dp=num_gpus, gradient_checkpointing=recipe.gradient_checkpointing,
+    encoders = sum(ONLINE_ENCODER_PARAMS.values()) if schedule.online_encoders else 0
+    setup = StepSetup(plugin="zero2", dp=num_gpus, gradient_checkpointing=schedule.gradient_checkpointing,
                       encoder_params=encoders)  # fmt: skip
     out = []
-    for s in recipe.stages:
-        per_sample = sample_flops(recipe, s)
+    for s in schedule.stages:
+        per_sample = sample_flops(schedule, s)
         total = per_sample * s.samples_seen
         gpu_hours = total / (gpu.bf16_tflops * 1e12 * mfu) / 3600
-        shape = {**recipe.latent(s), "text_tokens": recipe.text_tokens, "setup": setup}
+        shape = {**schedule.latent(s), "text_tokens": schedule.text_tokens, "setup": setup}
         per_gpu = s.batch / num_gpus
         memory = step_memory(arch, batch=max(1, math.ceil(per_gpu)), **shape)["total"] / GB
         tokens = (
-            recipe.latent(s)["frames"]
-            * (recipe.latent(s)["height"] // arch.patch_size)
-            * (recipe.latent(s)["width"] // arch.patch_size)
+            schedule.latent(s)["frames"]
+            * (schedule.latent(s)["height"] // arch.patch_size)
+            * (schedule.latent(s)["width"] // arch.patch_size)
         )
         samples_per_s = gpu.bf16_tflops * 1e12 * mfu / per_sample
         out.append(
             StagePlan(
                 stage=s,
                 flops_per_sample=per_sample,
-                full_attention_flops_per_sample=sample_flops(recipe, s, "full"),
-                recompute_flops_per_sample=sample_flops(recipe, s, recompute=True),
+                full_attention_flops_per_sample=sample_flops(schedule, s, "full"),
+                recompute_flops_per_sample=sample_flops(schedule, s, recompute=True),
                 total_flops=total,
                 gpu_hours=gpu_hours,
                 dollars=gpu_hours * price_per_hour,

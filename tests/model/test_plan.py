@@ -1,4 +1,4 @@
-"""The planner: analytic training FLOPs against torch's flop counter, and Open-Sora 1.0's published recipe."""
+"""The planner: analytic training FLOPs against torch's flop counter, and Open-Sora 1.0's published schedule."""
 
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from model.networks.stdit import STDiT, preset_config
 from model.planning.flops import Arch, forward_flops
 from model.planning.gpus import gpu
-from model.planning.plan import Recipe, calibrate_mfu, days_from_throughput, plan
+from model.planning.plan import Schedule, calibrate_mfu, days_from_throughput, plan
 from t2v.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,12 +89,12 @@ def test_open_sora_1_0_recipe_predicts_its_later_stages_from_the_first():
     """MFU calibrated on stage 1 (117 H800 GPU-days); stages 2 and 3 were published as 45 and 35 GPU-days."""
     path = ROOT / "configs" / "plan" / "opensora-1.0.yaml"
     raw = yaml.safe_load(path.read_text())
-    recipe = Recipe.load(path)
+    schedule = Schedule.load(path)
     h800 = gpu("h800")
-    mfu = calibrate_mfu(recipe, recipe.stages[0], h800, 117)
-    stages = plan(recipe, h800, num_gpus=64, mfu=mfu, price_per_hour=2.5)
+    mfu = calibrate_mfu(schedule, schedule.stages[0], h800, 117)
+    stages = plan(schedule, h800, num_gpus=64, mfu=mfu, price_per_hour=2.5)
     predicted = [p.gpu_hours / 24 for p in stages]
-    from_throughput = days_from_throughput(recipe.stages[0], 7.0)
+    from_throughput = days_from_throughput(schedule.stages[0], 7.0)
     print(f"MFU calibrated on stage 1: {mfu:.3f}")
     for p, days, published in zip(stages, predicted, (117, 45, 35), strict=True):
         print(
@@ -103,7 +103,7 @@ def test_open_sora_1_0_recipe_predicts_its_later_stages_from_the_first():
         )
     print(f"  stage 1 at the published 7.0 samples/s/GPU (16x256): {from_throughput:.1f} GPU-days")
     print(f"  total ${sum(p.dollars for p in stages):,.0f} at $2.5/GPU-hour")
-    # the MFU from the recipe's own figures: samples seen x model FLOPs per sample (3x forward: the recompute of
+    # the MFU from the schedule's own figures: samples seen x model FLOPs per sample (3x forward: the recompute of
     # gradient checkpointing is lost time, not model work) over 117 days of H800 dense bf16 (989.4 TFLOP/s on
     # NVIDIA's data sheet)
     flops = {
@@ -115,7 +115,7 @@ def test_open_sora_1_0_recipe_predicts_its_later_stages_from_the_first():
     for p, days in zip(stages[1:], predicted[1:], strict=True):
         assert days == pytest.approx(117 * flops[p.stage.name] / flops["video-pretrain"], rel=0.01)
         assert p.dollars == pytest.approx(days * 24 * 2.5, rel=1e-9)
-    assert [p.days for p in plan(recipe, h800, num_gpus=32, mfu=mfu, price_per_hour=2.5)] == pytest.approx(
+    assert [p.days for p in plan(schedule, h800, num_gpus=32, mfu=mfu, price_per_hour=2.5)] == pytest.approx(
         [2 * p.days for p in stages]
     )  # half the GPUs, twice the wall-clock days
     for days, published in ((predicted[1], 45), (predicted[2], 35)):
@@ -134,8 +134,8 @@ def test_plan_verb_prints_the_stages(capsys):
     path = ROOT / "configs/plan/opensora-1.0.yaml"
     first = yaml.safe_load(path.read_text())["stages"][0]
     days = first["steps"] * first["batch"] / 7.0 / 86400  # samples seen at 7 samples/s/GPU
-    recipe = Recipe.load(path)
-    mfu = calibrate_mfu(recipe, recipe.stages[0], gpu("h800"), 117)
+    schedule = Schedule.load(path)
+    mfu = calibrate_mfu(schedule, schedule.stages[0], gpu("h800"), 117)
     assert f"at MFU {mfu:.3f} (calibrated on video-pretrain = 117 GPU-days)" in out
     assert "hq-highres" in out and "total" in out
     assert f"at 7 samples/s/GPU, video-pretrain takes {days:.1f} GPU-days" in out
@@ -150,9 +150,9 @@ def test_without_an_mfu_the_plan_uses_the_measured_one_and_names_its_source(caps
     assert main(["plan", "--config", str(path), "--gpu", "h200", "--num-gpus", "64"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert f"at MFU {MEASURED_MFU:.3f} (measured: {' '.join(MEASURED_MFU_SOURCE.split())})" in out
-    recipe = Recipe.load(path)
-    at_default = plan(recipe, gpu("h200"), num_gpus=64, mfu=MEASURED_MFU, price_per_hour=2.5)
-    at_double = plan(recipe, gpu("h200"), num_gpus=64, mfu=2 * MEASURED_MFU, price_per_hour=2.5)
+    schedule = Schedule.load(path)
+    at_default = plan(schedule, gpu("h200"), num_gpus=64, mfu=MEASURED_MFU, price_per_hour=2.5)
+    at_double = plan(schedule, gpu("h200"), num_gpus=64, mfu=2 * MEASURED_MFU, price_per_hour=2.5)
     assert [p.dollars for p in at_double] == pytest.approx([p.dollars / 2 for p in at_default])  # a faster step pays
     assert f"{sum(p.gpu_hours for p in at_default):,.0f}" in out
     # the recompute column: every block recomputing adds one forward to the three of a training step
@@ -163,21 +163,21 @@ def test_a_recipe_with_unknown_keys_or_no_stages_is_refused_by_name(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("stages:\n  - {name: s1, frames: 16, height: 256, width: 256, batch: 8, step: 10}\n")
     with pytest.raises(ValueError, match=r"stage 1 has unknown keys \['step'\]"):
-        Recipe.load(bad)
+        Schedule.load(bad)
     bad.write_text("modle: {preset: XL/2}\nstages: []\n")
-    with pytest.raises(ValueError, match=r"recipe has unknown keys \['modle'\]"):
-        Recipe.load(bad)
+    with pytest.raises(ValueError, match=r"schedule has unknown keys \['modle'\]"):
+        Schedule.load(bad)
     bad.write_text("stages: []\n")
     with pytest.raises(ValueError, match="has no stages"):
-        Recipe.load(bad)
+        Schedule.load(bad)
 
 
 def test_one_function_makes_a_presets_architecture_for_the_planner_and_t2v_model(tmp_path):
     from model.networks.stdit import STDiT, preset_config
     from model.planning.info import preset_arch, summarize
 
-    recipe = Recipe.load(ROOT / "configs/plan/opensora-1.0.yaml")  # learned sigma: out_channels 8
-    assert recipe.arch() == preset_arch("XL/2", out_channels=8)
+    schedule = Schedule.load(ROOT / "configs/plan/opensora-1.0.yaml")  # learned sigma: out_channels 8
+    assert schedule.arch() == preset_arch("XL/2", out_channels=8)
     config = preset_config("XL/2", in_channels=4, caption_channels=4096, caption_max_length=120)
     with torch.device("meta"):
         ours = sum(p.numel() for p in STDiT(**config).parameters())
@@ -186,4 +186,4 @@ def test_one_function_makes_a_presets_architecture_for_the_planner_and_t2v_model
     bad.write_text("model: {preset: XL/2, outchannels: 8}\nstages: [{name: a, frames: 1, height: 256, width: 256, "
                    "batch: 1, steps: 1}]\n")  # fmt: skip
     with pytest.raises(ValueError, match=r"model has unknown keys \['outchannels'\]"):
-        Recipe.load(bad)
+        Schedule.load(bad)

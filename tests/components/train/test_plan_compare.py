@@ -1,11 +1,11 @@
-"""After training: the plan for the recipe a run followed, next to what the run measured in MLflow."""
+"""After training: the plan for the schedule a run followed, next to what the run measured in MLflow."""
 
 import pytest
 import yaml
 
 from components.train.train import train
 from model.planning.gpus import GPU
-from model.planning.plan import Recipe, compare_with_run, mlflow_measurements, plan
+from model.planning.plan import Schedule, compare_with_run, mlflow_measurements, plan
 from t2v.cli import main
 from tests.components.conftest import toy_stage_config
 
@@ -18,23 +18,23 @@ def test_the_plan_is_compared_with_a_training_run(toy_data, tmp_path, capsys):
     measured = mlflow_measurements(db, result.run_id)
     assert measured["tokens_per_s"] > 0 and measured["peak_memory_gb"] > 0 and measured["world_size"] == 1
 
-    # the toy run's recipe: params.yaml's training model on 32 px stills in pixel space (none:4), batch 4
-    recipe_file = tmp_path / "toy.yaml"
-    recipe_file.write_text(yaml.safe_dump({
+    # the toy run's schedule: params.yaml's training model on 32 px stills in pixel space (none:4), batch 4
+    schedule_file = tmp_path / "toy.yaml"
+    schedule_file.write_text(yaml.safe_dump({
         "model": {"preset": "tiny", "text_tokens": 16, "in_channels": 48, "out_channels": 48, "caption_channels": 32,
                   "overrides": {"num_layers": 4, "num_attention_heads": 4, "attention_head_dim": 16}},
         "vae_factor": 4, "gradient_checkpointing": False,
         "stages": [{"name": "stage1", "frames": 1, "height": 32, "width": 32, "batch": 4, "steps": 12}],
     }))  # fmt: skip
-    recipe = Recipe.load(recipe_file)
+    schedule = Schedule.load(schedule_file)
     cpu = GPU("this CPU (stated peak)", 0.05, 24)  # a stated peak: the comparison's plumbing, not a GPU's numbers
-    (stage,) = plan(recipe, cpu, num_gpus=1, mfu=0.5, price_per_hour=0.0)
+    (stage,) = plan(schedule, cpu, num_gpus=1, mfu=0.5, price_per_hour=0.0)
     report = compare_with_run(stage, measured, 1)
     assert report["tokens_per_s_per_gpu"]["measured"] == pytest.approx(measured["tokens_per_s"])
     assert report["tokens_per_s_per_gpu"]["plan"] == pytest.approx(stage.tokens_per_s_per_gpu)
     assert report["peak_memory_gb"]["ratio"] == pytest.approx(measured["peak_memory_gb"] / stage.memory_gb)
 
-    args = ["plan", "--config", str(recipe_file), "--gpu", "h100", "--num-gpus", "1", "--mfu", "0.4",
+    args = ["plan", "--config", str(schedule_file), "--gpu", "h100", "--num-gpus", "1", "--mfu", "0.4",
             "--tracking-uri", db, "--run-id", result.run_id]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
