@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     from components.evaluate import cli as evaluate_cli
     from components.generate import cli as generate_cli
     from components.ingest import cli as ingest_cli
+    from components.plan import cli as plan_cli
     from components.precompute import cli as precompute_cli
     from components.register import cli as register_cli
     from components.synth import cli as synth_cli
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines import cli as pipeline_cli
 
     steps = (synth_cli, ingest_cli, caption_cli, precompute_cli, train_cli, evaluate_cli, register_cli, generate_cli)
-    for module in (*steps, pipeline_cli, model_cli):
+    for module in (*steps, pipeline_cli, plan_cli, model_cli):
         module.add_parser(verbs)
     return parser
 

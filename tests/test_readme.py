@@ -11,10 +11,11 @@ README = " ".join((ROOT / "README.md").read_text().split())  # one line: figures
 
 
 def test_the_plan_figures_are_the_planners():
+    from components.plan.plan import load_schedule
     from model.planning.gpus import gpu
-    from model.planning.plan import Schedule, calibrate_mfu, plan
+    from model.planning.plan import calibrate_mfu, plan
 
-    schedule = Schedule.load(ROOT / "configs/plan/opensora-1.0.yaml")
+    schedule = load_schedule(ROOT / "configs/plan/opensora-1.0.yaml")
     h800 = gpu("h800")
     mfu = calibrate_mfu(schedule, schedule.stages[0], h800, 117)
     stages = plan(schedule, h800, num_gpus=64, mfu=mfu, price_per_hour=2.5)

@@ -7,15 +7,13 @@ A recipe is one YAML file with a section per step (`synth`, `ingest`, `caption`,
 `stage1`..`stage3` on top of it, `evaluate`, `register`, `generate`); a section is a mapping, or the path of a YAML
 file holding one. It states only what differs from the defaults. Unknown keys are errors naming the known ones.
 Each field is declared with `setting(default, help)`: the help is the CLI's, so flags and their help are generated
-from the fields (`add_arguments`, `from_args`) and cannot drift from them.
+from the fields (components.common.cli: `add_arguments`, `from_args`) and cannot drift from them.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
-import inspect
 import json
 import types
 import typing
@@ -23,9 +21,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
-
-RUNNER_FLAGS = ("recipe", "config", "set")  # flags every verb has; no setting may take these names
-_DEST = "setting:"
 
 
 def setting(default=dataclasses.MISSING, help: str = "", *, positional: bool = False, merge: bool = False):
@@ -84,6 +79,19 @@ def _check(value, hint, where: str):
 # ------------------------------------------------------------------------------------------------ building
 
 
+def items_of(hint):
+    """The dataclass of a `tuple[Settings, ...]` hint; None for any other type."""
+    args = typing.get_args(hint)
+    if (
+        typing.get_origin(hint) is tuple
+        and len(args) == 2
+        and args[1] is Ellipsis
+        and dataclasses.is_dataclass(args[0])
+    ):
+        return args[0]
+    return None
+
+
 def _fields(cls) -> list[dataclasses.Field]:
     """The fields of `cls` that are settings: not those derived from data (metadata "derived": where they are read)."""
     return [f for f in dataclasses.fields(cls) if not f.metadata.get("derived")]
@@ -103,8 +111,11 @@ def build(cls, values: dict, where: str = "settings"):
     kwargs = {}
     for name, value in values.items():
         base, _ = _unwrap(hints[name])
+        item = items_of(base)
         if dataclasses.is_dataclass(base) and isinstance(value, dict):
             kwargs[name] = build(base, value, f"{where}.{name}")
+        elif item is not None and isinstance(value, list | tuple):  # a list of nested settings (a schedule's stages)
+            kwargs[name] = tuple(build(item, v, f"{where}.{name}[{i}]") for i, v in enumerate(value))
         else:
             f = known[name]
             if f.metadata.get("merge") and isinstance(value, dict):
@@ -116,8 +127,15 @@ def build(cls, values: dict, where: str = "settings"):
 def to_dict(cfg, derived: bool = True) -> dict:
     """Plain values (tuples as lists): for YAML, JSON and MLflow params; for `build` without `derived` fields."""
     fields = dataclasses.fields(cfg) if derived else _fields(type(cfg))
-    values = {f.name: to_dict(v, derived) if dataclasses.is_dataclass(v := getattr(cfg, f.name)) else v for f in fields}
-    return json.loads(json.dumps(values, default=str))
+
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return to_dict(value, derived)
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        return value
+
+    return json.loads(json.dumps({f.name: plain(getattr(cfg, f.name)) for f in fields}, default=str))
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -270,122 +288,6 @@ def defaults(cls, prefix: str = "") -> dict[str, object]:
         value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         out[f"{prefix}{f.name}"] = value
     return out
-
-
-# --------------------------------------------------------------------------------------------------- the CLI
-
-
-def _flag_kind(hint):
-    """(argparse keyword arguments for a flag of this type) or None where only --set can give it."""
-    base, optional = _unwrap(hint)
-    if base is bool:
-        return {"action": argparse.BooleanOptionalAction, "metavar": None}
-    if base in (int, float, str):
-
-        def convert(text: str, base=base):
-            if optional and text.lower() in ("none", "null", ""):
-                return None
-            return base(text)
-
-        convert.__name__ = base.__name__  # argparse names the type in its errors
-        return {"type": convert}
-    if typing.get_origin(base) in (typing.Union, types.UnionType) and set(typing.get_args(base)) <= {bool, int, str}:
-        # true/false, a number, or a word such as auto: the setting's own check says which it takes
-        return {"type": lambda text: {"true": True, "false": False}.get(
-                    text.lower(), int(text) if text.lstrip("-").isdigit() else text), "metavar": "VALUE"}  # fmt: skip
-    if typing.get_origin(base) is tuple and typing.get_args(base)[-1] is Ellipsis:
-        return {"nargs": "*"}
-    if base is dict or _is_union_with(base, dict) or typing.get_origin(base) in (tuple, list) or base is list:
-        return {"type": _yaml_flag(base), "metavar": "YAML"}
-    return None
-
-
-def _yaml_flag(base):
-    def convert(text: str):
-        if Path(text).is_file() and (base is dict):
-            return yaml.safe_load(Path(text).read_text())
-        return yaml.safe_load(text)
-
-    convert.__name__ = "YAML"
-    return convert
-
-
-def _show(value) -> str:
-    if isinstance(value, dict | list | tuple):
-        return json.dumps(value, default=str)
-    return str(value)
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls, *, prefix: str = "", recipe: bool = True) -> None:
-    """--recipe, --config, --set and one flag per setting (nested settings as --group.name)."""
-    if not prefix:
-        clash = set(RUNNER_FLAGS) & {f.name for f in dataclasses.fields(cls)}
-        assert not clash, f"{cls.__name__} fields {clash} clash with the runner flags"
-        if recipe:
-            parser.add_argument(
-                "--recipe", help="a recipe YAML: this step's settings are its section(s) (e.g. params.yaml)"
-            )
-        parser.add_argument("--config", help="a YAML file of this step's settings (what differs from the defaults)")
-        parser.add_argument(
-            "--set", action="append", default=[], metavar="KEY=VALUE", help="any setting, e.g. --set a.b=1; repeatable"
-        )
-    hints = _hints(cls)
-    doc = inspect.cleandoc(cls.__doc__ or "")
-    doc = "" if doc.startswith(f"{cls.__name__}(") else doc  # the signature dataclasses write for classes without one
-    group = parser if not prefix else parser.add_argument_group(prefix.rstrip("."), doc)
-    for f in _fields(cls):
-        base, _ = _unwrap(hints[f.name])
-        path = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(base):
-            if f.default_factory is not dataclasses.MISSING:  # a group; an optional one is given with --set only
-                add_arguments(parser, base, prefix=f"{path}.")
-            continue
-        kind = _flag_kind(hints[f.name])
-        if kind is None:
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        text = f.metadata.get("help", "")
-        if f.metadata.get("positional"):
-            nargs = "+" if kind.get("nargs") == "*" else None
-            parser.add_argument(path, help=text, **{**kind, "nargs": nargs})
-            continue
-        shown = "" if default in (None, "", (), []) else f" (default: {_show(default)})"
-        kind.setdefault("metavar", f.name.upper())
-        group.add_argument(
-            f"--{path.replace('_', '-')}", dest=_DEST + path, default=argparse.SUPPRESS, help=text + shown, **kind
-        )
-
-
-def given_flags(args: argparse.Namespace) -> dict:
-    """The settings given as flags, as nested values."""
-    values: dict = {}
-    for dest, value in vars(args).items():
-        if not dest.startswith(_DEST):
-            continue
-        *parents, last = dest[len(_DEST) :].split(".")
-        node = values
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = list(value) if isinstance(value, tuple) else value
-    return values
-
-
-def from_args(cls, args: argparse.Namespace, sections: Iterable[str] = (), fixed: dict | None = None):
-    """The step's settings from its parsed command line (see `add_arguments`)."""
-    positional = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(cls)
-        if f.metadata.get("positional") and getattr(args, f.name, None) is not None
-    }
-    return load(
-        cls,
-        recipe=getattr(args, "recipe", None),
-        sections=sections,
-        config=getattr(args, "config", None) or None,
-        flags=merge(positional, given_flags(args)),
-        overrides=args.set,
-        fixed=fixed,
-    )
 
 
 def updated(cfg, changes: dict):

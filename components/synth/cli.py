@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from components.common import settings
+from components.common.cli import add_arguments, from_args
 from components.synth import synth
 
 TINY_MODELS = ("t5", "vae", "llava-next")
@@ -20,7 +20,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         description=synth.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    settings.add_arguments(p, synth.SynthConfig)
+    add_arguments(p, synth.SynthConfig)
     p.set_defaults(run=_run_synth)
     t = sub.add_parser(
         "tiny-models",
@@ -34,7 +34,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    cfg = settings.from_args(synth.SynthConfig, args, sections=("synth",))
+    cfg = from_args(synth.SynthConfig, args, sections=("synth",))
     out = synth.synth(cfg)
     print(f"toy world: {cfg.videos} videos, {cfg.images} stills -> {out} (ground truth: {out / 'ground_truth.csv'})")
     return 0

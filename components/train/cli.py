@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from components.common import settings
-from components.common.cli import add_verb
+from components.common.cli import add_verb, from_args
 from components.common.settings import read_yaml, stage_sections
 from components.train.config import STAGE_FRAMES, TrainConfig
 from components.train.train import train
@@ -76,4 +75,4 @@ def config_from_argv(argv: list[str]) -> TrainConfig:
     parser = argparse.ArgumentParser(prog="t2v train")
     add_parser(parser.add_subparsers())
     args = parser.parse_args(["train", *argv])
-    return settings.from_args(TrainConfig, args, sections=_sections(args))
+    return from_args(TrainConfig, args, sections=_sections(args))

@@ -1,30 +1,28 @@
 """Plan a training schedule before renting GPUs: FLOPs, GPU-hours, dollars, days and memory per stage.
 
-A schedule (configs/plan/*.yaml) names the model and, per stage, the sample shape (frames x height x width in
-pixels), the global batch and either `steps` or `epochs` over `samples` clips:
+A schedule (configs/plan/*.yaml, read by `t2v plan` through the settings loader, components/plan) names the
+model and, per stage, the sample shape (frames x height x width in pixels), the global batch and either `steps` or
+`epochs` over `samples` clips; what it leaves out is the default declared here (`Schedule`, `ModelSpec`):
 
-    model: {preset: XL/2, text_tokens: 120, out_channels: 8}   # also in_channels, caption_channels, overrides
-    vae_factor: 8
-    gradient_checkpointing: true
+    model: {out_channels: 8}   # also preset (XL/2), text_tokens, in_channels, caption_channels, overrides
     stages:
       - {name: video-pretrain, frames: 16, height: 256, width: 256, batch: 512, steps: 80000, samples: 366000}
 
 FLOPs per sample come from model.planning.flops: the model FLOPs of a training step, forward + backward = 3x the
 forward, for STDiT and for the full-attention baseline; the forward that gradient checkpointing repeats is not model
-work, so its cost shows as a lower MFU (`recompute x` prints what it adds where every block recomputes).
-Time = FLOPs / (GPUs x
-peak x MFU). The MFU is stated, calibrated from a stage whose GPU-days are known (`calibrate_mfu`), taken from a
-training run in MLflow (the `mfu` metric the trainer logs on GPUs), or by default `MEASURED_MFU`: the training step
-`t2v train` runs on a GPU, as benchmarks/gpu.py last measured it. Memory per GPU: model.planning.memory at the
-stage's per-GPU batch, ZeRO-2 over all GPUs. After training, `compare_with_run` puts the plan next to what an MLflow run
-measured.
+work, so its cost shows as a lower MFU (`recompute x` prints what it adds where every block recomputes). Time = FLOPs
+/ (GPUs x peak x MFU). The MFU is stated, calibrated from a stage whose GPU-days are known (`calibrate_mfu`), taken
+from a training run in MLflow (the `mfu` metric the trainer logs on GPUs), or by default `MEASURED_MFU`: the training
+step `t2v train` runs on a GPU, as benchmarks/gpu.py last measured it. Memory per GPU: model.planning.memory at the
+stage's per-GPU batch, ZeRO-2 over all GPUs. After training, `compare_with_run` puts the plan next to what an MLflow
+run measured.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from model.planning.buckets import latent_frames
 from model.planning.flops import Arch, forward_flops
@@ -41,8 +39,16 @@ MEASURED_MFU_SOURCE = (
 )
 
 
+def _arch_default(name: str):
+    """A keyword's default in model.planning.info.preset_arch: the schedule states it nowhere else."""
+    return inspect.signature(preset_arch).parameters[name].default
+
+
 @dataclass(frozen=True)
 class Stage:
+    """One training stage: its sample shape (pixels), global batch and length (`steps`, or `epochs` over `samples`
+    clips)."""
+
     name: str
     frames: int
     height: int
@@ -62,48 +68,44 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """The schedule's network: an STDiT preset (with `overrides`) fed by encoders of these sizes; `out_channels`
+    None is STDiT's own default (the input channels; 8 for 4 is learned sigma)."""
+
+    preset: str = field(default="XL/2", metadata={"help": "an STDiT preset (model.networks.stdit.STDIT_PRESETS)"})
+    text_tokens: int = field(default=_arch_default("text_tokens"), metadata={"help": "caption tokens"})
+    in_channels: int = field(default=_arch_default("in_channels"), metadata={"help": "latent channels"})
+    out_channels: int | None = field(default=_arch_default("out_channels"), metadata={"help": "output channels"})
+    caption_channels: int = field(default=_arch_default("caption_channels"), metadata={"help": "text features"})
+    overrides: dict = field(default_factory=dict, metadata={"help": "preset values replaced, e.g. {num_layers: 4}"})
+
+
+@dataclass(frozen=True)
 class Schedule:
-    stages: tuple[Stage, ...]
-    model: dict = field(default_factory=dict)
-    vae_factor: int = 8
-    vae_frames: int = 1  # temporal compression of the VAE (1: a 2D VAE)
-    gradient_checkpointing: bool = True
-    online_encoders: bool = False  # the VAE and T5 run in the training step (their weights on every GPU)
+    """A training schedule: the model, the VAE's compression and the stages. Read from a YAML file with the settings
+    loader (components/plan); the plan's math below takes it as it is."""
 
-    @classmethod
-    def load(cls, path: str | Path) -> Schedule:
-        import yaml
+    stages: tuple[Stage, ...] = field(default=(), metadata={"help": "the stages, in a schedule file"})
+    model: ModelSpec = field(default_factory=ModelSpec)
+    vae_factor: int = field(default=8, metadata={"help": "pixels per latent pixel (8: SD VAE)"})
+    vae_frames: int = field(default=1, metadata={"help": "frames per latent frame (1: a 2D VAE)"})
+    gradient_checkpointing: bool = field(default=True, metadata={"help": "every block recomputes (memory)"})
+    online_encoders: bool = field(default=False, metadata={"help": "the VAE and T5 run in the training step (their "
+                                                                   "weights on every GPU)"})  # fmt: skip
 
-        if not Path(path).is_file():
-            raise ValueError(f"schedule {path} not found; see configs/plan/ for examples")
-        from dataclasses import fields
-
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        raw = values.pop("stages", None) or []
-        for where, given, known in (
-            ("schedule", values, {f.name for f in fields(cls)} - {"stages"}),
-            *((f"stage {i + 1}", st, {f.name for f in fields(Stage)}) for i, st in enumerate(raw)),
-        ):
-            unknown = sorted(set(given) - known)
-            if unknown:
-                raise ValueError(f"{path}: {where} has unknown keys {unknown}; known: {sorted(known)}")
-        model_keys = {"preset", "text_tokens", "in_channels", "out_channels", "caption_channels", "overrides"}
-        if unknown := sorted(set(values.get("model") or {}) - model_keys):
-            raise ValueError(f"{path}: model has unknown keys {unknown}; known: {sorted(model_keys)}")
-        stages = tuple(Stage(**st) for st in raw)
-        if not stages:
-            raise ValueError(f"schedule {path} has no stages; see configs/plan/opensora-1.0.yaml")
-        return cls(stages=stages, **values)
+    def __post_init__(self):
+        if not self.stages:
+            raise ValueError("a schedule needs stages: give a schedule file (--config configs/plan/opensora-1.0.yaml)")
 
     def arch(self, variant: str | None = None) -> Arch:
-        """The schedule's model: `model: {preset, text_tokens, in_channels, out_channels, caption_channels,
-        overrides}`, each defaulting as model.planning.info.preset_arch does (preset XL/2)."""
-        m = dict(self.model)
-        return preset_arch(m.pop("preset", "XL/2"), **m, variant=variant)
+        """The schedule's model as model.planning.info.preset_arch builds it."""
+        m = self.model
+        return preset_arch(m.preset, text_tokens=m.text_tokens, in_channels=m.in_channels, out_channels=m.out_channels,
+                           caption_channels=m.caption_channels, overrides=m.overrides, variant=variant)  # fmt: skip
 
     @property
     def text_tokens(self) -> int:
-        return int(self.model.get("text_tokens", 120))
+        return self.model.text_tokens
 
     def latent(self, stage: Stage) -> dict:
         frames = latent_frames(stage.frames, self.vae_frames)

@@ -12,7 +12,7 @@ import yaml
 
 from components.caption import component as caption_component
 from components.caption.caption import CaptionConfig
-from components.common import settings
+from components.common import cli, settings
 from components.evaluate import component as evaluate_component
 from components.ingest import component as ingest_component
 from components.ingest.ingest import IngestConfig
@@ -84,7 +84,7 @@ def component_defaults(func) -> dict[str, object]:
 
 def cli_settings(argv: list[str], cls, sections: tuple[str, ...]):
     """The settings `t2v ARGV` builds (what the verb's `run` hands to the step)."""
-    return settings.from_args(cls, build_parser().parse_args(argv), sections)
+    return cli.from_args(cls, build_parser().parse_args(argv), sections)
 
 
 def pipeline_parameters(ir: dict) -> dict[str, object]:
@@ -207,9 +207,9 @@ def test_loading_order_defaults_recipe_file_flags_overrides(tmp_path):
     assert cfg.optim.betas == (0.9, 0.999) and cfg.model == TrainConfig().model  # the rest stays default
 
     parser = argparse.ArgumentParser()
-    settings.add_arguments(parser, TrainConfig)
+    cli.add_arguments(parser, TrainConfig)
     args = parser.parse_args(["--recipe", str(recipe), "--optim.lr", "0.5", "--set", "optim.lr=0.25", "--no-progress"])
-    cfg = settings.from_args(TrainConfig, args, ("train", "stage2"))
+    cfg = cli.from_args(TrainConfig, args, ("train", "stage2"))
     assert (cfg.optim.lr, cfg.max_steps, cfg.progress) == (0.25, 7, False)  # --set wins over a flag
 
 

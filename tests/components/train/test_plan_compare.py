@@ -3,9 +3,10 @@
 import pytest
 import yaml
 
+from components.plan.plan import load_schedule
 from components.train.train import train
 from model.planning.gpus import GPU
-from model.planning.plan import Schedule, compare_with_run, mlflow_measurements, plan
+from model.planning.plan import compare_with_run, mlflow_measurements, plan
 from t2v.cli import main
 from tests.components.conftest import toy_stage_config
 
@@ -26,7 +27,7 @@ def test_the_plan_is_compared_with_a_training_run(toy_data, tmp_path, capsys):
         "vae_factor": 4, "gradient_checkpointing": False,
         "stages": [{"name": "stage1", "frames": 1, "height": 32, "width": 32, "batch": 4, "steps": 12}],
     }))  # fmt: skip
-    schedule = Schedule.load(schedule_file)
+    schedule = load_schedule(schedule_file)
     cpu = GPU("this CPU (stated peak)", 0.05, 24)  # a stated peak: the comparison's plumbing, not a GPU's numbers
     (stage,) = plan(schedule, cpu, num_gpus=1, mfu=0.5, price_per_hour=0.0)
     report = compare_with_run(stage, measured, 1)
