@@ -58,10 +58,10 @@ def run_local(arguments: dict, root: Path, models: Path | None = None):
 
     from kfp import local
 
-    from pipelines.t2v import ClusterSettings, build_pipeline
+    from pipelines.t2v import build_pipeline
 
     root.mkdir(parents=True, exist_ok=True)
-    cluster = ClusterSettings(models_path=str((models or root / "models").resolve()))
+    cluster = local_cluster(models or root / "models")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root.resolve() / "kfp"))
     # kfp.local indents each task's output by swapping builtins.print while the task runs; two tasks in parallel
     # threads (the caption shards) can leave the indenting one in place after the run
@@ -70,6 +70,14 @@ def run_local(arguments: dict, root: Path, models: Path | None = None):
         return build_pipeline(cluster)(**arguments)
     finally:
         builtins.print = plain_print
+
+
+def local_cluster(models: Path):
+    """The cluster settings of a local run: `models` stands in for the models volume, and a failed task is retried
+    at once (one machine: no node to wait for)."""
+    from pipelines.t2v import ClusterSettings
+
+    return ClusterSettings(models_path=str(Path(models).resolve()), retry_backoff_s=0)
 
 
 def latest_outputs(root: Path) -> tuple[Path, Path]:

@@ -52,6 +52,11 @@ class ClusterSettings:
     )
     secrets: dict = setting(DEFAULT_SECRETS, "Secrets as environment variables of every task (optional ones)")
     retries: dict = setting({"ingest": 1, "caption": 2, "precompute": 1, "train": 3}, "retries per step", merge=True)
+    retry_backoff_s: int = setting(
+        60,
+        "seconds before a failed task's first retry (doubled for each next one): time for a node or a service to "
+        "come back; a local run (kfp.local, one machine) retries at once",
+    )
     train_nodes: int = setting(
         1,
         "training on more than one node: each stage's task creates a Kubeflow Trainer TrainJob of train_nodes pods "
@@ -102,7 +107,8 @@ class ClusterSettings:
         for secret, keys in self.secrets.items():
             kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys, optional=True)
         if self.retries.get(step):
-            task.set_retry(num_retries=int(self.retries[step]), backoff_duration="60s", backoff_factor=2.0)
+            task.set_retry(num_retries=int(self.retries[step]), backoff_duration=f"{self.retry_backoff_s}s",
+                           backoff_factor=2.0)  # fmt: skip
         return task
 
 

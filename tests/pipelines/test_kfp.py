@@ -141,6 +141,18 @@ def test_every_task_mounts_the_models_volume_offline_and_the_run_records_in_the_
     assert parameters["tracking_uri"]["defaultValue"] == "http://mlflow.t2v.svc:5000"
 
 
+def test_a_local_run_retries_a_failed_task_at_once(tmp_path):
+    from kfp import compiler
+
+    from pipelines.local import local_cluster
+    from pipelines.t2v import build_pipeline
+
+    compiler.Compiler().compile(build_pipeline(local_cluster(tmp_path / "models")), str(tmp_path / "local.yaml"))
+    tasks = next(yaml.safe_load_all((tmp_path / "local.yaml").read_text()))["root"]["dag"]["tasks"]
+    assert tasks["train-stage"]["retryPolicy"]["maxRetryCount"] == 3
+    assert tasks["train-stage"]["retryPolicy"]["backoffDuration"] == "0s"
+
+
 def test_submit_refuses_a_run_that_nothing_would_record(tmp_path, capsys):
     untracked = tmp_path / "cluster.yaml"
     untracked.write_text("tracking_uri: ''\n")
@@ -157,6 +169,7 @@ def test_training_retries_and_is_never_served_from_cache(ir):
     tasks = pipeline["root"]["dag"]["tasks"]
     for name in ("train-stage", "train-stage-2", "train-stage-3"):
         assert tasks[name]["retryPolicy"]["maxRetryCount"] == 3
+        assert tasks[name]["retryPolicy"]["backoffDuration"] == "60s"  # on a cluster: time for a node to come back
     for name in ("train-stage", "train-stage-2", "train-stage-3", "evaluate", "register"):
         assert not tasks[name]["cachingOptions"].get("enableCache"), name
     assert tasks["synth"]["cachingOptions"]["enableCache"]  # data steps are deterministic
