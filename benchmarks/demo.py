@@ -1,82 +1,88 @@
 """The demo as a benchmark: the whole KFP DAG on the toy world through kfp.local, wall time per step, and how well
 the demo model follows its prompts (adherence per attribute, against chance).
 
-    python benchmarks/demo.py            # the demo as `make demo` runs it
-    python benchmarks/demo.py --quick    # a small world and a few steps per stage (CI: the timings' code path)
+    python benchmarks/demo.py                      # run the demo as `make demo` does, then its figures
+    python benchmarks/demo.py --quick              # a small world and a few steps per stage (no targets checked)
+    python benchmarks/demo.py --run outputs/demo   # the figures of a run already made (`make demo`), not a new one
 
-The full run checks the demo's targets and exits with 1 when one is missed: over 48 prompts or more (every colour x
-direction pair), direction and shape adherence of 80% or more, colour and background 95% or more, the shapes
-travelling within 30% of the held-out footage's distance per clip, all in 10 minutes or less.
+A run is `t2v pipeline run` (its terminal display shows the tasks as they go). The full run checks the demo's
+targets and exits with 1 when one is missed: over 48 prompts or more (every colour x direction pair), direction and
+shape adherence of 80% or more, colour and background 95% or more, the shapes travelling within 30% of the held-out
+footage's distance per clip, all in 10 minutes or less.
 
-Step times come from kfp.local's own task log records (start to finish of each task, process start included).
-The last line printed is a JSON object with every figure.
+Step times come from kfp.local's own timestamped task lines in the run's log (<root>/logs/, the newest): start to
+finish of each task, process start included. The last line printed is a JSON object with every figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import re
+import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
+QUICK = ["synth.videos=8", "synth.images=4", "stage1.max_steps=4", "stage2.max_steps=4", "stage3.max_steps=2",
+         "evaluate.max_prompts=2", "evaluate.steps=2"]  # fmt: skip
+_LINE = re.compile(r"(\d\d):(\d\d):(\d\d)\.(\d{3}) - [A-Z]+ - (.*)")
 
-class _TaskTimes(logging.Filter):
-    """Start and end time of each kfp.local task, from its log records (a filter on the root logger: kfp.local
-    replaces the root logger's handlers while it runs, not its filters)."""
 
-    def __init__(self):
-        super().__init__()
-        self.start: dict[str, list[float]] = {}
-        self.end: dict[str, list[float]] = {}
+def task_times(log: Path) -> tuple[dict[str, float], float]:
+    """({task: seconds}, the run's seconds) from a run log's kfp.local lines. A task's time runs from its first start
+    to its last end (parallel shards: the span; a retried task: every attempt); the run's from the first line to the
+    last. Clock times only carry the time of day: a line earlier than the one before is on the next day."""
+    start: dict[str, float] = {}
+    end: dict[str, float] = {}
+    first = last = None
+    for raw in log.read_text(errors="replace").splitlines():
+        m = _LINE.fullmatch(re.sub(r"\x1b\[[0-9;]*m", "", raw).rstrip())  # a task's own lines are indented
+        if not m:
+            continue
+        h, mnt, s, ms, text = m.groups()
+        at = int(h) * 3600 + int(mnt) * 60 + int(s) + int(ms) / 1000
+        while last is not None and at < last:
+            at += 86400
+        first, last = first if first is not None else at, at
+        if task := re.match(r"Executing task '([^']+)'", text):
+            start.setdefault(task[1], at)
+        elif task := re.match(r"Task '([^']+)' finished", text):
+            end[task[1]] = at
+    if first is None:
+        raise ValueError(f"{log}: no kfp.local lines; is it the log of a `t2v pipeline run`?")
+    steps = {name: round(end[name] - t, 2) if name in end else float("nan") for name, t in start.items()}
+    return steps, round(last - first, 1)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        self._record(record)
-        return True
 
-    def _record(self, record: logging.LogRecord) -> None:
-        text = re.sub(r"\x1b\[[0-9;]*m", "", record.getMessage())
-        if m := re.match(r"Executing task '([^']+)'", text):
-            self.start.setdefault(m[1], []).append(record.created)
-        elif m := re.match(r"Task '([^']+)' finished", text):
-            self.end.setdefault(m[1], []).append(record.created)
-
-    def seconds(self) -> dict[str, float]:
-        out = {}
-        for name, starts in self.start.items():
-            ends = self.end.get(name, [])
-            out[name] = round(max(ends) - min(starts), 2) if ends else float("nan")  # parallel shards: the span
-        return out
+def newest_log(root: Path) -> Path:
+    logs = sorted((root / "logs").glob("run-*.log"), key=lambda p: p.stat().st_mtime)
+    if not logs:
+        raise ValueError(f"no run log under {root / 'logs'}: give the --root of a `t2v pipeline run`")
+    return logs[-1]
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small world, few steps (CI)")
+    parser.add_argument("--quick", action="store_true", help="small world, few steps (CI); no targets checked")
     parser.add_argument("--root", help="where to run (default: a temporary folder)")
+    parser.add_argument("--run", metavar="ROOT", help="read the figures of the run made under ROOT; run nothing")
     args = parser.parse_args(argv)
 
     from components.evaluate.adherence import ATTRIBUTES, CHANCE
-    from pipelines.local import latest_outputs, local_arguments, run_local
+    from pipelines.local import latest_outputs
 
-    root = Path(args.root or tempfile.mkdtemp(prefix="t2v-demo-bench-"))
-    quick = ["synth.videos=8", "synth.images=4", "stage1.max_steps=4", "stage2.max_steps=4", "stage3.max_steps=2",
-             "evaluate.max_prompts=2", "evaluate.steps=2"]  # fmt: skip
-    arguments = local_arguments(
-        root, str(Path(__file__).resolve().parents[1] / "params.yaml"), quick if args.quick else []
-    )
-    times = _TaskTimes()
-    logging.getLogger().addFilter(times)
-    start = time.perf_counter()
-    run_local(arguments, root)
-    total = time.perf_counter() - start
-    logging.getLogger().removeFilter(times)
+    if args.run:
+        root = Path(args.run)
+    else:
+        root = Path(args.root or tempfile.mkdtemp(prefix="t2v-demo-bench-"))
+        sets = [a for item in (QUICK if args.quick else []) for a in ("--set", item)]
+        subprocess.run([sys.executable, "-m", "t2v", "pipeline", "run", "--root", str(root), *sets], check=True)
+    steps, total = task_times(newest_log(root))
     evaluation, _ = latest_outputs(root)
     metrics = json.loads((evaluation / "metrics.json").read_text())["metrics"]
     adherence = {name: metrics[f"adherence/{name}"] for name in ATTRIBUTES if f"adherence/{name}" in metrics}
     moved = {k: metrics.get(f"adherence/{k}") for k in ("displacement", "displacement_truth", "displacement_ratio")}
-    steps = times.seconds()
     print(f"{'step':<20}{'seconds':>10}")
     for name, seconds in steps.items():
         print(f"{name:<20}{seconds:>10.1f}")
@@ -114,5 +120,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     raise SystemExit(0 if all(main().get("targets_met", {}).values()) else 1)

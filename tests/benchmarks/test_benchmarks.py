@@ -96,14 +96,35 @@ def test_train_benchmark_quick():
 
 
 @pytest.mark.slow
-def test_demo_benchmark_quick():
-    result = run_benchmark("demo.py", "--quick")
+def test_demo_benchmark_quick(stopped_run):
+    """The figures of the session's small DAG run (tests/runs.py: demo.py's --quick sizes), read from its log."""
+    result = run_benchmark("demo.py", "--quick", "--run", str(stopped_run.root))
     steps = result["step_s"]
     for name in ("synth", "ingest", "caption-shard", "caption-merge", "precompute", "train-stage", "train-stage-2",
                  "train-stage-3", "evaluate", "register"):  # fmt: skip
         assert steps[name] > 0, name
     assert set(result["adherence"]) == {"colour", "shape", "direction", "background"}
     assert result["prompts"] == 2 and result["total_s"] >= sum(steps.values()) * 0.5
+
+
+def test_demo_step_times_are_read_from_the_run_logs_kfp_lines(tmp_path):
+    from benchmarks.demo import task_times
+
+    log = tmp_path / "run.log"
+    log.write_text(
+        "23:59:58.000 - INFO - Running pipeline: \x1b[95m't2v-pipeline'\x1b[0m\n"
+        "23:59:58.500 - INFO - Executing task \x1b[96m'train-stage'\x1b[0m\n"
+        "    12:00:00.000 - INFO - Task 'x' finished with status SUCCESS\n"  # a task's own line, indented
+        "23:59:59.000 - ERROR - Task 'train-stage' finished with status FAILURE\n"
+        "00:00:00.500 - INFO - Executing task 'train-stage'\n"  # the retry, after midnight
+        "00:00:02.000 - INFO - Task 'train-stage' finished with status SUCCESS\n"
+        "00:00:02.100 - INFO - Executing task 'register'\n"
+    )
+    steps, total = task_times(log)
+    assert steps["train-stage"] == 3.5 and np.isnan(steps["register"]) and total == 4.1
+    log.write_text("nothing of kfp.local here\n")
+    with pytest.raises(ValueError, match=r"no kfp\.local lines"):
+        task_times(log)
 
 
 def test_gpu_benchmark_skips_without_cuda_and_its_help_says_what_it_measures():

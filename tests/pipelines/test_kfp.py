@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from pipelines.t2v import compile_pipeline
 from t2v.cli import main
+from tests.runs import SMALL, sets
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDER = ["synth", "ingest", "for-loop-1", "caption-merge", "precompute", "train-stage", "train-stage-2",
@@ -191,69 +192,6 @@ def test_submit_dry_run_prints_the_request(capsys):
     assert "cluster settings missing.yaml not found" in capsys.readouterr().err
 
 
-# the toy recipe at a small size: what the DVC and benchmark quick runs use too
-SMALL = ["synth.videos=8", "synth.images=4", "stage1.max_steps=4", "stage2.max_steps=4", "stage3.max_steps=2",
-         "evaluate.max_prompts=2", "evaluate.steps=2"]  # fmt: skip
-
-
-def in_terminal(command: list[str], timeout_s: float = 1200, columns: int = 100) -> tuple[str, int]:
-    """Run `command` with a pseudo-terminal as its standard output and error, as `make demo` runs in a person's
-    terminal: (everything it showed, with the terminal's line ends as newlines; its exit status)."""
-    import fcntl
-    import os
-    import pty
-    import select
-    import struct
-    import subprocess
-    import termios
-    import time
-
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
-    os.close(follower)
-    shown, deadline = bytearray(), time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if select.select([leader], [], [], 1.0)[0]:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the other side closed: the command and its children are done
-                break
-            if not chunk:
-                break
-            shown += chunk
-    else:
-        process.kill()
-    os.close(leader)
-    return shown.decode(errors="replace").replace("\r\n", "\n"), process.wait(timeout=60)
-
-
-def sets(items: list[str]) -> list[str]:
-    return [a for item in items for a in ("--set", item)]
-
-
-@pytest.fixture(scope="session")
-def local_terminal_run(tmp_path_factory):
-    """The whole DAG once through kfp.local on a small toy world with tiny step counts, by `t2v pipeline run` in a
-    terminal: (its root, what the terminal showed, the exit status)."""
-    import sys
-
-    root = tmp_path_factory.mktemp("kfp-local")
-    shown, status = in_terminal([sys.executable, "-m", "t2v", "pipeline", "run", "--root", str(root), *sets(SMALL)])
-    return root, shown, status
-
-
-@pytest.fixture(scope="session")
-def local_run(local_terminal_run):
-    """The local run's root, its pipeline arguments, its evaluation folder and its registry decision."""
-    from pipelines.local import latest_outputs, local_arguments
-
-    root, shown, status = local_terminal_run
-    assert status == 0, shown[-3000:]
-    arguments = local_arguments(root, str(ROOT / "params.yaml"), SMALL)  # as the run made them
-    return root, arguments, *latest_outputs(root)
-
-
 # every task of the toy recipe's run (two caption shards), as the DAG names it
 TASKS = ["synth", "ingest", "caption-shards", "caption-shard-0", "caption-shard-1", "caption-merge",
          "precompute-stage-1", "precompute-stage-2", "precompute-stage-3", "train-stage-1", "train-stage-2",
@@ -261,12 +199,13 @@ TASKS = ["synth", "ingest", "caption-shards", "caption-shard-0", "caption-shard-
 
 
 @pytest.mark.slow
-def test_the_terminal_shows_each_task_its_time_and_figure_and_the_log_holds_the_rest(local_terminal_run, local_run, ir):
+def test_the_terminal_shows_each_task_its_time_and_figure_and_the_log_holds_the_rest(stopped_run, local_run, ir):
+    """What a person sees of `t2v pipeline run` in a terminal (the shared run's resumed half, tests/runs.py)."""
     import re
 
     import pandas as pd
 
-    root, shown, _ = local_terminal_run
+    root, shown = stopped_run.root, stopped_run.shown
     _, _, evaluation, decision = local_run
     pipeline, _ = ir
     tasks = pipeline["root"]["dag"]["tasks"]
@@ -287,7 +226,7 @@ def test_the_terminal_shows_each_task_its_time_and_figure_and_the_log_holds_the_
         assert f"  start  {task}" in shown
     # each figure is the run's own
     captioned = pd.read_parquet(evaluation.parents[1] / "caption-merge" / "captioned" / "manifest.parquet")
-    assert done["synth"][1] == "8 videos and 4 stills of 64 px"  # SMALL's toy world
+    assert done["synth"][1] == "8 videos and 4 stills of 64 px"  # the small toy world (tests/runs.py)
     assert done["ingest"][1].startswith(f"{len(captioned)} clips kept from ")
     assert done["caption-merge"][1].startswith(f"{len(captioned)} captions")
     assert sum(int(done[f"caption-shard-{n}"][1].split()[0]) for n in (0, 1)) == len(captioned)
@@ -299,7 +238,8 @@ def test_the_terminal_shows_each_task_its_time_and_figure_and_the_log_holds_the_
     assert done["evaluate"][1] == (f"validation loss {metrics['val_loss']:.4f}, "
                                    f"prompt adherence {metrics['adherence/mean']:.0%}")  # fmt: skip
     assert done["register"][1].startswith(f"t2v-stdit version {json.loads(decision.read_text())['version']}, champion")
-    assert re.search(r"train-stage-1.*4/4", shown)  # the live bar of the training steps
+    steps = stopped_run.stage1_steps
+    assert re.search(rf"train-stage-1.*{steps}/{steps}", shown)  # the live bar of the training steps
     closing = shown.split("\nfinished in ", 1)[1]  # then the summary
     assert "\n\nvalidation loss " in closing and "\nregistered: t2v-stdit version 1" in closing  # not indented
     assert not re.search(r"error|warning", shown, re.IGNORECASE), shown
