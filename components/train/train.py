@@ -11,8 +11,9 @@ train(cfg):
   7. export: the EMA model with save_pretrained, for the next stage and for evaluation
 
 The steps' parts live beside this module in components/train/: launch (processes, plugin, boost, gradient norm),
-data, build (model, speed switches, EMA), guard, state (resume, save, roll back: the run in its checkpoints),
-checkpoint (the files), shards (ZeRO-2's flat shards), throughput, samples and export.
+data, build (model, speed switches, EMA), trainer (the loop's parts, held once: step, log, validate, sample, save,
+roll back), guard, state (resume, save, roll back: the run in its checkpoints), checkpoint (the files), shards
+(ZeRO-2's flat shards), throughput, samples and export.
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from components.common.events import Steps
-from components.common.latents import LatentDataset, collate
+from components.common.latents import collate
 from components.common.settings import to_dict
 from components.common.tracking import Tracker, git_commit
-from components.common.validation import probe_loss, validation_loss
+from components.common.validation import probe_loss
 from components.train import checkpoint, state
 from components.train.build import build_model, ema_copy, set_compile, set_recompute
 from components.train.config import TrainConfig
@@ -39,12 +39,11 @@ from components.train.data import BucketBatchSampler, batches, bucket_batch_size
 from components.train.ema import EMA
 from components.train.export import export, weights_sha256
 from components.train.guard import Guard
-from components.train.launch import Boosted, all_sum, boost, clip_gradients, launch, plugin_name
-from components.train.samples import sample_videos
+from components.train.launch import boost, launch, plugin_name
 from components.train.throughput import Window
+from components.train.trainer import Trainer
 from model.networks.parallel import new_groups
 from model.networks.stdit import STDiT
-from model.schedulers.flow import training_loss
 
 log = logging.getLogger(__name__)
 
@@ -101,56 +100,37 @@ def train(cfg: TrainConfig) -> TrainResult:
             (out / "metrics.jsonl").unlink(missing_ok=True)
         tracker = _tracker(cfg, meta, rank, run.plugin, world, dp_size, tracking_run)
         state.note_world_size(saved, world, dp_size, start, tracker)
-        processes = {"world_size": world, "data_parallel": dp_size, "batch_sizes": sampler.batch_sizes}
 
         # 6. loop
         probe_batch = collate([train_set[i] for i in sampler.epoch_batches(0)[0]])
         probe_start = _probe(cfg, run.inner, probe_batch, device)
-        losses: list[float] = []
-        val: dict[str, float] = {}
-        guard = Guard(cfg.guard, saved_guard)
+        guard, window = Guard(cfg.guard, saved_guard), Window(cfg, device, world, dp_size)
+        trainer = Trainer(cfg, run, ema, guard, tracker, sampler, train_set, val_set, meta, rank, world, dp_size,
+                          device, ckpt_root, consumed, window)  # fmt: skip
         loader = batches(train_set, sampler, cfg.num_workers)
         bar = tqdm(total=cfg.max_steps, initial=start, desc=f"stage {cfg.stage}", disable=not cfg.progress or rank)
         steps = Steps(cfg.max_steps, enabled=rank == 0)  # the same count for `t2v pipeline run`'s bar
-        window = Window(cfg, device, world, dp_size)
         step_times: list[float] = []
-        vae = None  # loaded on first use, for sample videos
         step = start
         while step < cfg.max_steps:
             step_start = time.perf_counter()
             batch = next(loader)
-            consumed += 1
-            x0 = batch["latent"].to(device)
-            # the global batch's mean loss, whatever its split: this rank's sum / global batch size (every batch is
-            # full-size, see BucketBatchSampler), times the data-parallel size because gradients are averaged over
-            # all processes (see model.networks.parallel)
-            global_batch = sampler.batch_sizes[train_set.index.bucket.iloc[batch["index"][0]]]
-            scale = dp_size / global_batch
-            step_loss, grad_norm, verdict = _step(cfg, run, ema, guard, batch, x0, scale, step, world, device)
-            if verdict == "ok":
-                losses.append(step_loss)
-            else:
-                log.warning("step %d skipped: %s (loss %s, grad norm %s)", step + 1, verdict, step_loss, grad_norm)
-                tracker.log_metrics(guard.metrics(), step + 1)
-            if guard.must_roll_back():
-                step = state.roll_back(cfg, ckpt_root, run, ema, guard, tracker, step)
-                bar.n = step
+            step_loss, grad_norm, _ = trainer.step(batch, step)
+            if trainer.guard.must_roll_back():
+                step = bar.n = trainer.roll_back(step)
                 continue
             step_times.append(time.perf_counter() - step_start)
-            window.add(x0, run.inner, batch["text"].shape[1])
+            trainer.count(batch)
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.max_steps:
-                _log(cfg, tracker, window, losses, run.scheduler, grad_norm, done)
+                trainer.log(done, grad_norm)
                 bar.set_postfix(loss=f"{step_loss:.4f}")
             if cfg.val_every and (done % cfg.val_every == 0 or done == cfg.max_steps) and rank == 0:
-                val = _validate(cfg, run.inner, val_set, tracker, done, device)
+                trainer.validate(done)
             if cfg.sample_every and done % cfg.sample_every == 0:
-                whole = ema.whole()  # every rank: ZeRO-2's EMA shards are gathered
-                if rank == 0:
-                    prompts = val_set if len(val_set) else train_set
-                    vae = _sample(cfg, whole, vae, prompts, meta, tracker, done, device)
+                trainer.sample(done)
             if cfg.ckpt_every and (done % cfg.ckpt_every == 0 or done == cfg.max_steps):
-                state.save(cfg, ckpt_root, run, ema, guard, done, consumed, rank, tracker.run_id, processes)
+                trainer.save(done)
             step += 1
             bar.update(1)
             steps.update(step, step_loss)
@@ -161,12 +141,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         tracker.log_metrics({"probe_loss": probe_end}, cfg.max_steps)
         whole = ema.whole()
         if rank == 0:
-            export(cfg, whole, meta, train_set.index, init_sha, start, val, tracker)
+            export(cfg, whole, meta, train_set.index, init_sha, start, trainer.val, tracker)
         torch.distributed.barrier()
         tracker.close()
-        return TrainResult(
-            out, out / "export", cfg.max_steps, start, losses, val, (probe_start, probe_end), tracker.run_id, step_times
-        )
+        return TrainResult(out, out / "export", cfg.max_steps, start, trainer.losses, trainer.val,
+                           (probe_start, probe_end), tracker.run_id, step_times)  # fmt: skip
     finally:
         torch.distributed.destroy_process_group()
 
@@ -240,104 +219,3 @@ def _git_tags() -> dict[str, str]:
 def _probe(cfg: TrainConfig, model: STDiT, batch: dict, device: str) -> float:
     """The loss on the fixed probe batch, with the run's seeded draws."""
     return probe_loss(model, batch, device, seed=cfg.seed, num_train_timesteps=cfg.flow.num_train_timesteps)
-
-
-# ------------------------------------------------------------------------------------------- the loop's parts
-
-
-def _step(
-    cfg: TrainConfig,
-    run: Boosted,
-    ema: EMA,
-    guard: Guard,
-    batch: dict,
-    x0: torch.Tensor,
-    scale: float,
-    step: int,
-    world: int,
-    device: str,
-) -> tuple[float, float | None, str]:
-    """Step `step`: this process's loss (its sum x `scale`), backward and clipping; then, when the guard passes the
-    global loss, the optimizer and EMA updates. (global loss, gradient norm, the guard's verdict)."""
-    loss = (
-        training_loss(
-            run.model,
-            x0,
-            batch["text"].to(device),
-            batch["text_mask"].to(device),
-            cfg.flow,
-            seed=cfg.seed,
-            step=step,
-            indices=batch["index"],
-            reduction="sum",
-        )
-        * scale
-    )
-    loss = guard.plant(step, loss)
-    run.booster.backward(loss, run.optimizer)
-    grad_norm = clip_gradients(run.model, run.optimizer, cfg.optim.grad_clip, run.plugin)
-    step_loss = all_sum(float(loss.detach()), device) / world  # the global batch's loss, on every rank
-    verdict = guard.check(step_loss, grad_norm)
-    if verdict == "ok":  # a skipped step moves nothing: weights, EMA, learning-rate schedule
-        run.optimizer.step()
-        ema.update(cfg.optim.ema_decay_at(step))
-        run.scheduler.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    return step_loss, grad_norm, verdict
-
-
-def _log(
-    cfg: TrainConfig,
-    tracker: Tracker,
-    window: Window,
-    losses: list[float],
-    scheduler,
-    grad_norm: float | None,
-    step: int,
-) -> None:
-    """Track the mean loss of the last log_every applied steps, the learning rate, the last gradient norm and the
-    throughput since the last logged step."""
-    metrics = {
-        "loss": float(np.mean(losses[-cfg.log_every :])) if losses else float("nan"),
-        "lr": scheduler.get_last_lr()[0],
-        "grad_norm": float("nan") if grad_norm is None else grad_norm,
-        **window.rates(),
-    }
-    tracker.log_metrics(metrics, step)
-
-
-def _validate(
-    cfg: TrainConfig, model: STDiT, val_set: LatentDataset, tracker: Tracker, step: int, device: str
-) -> dict[str, float]:
-    """The validation loss per bucket (tracked when there is any). It runs on rank 0 alone, so outside the
-    sequence-parallel group: the model computes every frame itself (its weights are whole on every rank)."""
-    group, model.sequence_parallel = model.sequence_parallel, None
-    try:
-        val = validation_loss(
-            model,
-            val_set,
-            device,
-            timesteps=cfg.val_timesteps,
-            max_samples=cfg.val_max_samples,
-            seed=cfg.seed,
-            num_train_timesteps=cfg.flow.num_train_timesteps,
-        )
-    finally:
-        model.sequence_parallel = group
-    if val:
-        tracker.log_metrics(val, step)
-    return val
-
-
-def _sample(
-    cfg: TrainConfig, ema: STDiT, vae, prompts: LatentDataset, meta: dict, tracker: Tracker, step: int, device: str
-):
-    """Write and track the sample videos of step `step`; returns the VAE, loaded here on first use."""
-    if vae is None:
-        from model.weights.encoders import load_vae
-
-        vae = load_vae(meta["encoders"]["vae"])
-    folder = f"samples/step-{step:08d}"
-    for path in sample_videos(ema, prompts, vae, cfg, Path(cfg.out_dir) / folder, device):
-        tracker.log_artifact(path, folder)
-    return vae
