@@ -4,10 +4,10 @@ Same batch, same STDiT-S/2 step (forward, backward, AdamW), two ways to get its 
   cached   latents and text embeddings read from a precompute folder (what `t2v precompute` writes)
   online   the frames through a VAE with the SD VAE's architecture (random weights, 8x, 4 channels) and the
            captions through a T5 with t5-small's architecture (random weights, 512 channels), every step
-Videos are 256x256. Timings are medians; the ratio is measured side by side in one run.
+Videos are 256x256 (128x128 with --quick). Timings are medians; the ratio is measured side by side in one run.
 
     python benchmarks/train.py            # batch 2 of 4-frame clips, 5 timed steps
-    python benchmarks/train.py --quick    # batch 1 of 2-frame clips, 2 timed steps (CI)
+    python benchmarks/train.py --quick    # batch 1 of 2-frame clips at 128 px, 2 timed steps (CI)
 
 The last line printed is a JSON object with every figure.
 """
@@ -33,7 +33,7 @@ from model.schedulers.flow import FlowConfig, training_loss
 SIZE, CAPTION = 256, "a red circle moves left on a black background"
 
 
-def sd_vae_architecture():
+def sd_vae_architecture(size: int = SIZE):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(  # the SD VAE's layout (sd-vae-ft-ema), random weights
@@ -42,7 +42,7 @@ def sd_vae_architecture():
         block_out_channels=(128, 256, 512, 512),
         layers_per_block=2,
         latent_channels=4,
-        sample_size=SIZE,
+        sample_size=size,
     ).eval()
 
 
@@ -55,27 +55,27 @@ def t5_small_architecture(vocab: int):
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="batch 1 of 2-frame clips, 2 timed steps (for CI)")
+    parser.add_argument("--quick", action="store_true", help="batch 1 of 2-frame clips at 128 px, 2 timed steps (CI)")
     args = parser.parse_args(argv)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    batch, frames, reps = (1, 2, 2) if args.quick else (2, 4, 5)
+    batch, frames, reps, size = (1, 2, 2, 128) if args.quick else (2, 4, 5, SIZE)
     torch.manual_seed(0)
-    vae = sd_vae_architecture()
+    vae = sd_vae_architecture(size)
     tokenizer = word_tokenizer()
     t5 = t5_small_architecture(len(tokenizer))
     model = STDiT(
-        **preset_config("S/2", in_channels=4, caption_channels=512, caption_max_length=120, sample_size=SIZE // 8)
+        **preset_config("S/2", in_channels=4, caption_channels=512, caption_max_length=120, sample_size=size // 8)
     ).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     flow = FlowConfig()
-    video = torch.rand(batch, 3, frames, SIZE, SIZE) * 2 - 1
+    video = torch.rand(batch, 3, frames, size, size) * 2 - 1
     captions = [CAPTION] * batch
 
     @torch.no_grad()
     def encode():
-        frames_2d = video.permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)
+        frames_2d = video.permute(0, 2, 1, 3, 4).reshape(-1, 3, size, size)
         z = vae.encode(frames_2d).latent_dist.mode() * 0.18215
-        z = z.reshape(batch, frames, 4, SIZE // 8, SIZE // 8).permute(0, 2, 1, 3, 4)
+        z = z.reshape(batch, frames, 4, size // 8, size // 8).permute(0, 2, 1, 3, 4)
         tokens = tokenizer(captions, return_tensors="pt", padding=True)
         text = t5(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
         return z.contiguous(), text.contiguous(), tokens.attention_mask.bool()
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in timings.items()}
-    tokens = batch * frames * (SIZE // 8 // 2) ** 2
+    tokens = batch * frames * (size // 8 // 2) ** 2
     result = {
         "benchmark": "train",
         "quick": args.quick,
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "batch": batch,
         "frames": frames,
-        "size": SIZE,
+        "size": size,
         "stdit": "S/2",
         "stdit_params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "vae_params_m": sum(p.numel() for p in vae.parameters()) / 1e6,
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         "stdit_tokens_per_s_cached": tokens / med["cached"],
         "stdit_tokens_per_s_online": tokens / med["online"],
     }
-    print(f"STDiT-S/2 training step, batch {batch} x {frames} frames at {SIZE}px ({tokens} tokens), CPU")
+    print(f"STDiT-S/2 training step, batch {batch} x {frames} frames at {size}px ({tokens} tokens), CPU")
     print(f"{'inputs':8} {'step s':>8} {'tokens/s':>10}")
     print(f"{'cached':8} {med['cached']:8.3f} {tokens / med['cached']:10.0f}")
     print(f"{'online':8} {med['online']:8.3f} {tokens / med['online']:10.0f}   (encoding {med['encode']:.3f} s)")
