@@ -165,6 +165,11 @@ class TrainConfig:
     tracking_uri: str | None = setting(None, "MLflow tracking URI (none: no tracking)")
     experiment: str = setting("t2v-pipeline", "MLflow experiment")
     system_metrics_every: float = setting(10.0, "seconds between MLflow system-metric samples (0: off)")
+    tracking_wait_s: float = setting(
+        15.0,
+        "at the stage's end, how long the records MLflow has not taken yet (a server restarting) may wait; then "
+        "they are dropped with a warning and the stage ends (the local metrics log has them all)",
+    )
     progress: bool = setting(True, "progress bar")
 
     def __post_init__(self):

@@ -143,7 +143,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         if rank == 0:
             export(cfg, whole, meta, train_set.index, init_sha, start, trainer.val, tracker)
         torch.distributed.barrier()
-        tracker.close()
+        tracker.close(timeout_s=cfg.tracking_wait_s)
         return TrainResult(out, out / "export", cfg.max_steps, start, trainer.losses, trainer.val,
                            (probe_start, probe_end), tracker.run_id, step_times)  # fmt: skip
     finally:

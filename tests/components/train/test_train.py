@@ -311,6 +311,7 @@ def test_training_outlives_a_dead_tracking_server(data, tmp_path):
             "log_every=1",
             "val_every=10",
             f"tracking_uri=http://127.0.0.1:{port}",
+            "tracking_wait_s=2",  # how long the stage's end waits for the dead server (the default 15 s: a restart)
         ]
         result = train(stage_config(data, out, 1, *settings))
         killer.join(5)
@@ -321,6 +322,7 @@ def test_training_outlives_a_dead_tracking_server(data, tmp_path):
         store = MlflowClient(f"sqlite:///{db}")
         assert store.get_run(result.run_id).info.run_id == result.run_id  # created before the kill, and kept
         assert len(store.get_metric_history(result.run_id, "loss")) < 40  # what came after the kill is dropped
+        assert set(range(1, 41)) <= set(read_metrics_log(out / "metrics.jsonl"))  # the local log holds every step
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
