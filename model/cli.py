@@ -1,5 +1,6 @@
 """`t2v model`, `t2v buckets`: the command lines of the model's sizing tools (parameters and FLOPs of a preset, the
-largest batch per bucket for a GPU); a schedule's GPU-hours and dollars are `t2v plan` (components/plan)."""
+largest batch per bucket for a GPU) and of its weights' formats (`t2v model import|export opensora-v1`); a
+schedule's GPU-hours and dollars are `t2v plan` (components/plan)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,49 @@ def add_model_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--text-tokens", type=int, default=default_of(preset_arch, "text_tokens"), help="caption tokens "
                    "(default %(default)s)")  # fmt: skip
     p.set_defaults(run=_run)
+    formats = p.add_subparsers(dest="model_verb", metavar="{import,export}", required=False)
+    imp = formats.add_parser(
+        "import",
+        help="a released checkpoint as a pipeline folder",
+        description="Open-Sora 1.0's released STDiT checkpoint (a .pth or .safetensors path, or a hub file such as "
+        "hpcai-tech/Open-Sora/OpenSora-v1-HQ-16x512x512.pth) as a T2VPipeline folder that `t2v generate`, the "
+        "registry and `--set model.init=FOLDER` take: every tensor mapped and checked, IDDPM sampling as the weights "
+        "were trained, the SD VAE and T5-XXL as references, the file's sha256 in lineage.json.",
+    )
+    imp.add_argument("format", choices=["opensora-v1"])
+    imp.add_argument("source", help="the checkpoint: a path, or ORG/NAME/FILE on the hub (its cache)")
+    imp.add_argument("--out", required=True, help="the pipeline folder to write")
+    imp.add_argument("--pixels", type=int, help="the resolution it was trained at (default: the release's, else 256)")
+    imp.add_argument("--num-heads", type=int, help="attention heads (default: 16, the released width's)")
+    imp.add_argument("--vae", help="the VAE spec (default: the one the release was trained with)")
+    imp.add_argument("--text-encoder", help="the text encoder spec (default: the release's T5-v1.1-XXL)")
+    imp.set_defaults(run=_import)
+    exp = formats.add_parser(
+        "export",
+        help="a pipeline folder as a released checkpoint's file",
+        description="A pipeline or transformer folder whose STDiT has Open-Sora 1.0's temporal branch (an import, "
+        "or a model trained on from one) as a 1.0 checkpoint file that Open-Sora's own code loads.",
+    )
+    exp.add_argument("format", choices=["opensora-v1"])
+    exp.add_argument("folder", help="the pipeline or transformer folder")
+    exp.add_argument("--out", required=True, help="the checkpoint file to write (.pth)")
+    exp.set_defaults(run=_export)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from model.inference.imports import import_opensora_v1
+
+    encoders = {k: v for k, v in (("vae", args.vae), ("text_encoder", args.text_encoder)) if v}
+    folder = import_opensora_v1(args.source, args.out, pixels=args.pixels, num_heads=args.num_heads, **encoders)
+    print(f"wrote {folder} (Open-Sora 1.0, sampling with IDDPM); `t2v generate --model {folder}` samples from it")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from model.inference.imports import export_opensora_v1
+
+    print(f"wrote {export_opensora_v1(args.folder, args.out)}")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

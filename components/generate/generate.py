@@ -17,7 +17,7 @@ class GenerateConfig:
     frames: int | None = setting(None, "frames (default: as trained)")
     height: int | None = setting(None, "pixels (default: as trained)")
     width: int | None = setting(None, "pixels (default: as trained)")
-    steps: int = setting(30, "sampling steps")
+    steps: int | None = setting(None, "sampling steps (default: the pipeline's, 30 rectified-flow or 100 IDDPM steps)")
     guidance: float = setting(7.0, "classifier-free guidance scale")
     seed: int = setting(0, "seed of the initial noise")
     fps: int = setting(8, "frame rate of the file")

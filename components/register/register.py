@@ -118,6 +118,13 @@ def evaluation_run_id(folder: Path) -> str:
     return str(json.loads(path.read_text()).get("mlflow_run_id") or "") if path.exists() else ""
 
 
+def read_lineage(pipeline: Path) -> tuple[list[dict], list[dict]]:
+    """(import records, training stage records) of a pipeline folder's lineage.json, oldest first."""
+    path = pipeline / "lineage.json"
+    records = json.loads(path.read_text()) if path.exists() else []
+    return [r for r in records if "imported_from" in r], [r for r in records if "imported_from" not in r]
+
+
 def lineage_tags(cfg: RegisterConfig, pipeline: Path, evaluation: dict) -> dict[str, str]:
     data = evaluation["data"]
     tags = {
@@ -129,8 +136,10 @@ def lineage_tags(cfg: RegisterConfig, pipeline: Path, evaluation: dict) -> dict[
         "pipeline_run_id": cfg.pipeline_run_id or os.environ.get("KFP_RUN_ID", ""),
         "evaluation_run_id": evaluation_run_id(Path(cfg.evaluation)),
     }
-    lineage_path = pipeline / "lineage.json"
-    for stage in json.loads(lineage_path.read_text()) if lineage_path.exists() else []:
+    imports, stages = read_lineage(pipeline)
+    for record in imports:  # weights trained elsewhere (Open-Sora's releases): the file and its hash
+        tags["imported_from"], tags["imported_sha256"] = record["imported_from"], record["checkpoint_sha256"]
+    for stage in stages:
         n = stage["stage"]
         config = json.dumps(stage["config"], sort_keys=True)
         tags[f"stage{n}_config"] = config if len(config) <= TAG_LIMIT else config[: TAG_LIMIT - 3] + "..."
@@ -201,9 +210,12 @@ def requirements() -> list[str]:
 def model_card(pipeline: Path, evaluation: dict, decision: dict) -> str:
     """The version's description: per stage its data, clips, steps and shapes; the evaluation's headline numbers
     (and the champion's beside them); the decision."""
-    lineage_path = pipeline / "lineage.json"
-    stages = json.loads(lineage_path.read_text()) if lineage_path.exists() else []
-    lines = [f"Text-to-video STDiT pipeline, {len(stages)} training stage(s).", "", "Training:"]
+    imports, stages = read_lineage(pipeline)
+    lines = [f"Text-to-video STDiT pipeline, {len(stages)} training stage(s).", ""]
+    for record in imports:
+        lines += [f"Imported from {record['imported_from']} ({record['format']}, sha256 "
+                  f"{record['checkpoint_sha256']}): trained elsewhere, by no run of this pipeline.", ""]  # fmt: skip
+    lines.append("Training:" if stages else "Training: none here.")
     for stage in stages:
         shapes = ", ".join(f"{shape} ({n})" for shape, n in (stage.get("shapes") or {}).items()) or "not recorded"
         clips = stage.get("clips", "?")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from components.train.config import TrainConfig
+from components.train.config import CHECKPOINT_FILES, TrainConfig
 from model.networks.stdit import STDiT, preset_config
 
 log = logging.getLogger(__name__)
@@ -23,10 +23,14 @@ def build_model(cfg: TrainConfig, meta: dict, latent_side: int) -> STDiT:
         from model.weights.pixart import stdit_from_pixart
 
         model = stdit_from_pixart(init.split(":", 1)[1], **cfg.model.overrides)
+    elif init.endswith(CHECKPOINT_FILES):
+        from model.weights.hub import resolve
+        from model.weights.opensora import stdit_from_opensora_v1
+
+        model = stdit_from_opensora_v1(resolve(init), num_heads=cfg.model.overrides.get("num_attention_heads"))
     elif init != "scratch":
-        if not (Path(init) / "config.json").exists():
-            raise ValueError(f"model.init={init!r}: not 'scratch', 'pixart:<id>' or an STDiT export folder")
-        model = STDiT.from_pretrained(init)
+        folder, subfolder = init_folder(init, cfg.tracking_uri)
+        model = STDiT.from_pretrained(folder, subfolder=subfolder)
     else:
         config = preset_config(
             cfg.model.preset,
@@ -46,6 +50,35 @@ def build_model(cfg: TrainConfig, meta: dict, latent_side: int) -> STDiT:
     if cfg.model.on("fused_projections"):
         model.fuse_projections()
     return model
+
+
+def init_folder(init: str, tracking_uri: str | None = None) -> tuple[Path, str | None]:
+    """(folder, subfolder) of the STDiT that model.init names: an export folder, a pipeline folder or a models:/
+    URI (downloaded once into the registry cache)."""
+    from components.common.registry import is_registry_uri, pipeline_folder
+
+    folder = pipeline_folder(init, tracking_uri)[0] if is_registry_uri(init) else Path(init)
+    if (folder / "config.json").exists():
+        return folder, None
+    if (folder / "transformer" / "config.json").exists():
+        return folder, "transformer"
+    raise ValueError(f"model.init={init!r}: not 'scratch', 'pixart:<id>', an STDiT export or pipeline folder, a "
+                     "models:/ URI or an Open-Sora 1.0 checkpoint file (.pth, .safetensors)")  # fmt: skip
+
+
+def init_lineage(init: str, tracking_uri: str | None = None) -> list[dict]:
+    """Where model.init's weights come from: the lineage its folder holds (an export, an import, a registered
+    version), or for a checkpoint file its source and sha256; [] for scratch and PixArt."""
+    if init == "scratch" or init.startswith("pixart:"):
+        return []
+    if init.endswith(CHECKPOINT_FILES):
+        from model.inference.imports import FORMAT
+        from model.weights.hub import file_sha256, resolve
+
+        path = Path(resolve(init))
+        return [{"imported_from": init, "format": FORMAT, "checkpoint_sha256": file_sha256(path), "training_runs": []}]
+    lineage = init_folder(init, tracking_uri)[0] / "lineage.json"
+    return json.loads(lineage.read_text()) if lineage.exists() else []
 
 
 def device_memory_gb(device: str) -> float:

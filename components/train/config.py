@@ -17,12 +17,19 @@ STAGE_DATA = ("bucket_config", "frame_interval", "target_fps")  # what a stage's
 STAGE_FRAMES = {1: "images", 2: "videos", 3: "all"}
 FRAMES = ("auto", "images", "videos", "all")
 
+CHECKPOINT_FILES = (".pth", ".safetensors")  # model.init as an Open-Sora 1.0 checkpoint file
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     """The network and where its weights come from."""
 
-    init: str = setting("scratch", "scratch, pixart:<id or folder>, or an STDiT export folder (the previous stage)")
+    init: str = setting(
+        "scratch",
+        "scratch, pixart:<id or folder>, an STDiT export folder (the previous stage), a pipeline folder or models:/ "
+        "URI (an imported or registered model), or an Open-Sora 1.0 checkpoint file (.pth/.safetensors, a path or "
+        "ORG/NAME/FILE on the hub)",
+    )
     preset: str = setting("XL/2", "STDiT preset (model.networks.stdit.STDIT_PRESETS) for a model from scratch")
     overrides: dict = setting({}, "STDiT constructor arguments over the preset (channels come from the data)")
     gradient_checkpointing: bool | int | str = setting(
@@ -194,8 +201,10 @@ class TrainConfig:
 
     def models(self) -> dict[str, str | None]:
         """The pretrained weights these settings load, by setting (a task checks them at its start)."""
-        pixart = self.model.init.split(":", 1)[1] if self.model.init.startswith("pixart:") else None
-        return {f"stage{self.stage}.model.init": pixart, **(self.online.models() if self.online else {})}
+        init = self.model.init
+        pixart = init.split(":", 1)[1] if init.startswith("pixart:") else None
+        hub_file = init if init.endswith(CHECKPOINT_FILES) else None  # an Open-Sora 1.0 checkpoint
+        return {f"stage{self.stage}.model.init": pixart or hub_file, **(self.online.models() if self.online else {})}
 
 
 def load_config(

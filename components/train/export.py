@@ -11,6 +11,7 @@ import torch
 
 from components.common.settings import to_dict
 from components.common.tracking import Tracker, write_plots
+from components.train.build import init_lineage
 from components.train.config import TrainConfig
 from model.inference.pipeline import assemble_pipeline
 from model.networks.stdit import STDiT
@@ -68,8 +69,7 @@ def export(
 def stage_lineage(cfg: TrainConfig, meta: dict, state: dict, run_id: str | None) -> list[dict]:
     """Where the exported weights come from: the previous stages' records (from the init folder) and this one's
     (config, data key and manifest hash, weight hashes, MLflow run)."""
-    previous = Path(cfg.model.init) / "lineage.json"
-    chain = json.loads(previous.read_text()) if previous.exists() else []
+    chain = init_lineage(cfg.model.init, cfg.tracking_uri)
     record = {
         **state,
         "config": to_dict(cfg),

@@ -4,8 +4,10 @@
     out = pipe("a red circle moves left", num_videos_per_prompt=2, generator=torch.Generator().manual_seed(0))
     export_to_video(out.frames[0], "video.mp4", fps=8)
 
-Components: transformer (STDiT), scheduler (FlowMatchEulerDiscreteScheduler), vae (a diffusers AutoencoderKL or
-AutoencoderKLCogVideoX, or the exact PatchAutoencoder of pixel space), text_encoder (T5EncoderModel) and tokenizer.
+Components: transformer (STDiT), scheduler (FlowMatchEulerDiscreteScheduler for the models this product trains;
+DDPMScheduler configured as IDDPM for Open-Sora 1.0's imported weights, model.schedulers.iddpm), vae (a diffusers
+AutoencoderKL or AutoencoderKLCogVideoX, or the exact PatchAutoencoder of pixel space), text_encoder (T5EncoderModel)
+and tokenizer.
 
 The folder holds model_index.json, a subfolder per component and t2v_pipeline.py, the module that diffusers' loader
 for pipelines defined outside the library imports (`_class_name` is ["t2v_pipeline", "T2VPipeline"]); it only
@@ -29,7 +31,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers import DDPMScheduler, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -39,11 +41,13 @@ from model.inference.folder import CODE, CODE_FILE, ENCODERS, loading_kwargs
 from model.networks.stdit import STDiT
 from model.planning.buckets import latent_frames
 from model.schedulers.flow import FlowConfig, guided_velocity, sampling_sigmas
+from model.schedulers.iddpm import guided_output, null_caption, respaced_timesteps
 from model.weights.encoders import encode_text, load_text_encoder, load_vae_model, video_vae
 
 log = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+FLOW_STEPS, IDDPM_STEPS = 30, 100  # default sampling steps: rectified flow, and IDDPM as Open-Sora 1.0 sampled
 
 
 @dataclass
@@ -65,7 +69,8 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
 
 
 class T2VPipeline(DiffusionPipeline):
-    """STDiT + rectified-flow Euler sampling with classifier-free guidance."""
+    """STDiT + rectified-flow Euler sampling with classifier-free guidance (or, with a DDPMScheduler, IDDPM sampling
+    as Open-Sora 1.0's weights were trained for)."""
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _optional_components: ClassVar[list[str]] = ["vae", "text_encoder", "tokenizer"]
@@ -74,7 +79,7 @@ class T2VPipeline(DiffusionPipeline):
     def __init__(
         self,
         transformer: STDiT,
-        scheduler: FlowMatchEulerDiscreteScheduler,
+        scheduler: FlowMatchEulerDiscreteScheduler | DDPMScheduler,
         vae=None,
         text_encoder=None,
         tokenizer=None,
@@ -85,10 +90,16 @@ class T2VPipeline(DiffusionPipeline):
         default_num_frames: int = 16,
         default_height: int = 256,
         default_width: int = 256,
+        guidance_channels: int | None = None,
+        null_caption_mask: str = "full",
         load_encoders: bool = True,
     ):
         """An encoder that is not given is loaded from its spec, unless `load_encoders` is False (a pipeline that is
-        only saved, with its encoders as references)."""
+        only saved, with its encoders as references). `guidance_channels`: the first N latent channels take
+        classifier-free guidance (None: all); `null_caption_mask`: the learned null caption is read whole ("full") or
+        under the prompt's own token mask ("prompt"), as Open-Sora 1.0's sampler reads it."""
+        if null_caption_mask not in ("full", "prompt"):
+            raise ValueError(f"null_caption_mask={null_caption_mask!r} must be 'full' or 'prompt'")
         super().__init__()
         if load_encoders:
             device, dtype = transformer.device, transformer.dtype
@@ -108,6 +119,8 @@ class T2VPipeline(DiffusionPipeline):
             default_num_frames=default_num_frames,
             default_height=default_height,
             default_width=default_width,
+            guidance_channels=guidance_channels,
+            null_caption_mask=null_caption_mask,
         )
         self.video_processor = VideoProcessor(
             vae_scale_factor=video_vae(vae).spatial_compression if vae is not None else 8
@@ -233,7 +246,7 @@ class T2VPipeline(DiffusionPipeline):
         num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 30,
+        num_inference_steps: int | None = None,
         guidance_scale: float = 7.0,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -306,26 +319,30 @@ class T2VPipeline(DiffusionPipeline):
         # latents stay in fp32 whatever the model computes in: many small Euler steps add up
         latents = latents.to(device=device, dtype=torch.float32)
 
-        self.scheduler.set_timesteps(
-            sigmas=sampling_sigmas(self.flow_config(), shape, num_inference_steps), device=device
-        )
+        iddpm = isinstance(self.scheduler, DDPMScheduler)
+        num_inference_steps = num_inference_steps or (IDDPM_STEPS if iddpm else FLOW_STEPS)
+        if iddpm:
+            steps = respaced_timesteps(self.scheduler.config.num_train_timesteps, num_inference_steps)
+            self.scheduler.set_timesteps(timesteps=steps, device=device)
+            if negative_prompt_embeds is None:
+                under = self.config.null_caption_mask == "prompt"
+                negative_prompt_embeds, negative_mask = null_caption(self.transformer.y_embedding, prompt_mask, under)
+        else:
+            sigmas = sampling_sigmas(self.flow_config(), shape, num_inference_steps)
+            self.scheduler.set_timesteps(sigmas=sigmas, device=device)
         timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
         with self.progress_bar(total=len(timesteps)) as progress:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                v = guided_velocity(
-                    self.transformer,
-                    latents,
-                    t,
-                    prompt_embeds,
-                    prompt_mask,
-                    self.guidance_scale,
-                    negative_prompt_embeds,
-                    negative_mask,
-                )
-                latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
+                guided = (prompt_embeds, prompt_mask, self.guidance_scale, negative_prompt_embeds, negative_mask)
+                if iddpm:  # noise and variance; the variance's noise drawn from the caller's generator
+                    out = guided_output(self.transformer, latents, t, *guided, self.config.guidance_channels)
+                    latents = self.scheduler.step(out, t, latents, generator=generator, return_dict=False)[0]
+                else:
+                    v = guided_velocity(self.transformer, latents, t, *guided)
+                    latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
                 if callback_on_step_end is not None:
                     named = {"latents": latents, "prompt_embeds": prompt_embeds}
                     named["negative_prompt_embeds"] = negative_prompt_embeds

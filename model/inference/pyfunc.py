@@ -6,7 +6,7 @@ pickled object. The version loads where the project is not installed: this modul
 libraries.
 
 `predict` takes prompts (a list of strings, a string, or a DataFrame with a `prompt` column) and optional params
-(num_frames, height, width: 0 means the model's default; num_inference_steps, guidance_scale, seed) and returns
+(num_frames, height, width, num_inference_steps: 0 means the model's default; guidance_scale, seed) and returns
 uint8 videos as one array (N, T, H, W, 3).
 """
 
@@ -20,7 +20,7 @@ DEFAULT_PARAMS = {
     "num_frames": 0,
     "height": 0,
     "width": 0,
-    "num_inference_steps": 30,
+    "num_inference_steps": 0,
     "guidance_scale": 7.0,
     "seed": 0,
 }
@@ -47,7 +47,7 @@ class T2VModel(mlflow.pyfunc.PythonModel):
             num_frames=int(p["num_frames"]) or None,
             height=int(p["height"]) or None,
             width=int(p["width"]) or None,
-            num_inference_steps=int(p["num_inference_steps"]),
+            num_inference_steps=int(p["num_inference_steps"]) or None,
             guidance_scale=float(p["guidance_scale"]),
             generator=torch.Generator().manual_seed(int(p["seed"])),
         ).frames

@@ -19,7 +19,11 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class STDiTBlock(nn.Module):
-    """PixArt block with a temporal self-attention after the spatial one (or one joint attention in "full" mode)."""
+    """PixArt block with a temporal self-attention after the spatial one (or one joint attention in "full" mode).
+
+    `temporal_branch`: "modulated" (the temporal attention has its own norm and adaLN modulation and gate, and is
+    skipped on single frames) or "opensora-v1" (Open-Sora 1.0's: attention on the unnormalised residual stream,
+    added under the spatial branch's gate, on single frames too)."""
 
     def __init__(
         self,
@@ -28,6 +32,7 @@ class STDiTBlock(nn.Module):
         head_dim: int,
         *,
         attention_mode: str,
+        temporal_branch: str = "modulated",
         qk_norm: bool,
         mlp_ratio: float,
         activation_fn: str,
@@ -37,12 +42,14 @@ class STDiTBlock(nn.Module):
     ):
         super().__init__()
         self.attention_mode = attention_mode
+        self.temporal_branch = temporal_branch
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
         self.attn1 = self_attention(dim, num_heads, head_dim, qk_norm, attention_bias, norm_eps)
         if attention_mode == "spatial_temporal":
-            self.norm_temp = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
             self.attn_temp = self_attention(dim, num_heads, head_dim, qk_norm, attention_bias, norm_eps)
-            self.scale_shift_table_temporal = nn.Parameter(torch.randn(3, dim) / dim**0.5)
+            if temporal_branch == "modulated":  # its own norm and modulation (Open-Sora 1.0's has neither)
+                self.norm_temp = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
+                self.scale_shift_table_temporal = nn.Parameter(torch.randn(3, dim) / dim**0.5)
         self.attn2 = Attention(
             query_dim=dim,
             cross_attention_dim=dim,
@@ -84,10 +91,14 @@ class STDiTBlock(nn.Module):
             h = rearrange(h, "(b t) s c -> b (t s) c", b=B)
         x = x + gate_msa * h
 
-        if self.attention_mode == "spatial_temporal" and num_frames > 1:
-            mod_t = self.scale_shift_table_temporal[None] + t6.reshape(B, 6, -1)[:, :3]  # (B, 3, C)
-            shift_t, scale_t, gate_t = mod_t.chunk(3, dim=1)
-            h = modulate(self.norm_temp(x), shift_t, scale_t)
+        v1 = self.temporal_branch == "opensora-v1"  # Open-Sora 1.0's branch runs on single frames too
+        if self.attention_mode == "spatial_temporal" and (num_frames > 1 or v1):
+            if v1:  # the residual stream itself, no norm and no modulation, under the spatial branch's gate
+                h, gate_t = x, gate_msa
+            else:
+                mod_t = self.scale_shift_table_temporal[None] + t6.reshape(B, 6, -1)[:, :3]  # (B, 3, C)
+                shift_t, scale_t, gate_t = mod_t.chunk(3, dim=1)
+                h = modulate(self.norm_temp(x), shift_t, scale_t)
             h = rearrange(h, "b (t s) c -> b t s c", t=T)
             if sp is not None:
                 h = frames_to_positions(h, sp)  # (B, T, S/sp, C): every frame of this rank's positions

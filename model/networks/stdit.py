@@ -22,6 +22,11 @@ Speed switches that change nothing the model computes (off on a new model; the t
 `fuse_projections()` (model.networks.attention), `recompute_blocks` (the first N blocks recompute under gradient
 checkpointing; model.planning.memory chooses N) and `compile_blocks()` (model.networks.compile).
 
+`temporal_branch="opensora-v1"` is Open-Sora 1.0's block instead (model.weights.opensora loads its released
+weights): the temporal attention reads the residual stream itself, with no norm or modulation of its own, adds under
+the spatial branch's gate, runs on single frames too, and the sin-cos frame embedding (`time_scale`) enters its input
+in the first block only.
+
 `attention_mode="full"` gives the baseline: one joint spatio-temporal self-attention over all T*S tokens in place of
 the spatial/temporal pair, cost (T*S)^2, everything else identical.
 
@@ -55,6 +60,7 @@ from model.networks.parallel import (
 
 ATTENTION_MODES = ("spatial_temporal", "full")
 TEMPORAL_POSITIONS = ("rope", "sincos", "rope+sincos")
+TEMPORAL_BRANCHES = ("modulated", "opensora-v1")
 
 # Architecture sizes. Everything else (channels, caption width, base size) is set by the caller.
 STDIT_PRESETS: dict[str, dict[str, int]] = {
@@ -100,6 +106,8 @@ class STDiT(FusableProjections, ModelMixin, ConfigMixin):
         attention_mode: str = "spatial_temporal",
         qk_norm: bool = False,
         temporal_position: str = "rope",
+        temporal_branch: str = "modulated",
+        time_scale: float = 1.0,
         frame_embedding: bool = False,
         rope_theta: float = 10000.0,
         activation_fn: str = "gelu-approximate",
@@ -112,6 +120,11 @@ class STDiT(FusableProjections, ModelMixin, ConfigMixin):
             raise ValueError(f"attention_mode={attention_mode!r} must be one of {ATTENTION_MODES}")
         if temporal_position not in TEMPORAL_POSITIONS:
             raise ValueError(f"temporal_position={temporal_position!r} must be one of {TEMPORAL_POSITIONS}")
+        if temporal_branch not in TEMPORAL_BRANCHES:
+            raise ValueError(f"temporal_branch={temporal_branch!r} must be one of {TEMPORAL_BRANCHES}")
+        if temporal_branch == "opensora-v1" and (attention_mode, temporal_position) != ("spatial_temporal", "sincos"):
+            raise ValueError("temporal_branch='opensora-v1' is Open-Sora 1.0's block: it needs attention_mode="
+                             "'spatial_temporal' and temporal_position='sincos'")  # fmt: skip
         if sample_size % patch_size:
             raise ValueError(f"sample_size={sample_size} must be divisible by patch_size={patch_size}")
         dim = num_attention_heads * attention_head_dim
@@ -141,6 +154,7 @@ class STDiT(FusableProjections, ModelMixin, ConfigMixin):
                 num_attention_heads,
                 attention_head_dim,
                 attention_mode=attention_mode,
+                temporal_branch=temporal_branch,
                 qk_norm=qk_norm,
                 mlp_ratio=mlp_ratio,
                 activation_fn=activation_fn,
@@ -270,8 +284,9 @@ class STDiT(FusableProjections, ModelMixin, ConfigMixin):
             x = rearrange(local_frames(rearrange(x, "b (t s) c -> b t s c", t=T), 1, sp), "b t s c -> b (t s) c")
         run = self._blocks or (lambda block, *args: block(*args))
         recompute = self.recompute_blocks if self.recompute_blocks is not None else len(self.transformer_blocks)
+        first_only = self.config.temporal_branch == "opensora-v1"  # Open-Sora 1.0: the frame embedding in block 0
         for i, block in enumerate(self.transformer_blocks):
-            args = (x, text, text_mask, t6, T, rope, temporal_pe, sp)
+            args = (x, text, text_mask, t6, T, rope, None if first_only and i else temporal_pe, sp)
             if torch.is_grad_enabled() and self.gradient_checkpointing and i < recompute:
                 x = self._gradient_checkpointing_func(run, block, *args)
             else:
@@ -292,7 +307,7 @@ class STDiT(FusableProjections, ModelMixin, ConfigMixin):
     def _temporal_position(self, num_frames: int, tokens_per_frame: int, device, dtype):
         """Rotary tables and/or a 1D sin-cos embedding of the frame index, for the attention that spans frames:
         per frame for temporal attention, per token (its frame's) for full attention. None for images."""
-        if num_frames == 1:
+        if num_frames == 1 and self.config.temporal_branch != "opensora-v1":
             return None, None
         frames = torch.arange(num_frames, device=device)
         if self.config.attention_mode == "full":
@@ -301,7 +316,7 @@ class STDiT(FusableProjections, ModelMixin, ConfigMixin):
         if "rope" in self.config.temporal_position:
             rope = rope_cos_sin(frames, self.config.attention_head_dim, self.config.rope_theta, dtype)
         if "sincos" in self.config.temporal_position:
-            pe = self._sincos(frames, dtype)
+            pe = self._sincos(frames / self.config.time_scale, dtype)  # Open-Sora's time_scale: 1 at 16 frames
         return rope, pe
 
 

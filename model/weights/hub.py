@@ -191,7 +191,8 @@ def require(specs: dict[str, str | None]) -> None:
 # ----------------------------------------------------------------------------------------------- staging
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -201,7 +202,7 @@ def _sha256(path: Path) -> str:
 
 def _add_blob(blobs: Path, source: Path) -> str:
     """Copy `source` into blobs/ under its content hash (atomically; kept when there already); its hash."""
-    digest = _sha256(source)
+    digest = file_sha256(source)
     target = blobs / digest
     if not target.exists():
         fd, tmp = tempfile.mkstemp(prefix=f".{digest}.", dir=blobs)
