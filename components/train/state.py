@@ -1,21 +1,22 @@
 """A run's state in its checkpoints: where a run starts from (the checkpoint to resume, the projection layout and
 the global batch sizes it was written with), what a checkpoint holds beyond the booster's files (ZeRO-2's fp32
-masters, whole; the processes that wrote it), loading it back (on the same or another number of processes), and
-the guard's rollback to the latest one. The files themselves: components/train/checkpoint.py."""
+masters, whole; the parameters' layout) and loading it back (on the same or another number of processes). The files
+themselves: components/train/checkpoint.py; saving and rolling back: the Trainer's (components/train/trainer.py)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import torch
+
 from components.common.tracking import Tracker
 from components.train import checkpoint
-from components.train.checkpoint import load_checkpoint, save_checkpoint
+from components.train.checkpoint import load_checkpoint
 from components.train.config import TrainConfig
 from components.train.data import BucketBatchSampler
 from components.train.ema import EMA
-from components.train.guard import Guard
-from components.train.launch import Boosted, scale_lr
+from components.train.launch import Boosted
 from components.train.shards import load_masters, whole_masters
 from model.networks.attention import to_own_layout, to_separate_layout
 from model.networks.stdit import STDiT
@@ -88,41 +89,11 @@ def layout(run: Boosted) -> dict:
     return {"fused_projections": run.inner.projections_fused}
 
 
-def roll_back(cfg: TrainConfig, root: Path, run: Boosted, ema: EMA, guard: Guard, tracker: Tracker, step: int) -> int:
-    """Go back to the latest checkpoint with a lowered learning rate; the step to continue from."""
-    target = checkpoint.latest(root)
-    guard.roll_back(step + 1, target)  # raises when there is nothing to go back to, or too often
-    restored = load(target, run, ema)
-    scale_lr(run.scheduler, cfg.optim.lr * guard.lr_scale)
-    log.warning(
-        "%d bad steps in a row at step %d: rolled back to %s (step %d), learning rate x%g; the data moves on",
-        cfg.guard.max_bad_steps, step + 1, target.name, restored["step"], guard.lr_scale,
-    )  # fmt: skip
-    tracker.log_metrics(guard.metrics(), step + 1)
-    return restored["step"]
-
-
-def save(
-    cfg: TrainConfig,
-    root: Path,
-    run: Boosted,
-    ema: EMA,
-    guard: Guard,
-    step: int,
-    consumed: int,
-    rank: int,
-    tracking_run: str | None,
-    processes: dict,
-) -> None:
-    """Checkpoint step `step` (with the batches consumed, the guard's counters, the MLflow run, the processes and
-    batch sizes, and under ZeRO-2 the fp32 masters), then prune old checkpoints."""
-    masters = None
-    if run.plugin == "zero2":
-        masters = whole_masters(run.inner, run.optimizer)  # every rank gathers
-        to_separate_layout(run.inner, masters)
-    save_checkpoint(
-        root, step, consumed, run.booster, run.model, run.optimizer, run.scheduler, ema.whole(), rank, guard.state(),
-        tracking_run, {**layout(run), **processes}, masters,
-    )  # fmt: skip
-    if rank == 0:
-        checkpoint.prune(root, cfg.keep_last)
+def masters(run: Boosted) -> dict[str, torch.Tensor] | None:
+    """Under ZeRO-2, the fp32 master weights whole (every rank gathers), with separate q/k/v projections as every
+    state dict; None under another plugin."""
+    if run.plugin != "zero2":
+        return None
+    whole = whole_masters(run.inner, run.optimizer)
+    to_separate_layout(run.inner, whole)
+    return whole

@@ -12,7 +12,7 @@ train(cfg):
 
 The steps' parts live beside this module in components/train/: launch (processes, plugin, boost, gradient norm),
 data, build (model, speed switches, EMA), trainer (the loop's parts, held once: step, log, validate, sample, save,
-roll back), guard, state (resume, save, roll back: the run in its checkpoints), checkpoint (the files), shards
+roll back), guard, state (resume and load: the run in its checkpoints), checkpoint (the files), shards
 (ZeRO-2's flat shards), throughput, samples and export.
 """
 
@@ -104,9 +104,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         # 6. loop
         probe_batch = collate([train_set[i] for i in sampler.epoch_batches(0)[0]])
         probe_start = _probe(cfg, run.inner, probe_batch, device)
-        guard, window = Guard(cfg.guard, saved_guard), Window(cfg, device, world, dp_size)
-        trainer = Trainer(cfg, run, ema, guard, tracker, sampler, train_set, val_set, meta, rank, world, dp_size,
-                          device, ckpt_root, consumed, window)  # fmt: skip
+        trainer = Trainer(cfg, run, ema, Guard(cfg.guard, saved_guard), tracker, sampler, train_set, val_set, meta,
+                          rank=rank, world=world, dp_size=dp_size, device=device, ckpt_root=ckpt_root,
+                          consumed=consumed, window=Window(cfg, device, world, dp_size))  # fmt: skip
         loader = batches(train_set, sampler, cfg.num_workers)
         bar = tqdm(total=cfg.max_steps, initial=start, desc=f"stage {cfg.stage}", disable=not cfg.progress or rank)
         steps = Steps(cfg.max_steps, enabled=rank == 0)  # the same count for `t2v pipeline run`'s bar
@@ -115,7 +115,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         while step < cfg.max_steps:
             step_start = time.perf_counter()
             batch = next(loader)
-            step_loss, grad_norm, _ = trainer.step(batch, step)
+            step_loss, grad_norm = trainer.step(batch, step)
             if trainer.guard.must_roll_back():
                 step = bar.n = trainer.roll_back(step)
                 continue

@@ -1,7 +1,7 @@
 """The training loop's parts, held once: `Trainer` keeps what every step reads (the settings, the boosted model and
 optimizer, the EMA, the guard, the tracker, the data) so that train()'s loop reads as its steps:
 
-    loss, grad_norm, verdict = trainer.step(batch, step)
+    loss, grad_norm = trainer.step(batch, step)
     trainer.roll_back(step) / trainer.count(batch) / trainer.log(done, grad_norm) / trainer.validate(done) /
     trainer.sample(done) / trainer.save(done)
 """
@@ -17,12 +17,13 @@ import numpy as np
 from components.common.latents import LatentDataset
 from components.common.tracking import Tracker
 from components.common.validation import validation_loss
-from components.train import state
+from components.train import checkpoint, state
+from components.train.checkpoint import save_checkpoint
 from components.train.config import TrainConfig
 from components.train.data import BucketBatchSampler
 from components.train.ema import EMA
 from components.train.guard import Guard
-from components.train.launch import Boosted, all_sum, clip_gradients
+from components.train.launch import Boosted, all_sum, clip_gradients, scale_lr
 from components.train.samples import sample_videos
 from components.train.throughput import Window
 from model.schedulers.flow import training_loss
@@ -57,9 +58,9 @@ class Trainer:
         """What a checkpoint records of the processes that wrote it."""
         return {"world_size": self.world, "data_parallel": self.dp_size, "batch_sizes": self.sampler.batch_sizes}
 
-    def step(self, batch: dict, step: int) -> tuple[float, float | None, str]:
+    def step(self, batch: dict, step: int) -> tuple[float, float | None]:
         """Step `step` on `batch`: this process's loss, backward and clipping; then, when the guard passes the global
-        loss, the optimizer and EMA updates. (global loss, gradient norm, the guard's verdict)."""
+        loss, the optimizer and EMA updates. (global loss, gradient norm)"""
         cfg, run = self.cfg, self.run
         self.consumed += 1
         x0 = batch["latent"].to(self.device)
@@ -96,7 +97,7 @@ class Trainer:
             log.warning("step %d skipped: %s (loss %s, grad norm %s)", step + 1, verdict, step_loss, grad_norm)
             self.tracker.log_metrics(self.guard.metrics(), step + 1)
         run.optimizer.zero_grad(set_to_none=True)
-        return step_loss, grad_norm, verdict
+        return step_loss, grad_norm
 
     def count(self, batch: dict) -> None:
         """Count a step that stands (not rolled back) in the throughput window."""
@@ -104,7 +105,17 @@ class Trainer:
 
     def roll_back(self, step: int) -> int:
         """Go back to the latest checkpoint with a lowered learning rate; the step to continue from."""
-        return state.roll_back(self.cfg, self.ckpt_root, self.run, self.ema, self.guard, self.tracker, step)
+        cfg, guard = self.cfg, self.guard
+        target = checkpoint.latest(self.ckpt_root)
+        guard.roll_back(step + 1, target)  # raises when there is nothing to go back to, or too often
+        restored = state.load(target, self.run, self.ema)
+        scale_lr(self.run.scheduler, cfg.optim.lr * guard.lr_scale)
+        log.warning(
+            "%d bad steps in a row at step %d: rolled back to %s (step %d), learning rate x%g; the data moves on",
+            cfg.guard.max_bad_steps, step + 1, target.name, restored["step"], guard.lr_scale,
+        )  # fmt: skip
+        self.tracker.log_metrics(guard.metrics(), step + 1)
+        return restored["step"]
 
     def log(self, step: int, grad_norm: float | None) -> None:
         """Track the mean loss of the last log_every applied steps, the learning rate, the last gradient norm and
@@ -155,7 +166,13 @@ class Trainer:
             self.tracker.log_artifact(path, folder)
 
     def save(self, step: int) -> None:
-        """Checkpoint step `step` with the batches consumed, the guard's counters, the MLflow run and the processes."""
-        run_id = self.tracker.run_id
-        state.save(self.cfg, self.ckpt_root, self.run, self.ema, self.guard, step, self.consumed, self.rank, run_id,
-                   self.processes)  # fmt: skip
+        """Checkpoint step `step` (with the batches consumed, the guard's counters, the MLflow run, the parameters'
+        layout, the processes and batch sizes, and under ZeRO-2 the fp32 masters), then prune old checkpoints."""
+        run = self.run
+        masters = state.masters(run)
+        save_checkpoint(
+            self.ckpt_root, step, self.consumed, run.booster, run.model, run.optimizer, run.scheduler, self.ema.whole(),
+            self.rank, self.guard.state(), self.tracker.run_id, {**state.layout(run), **self.processes}, masters,
+        )  # fmt: skip
+        if self.rank == 0:
+            checkpoint.prune(self.ckpt_root, self.cfg.keep_last)
