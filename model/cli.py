@@ -74,7 +74,7 @@ def _import(args: argparse.Namespace) -> int:
 
     encoders = {k: v for k, v in (("vae", args.vae), ("text_encoder", args.text_encoder)) if v}
     folder = import_opensora_v1(args.source, args.out, pixels=args.pixels, num_heads=args.num_heads, **encoders)
-    print(f"wrote {folder} (Open-Sora 1.0, sampling with IDDPM); `t2v generate --model {folder}` samples from it")
+    print(f'wrote {folder} (Open-Sora 1.0, sampling with IDDPM): t2v generate "a prompt" --model {folder}')
     return 0
 
 
