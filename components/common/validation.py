@@ -4,12 +4,29 @@ logs them and evaluation reports them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import numpy as np
 import torch
 
 from components.common.latents import LatentDataset, collate
 from model.networks.stdit import STDiT
 from model.schedulers.flow import flow_loss
+from model.schedulers.iddpm import epsilon_loss
+
+FLOW, IDDPM = "rectified-flow", "iddpm-epsilon"  # the objectives a model can have been trained with
+
+
+def objective(scheduler, num_train_timesteps: int = 1000) -> tuple[str, Callable[..., torch.Tensor]]:
+    """The objective a pipeline's model was trained with, read from the scheduler it samples with, and its
+    per-sample loss: IDDPM's noise MSE for a DDPMScheduler (Open-Sora 1.0's weights), rectified flow's otherwise.
+    Losses under different objectives measure different things and are never compared."""
+    from diffusers import DDPMScheduler
+
+    if isinstance(scheduler, DDPMScheduler):
+        return IDDPM, partial(epsilon_loss, scheduler=scheduler)
+    return FLOW, partial(flow_loss, num_train_timesteps=num_train_timesteps)
 
 
 @torch.no_grad()
@@ -22,14 +39,17 @@ def validation_loss(
     max_samples: int = 256,
     seed: int = 0,
     num_train_timesteps: int = 1000,
+    loss: Callable[..., torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Rectified-flow loss at `timesteps` evenly spaced timesteps with fixed noise per sample (Open-Sora 1.2's
-    validation), averaged per bucket (`val_loss/<bucket>`) and over all samples (`val_loss`)."""
+    """The training objective's loss at `timesteps` evenly spaced timesteps in (0, 1) with fixed noise per sample
+    (Open-Sora 1.2's validation), averaged per bucket (`val_loss/<bucket>`) and over all samples (`val_loss`).
+    `loss(model, x0, noise, t, text, mask)` gives per-sample losses; default: rectified flow's (`flow_loss`)."""
     if len(val) == 0:
         return {}
     was_training = model.training
     model.eval()
     ts = (torch.arange(timesteps) + 0.5) / timesteps
+    loss = loss or partial(flow_loss, num_train_timesteps=num_train_timesteps)
     per_bucket: dict[str, list[float]] = {}
     for i in range(min(len(val), max_samples)):
         sample = val[i]
@@ -38,10 +58,7 @@ def validation_loss(
         x0 = batch["latent"].to(device)
         noise = torch.randn(x0.shape, generator=g).to(device)
         text, mask = batch["text"].to(device), batch["text_mask"].to(device)
-        losses = [
-            flow_loss(model, x0, noise, t.view(1).to(device), text, mask, num_train_timesteps=num_train_timesteps)
-            for t in ts
-        ]
+        losses = [loss(model, x0, noise, t.view(1).to(device), text, mask) for t in ts]
         per_bucket.setdefault(sample["bucket"], []).append(float(torch.cat(losses).mean()))
     model.train(was_training)
     out = {f"val_loss/{b}": float(np.mean(v)) for b, v in per_bucket.items()}

@@ -260,19 +260,15 @@ def weighted_metrics(cfg: EvalConfig, records: list[dict], real: list[np.ndarray
 
 
 def evaluate_one(pipe, name: str, val, meta, prompts, cfg: EvalConfig, folder: Path, device: str) -> dict:
-    from components.common.validation import validation_loss
+    from components.common.validation import objective, validation_loss
     from model.weights.encoders import video_vae
 
     check_compatible(pipe, meta, name)
+    trained_for, loss = objective(pipe.scheduler, pipe.flow_config().num_train_timesteps)
     metrics = validation_loss(
-        pipe.transformer,
-        val,
-        device,
-        timesteps=cfg.val_timesteps,
-        max_samples=cfg.val_max_samples,
-        seed=cfg.seed,
-        num_train_timesteps=pipe.flow_config().num_train_timesteps,
-    )
+        pipe.transformer, val, device, timesteps=cfg.val_timesteps, max_samples=cfg.val_max_samples, seed=cfg.seed,
+        loss=loss,
+    )  # fmt: skip
     records = sample_videos(pipe, prompts, cfg, folder, name)
     metrics.update(sample_metrics(records))
     vae = video_vae(pipe.vae)
@@ -283,7 +279,7 @@ def evaluate_one(pipe, name: str, val, meta, prompts, cfg: EvalConfig, folder: P
     metrics.update(weighted_metrics(cfg, records, real, device))
     for r in records:
         del r["video"]
-    return {"metrics": metrics, "samples": records}
+    return {"objective": trained_for, "metrics": metrics, "samples": records}
 
 
 # ------------------------------------------------------------------------------------------------------ main

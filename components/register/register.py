@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -31,10 +31,10 @@ from pathlib import Path
 from components.common.registry import MODEL_NAME, PIPELINE_ARTIFACT, client
 from components.common.settings import setting
 from components.common.tracking import access_denied, check_access, experiment_id, git_commit
+from components.register.decision import decide, decision_metric, lower_is_better
 
 log = logging.getLogger(__name__)
 
-LOWER_IS_BETTER = ("loss", "fvd", "flicker")
 TAG_LIMIT = 5000  # MLflow's model-version tag value limit
 RECORD_FILE = "registered.json"  # beside the decision
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,18 +64,6 @@ class RegisterConfig:
     def __post_init__(self):
         if self.mode not in ("auto", "min", "max"):
             raise ValueError(f"mode={self.mode!r} must be auto, min or max")
-
-
-def lower_is_better(metric: str, mode: str) -> bool:
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"mode={mode!r} must be auto, min or max")
-    return any(word in metric for word in LOWER_IS_BETTER) if mode == "auto" else mode == "min"
-
-
-def decide(challenger: float, champion: float, *, lower: bool, margin: float) -> bool:
-    """True when the challenger beats the champion by more than `margin`."""
-    gain = champion - challenger if lower else challenger - champion
-    return gain > margin
 
 
 # ------------------------------------------------------------------------------------------------- lineage
@@ -224,9 +212,14 @@ def model_card(pipeline: Path, evaluation: dict, decision: dict) -> str:
     metrics, baseline = evaluation["metrics"], (evaluation.get("baseline") or {}).get("metrics") or {}
     data = evaluation["data"]
     lines += ["", f"Evaluation on the held-out clips of {data.get('key') or data['folder']}:"]
+    ours, theirs = evaluation.get("objective"), (evaluation.get("baseline") or {}).get("objective")
     for name in [m for m in HEADLINE if m in metrics] or sorted(metrics)[:4]:
-        champion = f" (champion: {baseline[name]:.4g})" if name in baseline else ""
-        lines.append(f"- {name}: {float(metrics[name]):.4g}{champion}")
+        label, champion = name, f" (champion: {baseline[name]:.4g})" if name in baseline else ""
+        if "loss" in name and ours:  # a loss is the objective's own: say which, and compare like with like only
+            label = f"{name} ({ours})"
+            if champion and ours != theirs:
+                champion = f" (champion's {theirs} loss: {baseline[name]:.4g}, not comparable)"
+        lines.append(f"- {label}: {float(metrics[name]):.4g}{champion}")
     alias = "champion and challenger" if decision["promoted"] else "challenger"
     lines += ["", f"Decision: {alias}, {decision['reason']}."]
     return "\n".join(lines)
@@ -285,10 +278,14 @@ def register(cfg: RegisterConfig) -> dict:
             )
         if cfg.metric not in baseline["metrics"]:
             raise ValueError(f"the baseline in {metrics_path} has no {cfg.metric!r}")
+    metric, note = decision_metric(cfg.metric, evaluation, baseline if champion is not None else None)
+    if note:
+        log.warning("%sdecided on %s", note, metric)
+        cfg, lower = replace(cfg, metric=metric), lower_is_better(metric, "auto")
 
     pins = requirements()
     try:
-        decision, tags = _log_and_decide(cfg, tracking_uri, pipeline, evaluation, champion, baseline, lower, pins)
+        decision, tags = _log_and_decide(cfg, tracking_uri, pipeline, evaluation, champion, baseline, lower, pins, note)
     except Exception as err:
         denied = access_denied(err, tracking_uri)
         if denied is not None:
@@ -307,7 +304,7 @@ def register(cfg: RegisterConfig) -> dict:
 
 
 def _log_and_decide(cfg: RegisterConfig, tracking_uri: str, pipeline: Path, evaluation: dict, champion, baseline,
-                    lower: bool, pins: list[str]) -> tuple[dict, dict[str, str]]:  # fmt: skip
+                    lower: bool, pins: list[str], note: str = "") -> tuple[dict, dict[str, str]]:  # fmt: skip
     """Log the register run and the model version, set the aliases; (decision, lineage tags)."""
     import mlflow
     from mlflow.models import infer_signature
@@ -363,7 +360,7 @@ def _log_and_decide(cfg: RegisterConfig, tracking_uri: str, pipeline: Path, eval
                     champion_version=str(champion.version),
                     champion_value=best,
                     promoted=promoted,
-                    reason=f"{cfg.metric} {value:.6g} {better} champion's {best:.6g} by more than {cfg.margin:g}",
+                    reason=f"{note}{cfg.metric} {value:.6g} {better} champion's {best:.6g} by more than {cfg.margin:g}",
                 )
             if decision["promoted"]:
                 c.set_registered_model_alias(cfg.name, "champion", version)

@@ -85,3 +85,24 @@ def null_caption(
     else:
         mask = torch.ones(rows, length, dtype=torch.bool, device=prompt_mask.device)
     return null[None].expand(rows, -1, -1), mask
+
+
+def epsilon_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    t: torch.Tensor,
+    text: torch.Tensor,
+    text_mask: torch.Tensor | None,
+    *,
+    scheduler: DDPMScheduler,
+) -> torch.Tensor:
+    """Per-sample IDDPM "simple" loss (B,), what an IDDPM-trained model is measured by: MSE between the predicted
+    noise (the first C output channels) and the true noise, at `t` in (0, 1) taken as training step floor(t * T)
+    and x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise."""
+    steps = scheduler.config.num_train_timesteps
+    index = (t.float() * steps).long().clamp(0, steps - 1)
+    abar = scheduler.alphas_cumprod.to(x0.device)[index].view(-1, *([1] * (x0.ndim - 1)))
+    x_t = (abar.sqrt() * x0.float() + (1 - abar).sqrt() * noise.float()).to(x0.dtype)
+    pred = model(x_t, index.to(x0.dtype), text, text_mask).sample[:, : x0.shape[1]]
+    return (pred.float() - noise.float()).pow(2).flatten(1).mean(1)

@@ -8,9 +8,10 @@ import time
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
 from components.common.toy.tiny import build_tiny_t5, build_tiny_vae
+from components.common.validation import FLOW, IDDPM, objective
 from model.inference.imports import opensora_v1_pipeline
 from model.schedulers.iddpm import respaced_timesteps
 from model.weights.hub import file_sha256
@@ -104,3 +105,26 @@ def test_import_through_the_cli_then_generate_then_export_back(tmp_path, capsys)
     exported = torch.load(back, weights_only=True)
     assert exported.keys() == weights.keys() and all(torch.equal(exported[k], weights[k]) for k in weights)
     print(f"import {imported_s:.1f} s, generate (4 IDDPM steps, 2 frames of 64 px) {generated_s:.1f} s")
+
+
+def test_an_iddpm_model_is_measured_by_its_own_objective():
+    torch.manual_seed(0)
+    model = stdit_from_opensora_v1(tiny_checkpoint(), pixels=64, num_heads=HEADS).eval()
+    name, loss = objective(opensora_v1_pipeline(model, frames=2).scheduler)
+    assert name == IDDPM
+    g = torch.Generator().manual_seed(5)
+    x0, noise = torch.randn(2, 4, 2, 8, 8, generator=g), torch.randn(2, 4, 2, 8, 8, generator=g)
+    text, mask = torch.randn(2, 6, CAPTION, generator=g), torch.ones(2, 6, dtype=torch.bool)
+    with torch.no_grad():
+        got = loss(model, x0, noise, torch.tensor([0.35, 0.9995]), text, mask)
+        # by hand: steps 350 and 999 of DDPM's linear betas, the noised latents, the noise MSE on the first C channels
+        acp = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+        a = acp[[350, 999]].float().view(2, 1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        eps = model(x_t, torch.tensor([350.0, 999.0]), text, mask).sample[:, :4]
+    expected = (eps - noise).pow(2).flatten(1).mean(1)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+    flow_name, flow = objective(FlowMatchEulerDiscreteScheduler())  # a rectified-flow pipeline's scheduler
+    assert flow_name == FLOW and not torch.allclose(
+        flow(model, x0, noise, torch.tensor([0.35, 0.9995]), text, mask), got
+    )

@@ -67,7 +67,7 @@ def test_each_version_carries_a_model_card_as_its_description(registry, toy_data
         assert all(f"{shape} ({count})" in line for shape, count in state["shapes"].items())
     val = results["better"][0]["metrics"]["val_loss"]
     champion = results["better"][0]["baseline"]["metrics"]["val_loss"]
-    assert f"- val_loss: {val:.4g} (champion: {champion:.4g})" in card
+    assert f"- val_loss (rectified-flow): {val:.4g} (champion: {champion:.4g})" in card
     assert "Decision: champion and challenger, val_loss" in card and "beats champion" in card
     assert "Decision: challenger, val_loss" in client.get_model_version(NAME, "2").description
 
