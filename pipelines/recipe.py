@@ -62,7 +62,7 @@ def resolve(recipe, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, ob
         names = TASKS[task]
         return settings.load(
             settings_class(task), recipe=values, sections=names, overrides=settings.scoped(overrides, names),
-            fixed=fixed,
+            fixed=fixed, run_overrides=overrides,
         )  # fmt: skip
 
     tasks = {task: load(task) for task in TASKS if not task.startswith("precompute-")}

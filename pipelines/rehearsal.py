@@ -268,5 +268,7 @@ def report(result: Rehearsal) -> str:
             continue
         lines.append(f"  {key:<22} {tags[key]}")
     lines.append(f"report: {result.run / 'evaluate' / 'evaluation' / 'report.html'}")
+    lines.append("(the models are tiny and trained for seconds: their samples are noise and their scores near or under "
+                 "chance; the rehearsal checks the production path, not what a model learns)")  # fmt: skip
     lines.append("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.times.items()))
     return "\n".join(lines)

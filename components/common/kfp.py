@@ -58,11 +58,13 @@ def step_settings(cls, recipe: str, overrides: str, sections: tuple[str, ...], f
     """A task's settings for its step: the recipe's `sections`, the pipeline's overrides addressed to them, then
     what the task itself fixes (its artifacts' paths). The pretrained weights they name must be on the models
     volume: a task fails at its start naming each missing one and the command that stages it."""
+    import json
+
     from components.common import settings
 
-    cfg = settings.load(
-        cls, recipe=recipe, sections=sections, overrides=pipeline_overrides(overrides, sections), fixed=fixed
-    )
+    every = json.loads(overrides or "[]")  # another step's settings can set a default of this one (run_overrides)
+    cfg = settings.load(cls, recipe=recipe, sections=sections, overrides=pipeline_overrides(overrides, sections),
+                        fixed=fixed, run_overrides=every)  # fmt: skip
     require_models(cfg)
     return cfg
 

@@ -19,10 +19,8 @@ from safetensors import safe_open
 from components.common.scores import passing
 from components.common.settings import setting
 from components.common.video import read_clip_frames
-from model.planning.buckets import assign, available_frames, latent_frames, resize_crop
+from model.planning.buckets import DEFAULT_BUCKETS, assign, available_frames, latent_frames, resize_crop
 from model.weights.encoders import DEFAULT_TEXT_ENCODER, DEFAULT_VAE
-
-DEFAULT_BUCKETS = {"256": {1: (1.0, 32), 16: (1.0, 4)}}
 
 
 @dataclass(frozen=True)

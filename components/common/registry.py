@@ -1,8 +1,9 @@
 """Model references: a pipeline folder, or a version in the MLflow model registry.
 
 `models:/t2v-stdit@champion` (an alias) and `models:/t2v-stdit/3` (a version) are downloaded once into a cache
-keyed by name, version and run (versions are immutable), `$T2V_CACHE` or ~/.cache/t2v-pipeline/models, and the
-pipeline folder inside is returned.
+keyed by name, version and run (versions are immutable), `$T2V_CACHE` or ~/.cache/t2v-pipeline/models, checked
+against the record of its files made at registration (model.inference.integrity) on every load, and the pipeline
+folder inside is returned.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ def resolve_version(uri: str, tracking_uri: str | None = None):
     if not match:
         raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
     name, alias, version = match["name"], match["alias"], match["version"]
+    from mlflow.tracking import is_tracking_uri_set
+
+    if tracking_uri is None and not is_tracking_uri_set():  # MLflow's default would be a new ./mlflow.db
+        raise ValueError(
+            f"{uri} names a registered version, but no registry is given: pass --tracking-uri URI or set "
+            "MLFLOW_TRACKING_URI (in a cluster the mlflow-credentials Secret sets it), or pass a pipeline folder"
+        )
     try:
         if alias:
             return client(tracking_uri).get_model_version_by_alias(name, alias)
@@ -86,6 +94,10 @@ def pipeline_folder(spec: str, tracking_uri: str | None = None) -> tuple[Path, d
             mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(tmp), tracking_uri=tracking_uri
             )
+    from model.inference.integrity import verify_model_folder
+
+    # every load, the cached copy too: nothing of it is read before its files match the registration record
+    verify_model_folder(target, client(tracking_uri), f"{spec} (version {version.version})", version.run_id)
     folder = target / "artifacts" / PIPELINE_ARTIFACT
     if not (folder / "model_index.json").exists():
         raise ValueError(f"{spec} (version {version.version}) holds no T2V pipeline; register it with `t2v register`")

@@ -261,10 +261,17 @@ def layered(
     flags: dict | None = None,
     overrides: Iterable[str] = (),
     fixed: dict | None = None,
+    run_overrides: Iterable[str] = (),
 ) -> dict:
-    """Plain values in loading order: recipe sections < `config` file < flags < `overrides` < `fixed` (what the
-    runner decides, such as the input and output paths of a KFP task). `cls` types the overrides (None: YAML)."""
-    values = sections_of(read_recipe(recipe), sections)
+    """Plain values in loading order: defaults read from the whole recipe, when there is one
+    (`cls.recipe_defaults(recipe, run_overrides)`, where a step's default follows another step's settings, as the
+    run's overrides of every section set them) < recipe sections < `config` file < flags < `overrides` <
+    `fixed` (what the runner decides, such as the input and output paths of a KFP task). `cls` types the overrides
+    (None: YAML)."""
+    whole = read_recipe(recipe)
+    values = sections_of(whole, sections)
+    if whole and hasattr(cls, "recipe_defaults"):
+        values = merge(cls.recipe_defaults(whole, list(run_overrides)), values)
     if config is not None:
         values = merge(values, read_yaml(config, "settings file"))
     values = apply_overrides(merge(values, flags or {}), overrides, cls)
@@ -272,8 +279,30 @@ def layered(
 
 
 def load(cls, **sources):
-    """The step's settings: its defaults under the values `layered(cls, **sources)` gives."""
-    return build(cls, layered(cls, **sources), cls.__name__)
+    """The step's settings: its defaults under the values `layered(cls, **sources)` gives. An error in a recipe
+    names the recipe's file and the section that holds the bad value."""
+    values = layered(cls, **sources)
+    try:
+        return build(cls, values, cls.__name__)
+    except ValueError as err:
+        origin = _origin(cls, sources.get("recipe"), sources.get("sections", ()))
+        if origin is None:
+            raise
+        raise ValueError(f"{origin}: {err}") from None
+
+
+def _origin(cls, recipe, sections) -> str | None:
+    """Which recipe section (and file) holds what `build` refused: the first that fails on its own."""
+    whole = read_recipe(recipe)
+    for name in sections:
+        try:
+            build(cls, sections_of(whole, (name,)), cls.__name__)
+        except ValueError:
+            named = str(recipe) if isinstance(recipe, str | Path) and "\n" not in str(recipe) else None
+            own = whole.get(name) if isinstance(whole.get(name), str) else None  # a section given as its own file
+            where = f"recipe {named}" if named else "the recipe"
+            return f"{where}, section {name}" + (f" ({own})" if own else "")
+    return None
 
 
 def defaults(cls, prefix: str = "") -> dict[str, object]:

@@ -104,6 +104,12 @@ _PATTERNS = {
 }
 
 
+def chance_mean(metrics: dict[str, float]) -> float:
+    """The `adherence/mean` a model guessing at random would score: the mean chance level of the attributes scored
+    (an untrained or tiny model scores about this, or less when it draws no shape at all)."""
+    return float(np.mean([CHANCE[name] for name in ATTRIBUTES if f"adherence/{name}" in metrics]))
+
+
 def parse_prompt(prompt: str) -> dict[str, str]:
     """The attributes a toy-world prompt names (lower case); a still's prompt ("... rests ...") asks for direction
     "". Attributes the prompt does not name are left out."""

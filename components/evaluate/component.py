@@ -29,6 +29,7 @@ def evaluate(
 
         from components.common.kfp import section_value, step_settings
         from components.common.registry import MODEL_NAME
+        from components.evaluate.adherence import chance_mean
         from components.evaluate.evaluate import EvalConfig, write_kfp_outputs
         from components.evaluate.evaluate import evaluate as run_evaluate
 
@@ -45,5 +46,7 @@ def evaluate(
         evaluation.metadata.update({"val_loss": result["metrics"]["val_loss"]})
         figures = result["metrics"]
         told.figure = f"validation loss {figures['val_loss']:.4f}" + (
-            f", prompt adherence {figures['adherence/mean']:.0%}" if "adherence/mean" in figures else ""
+            f", toy-world prompt adherence {figures['adherence/mean']:.0%} (chance {chance_mean(figures):.0%})"
+            if "adherence/mean" in figures
+            else ""
         )

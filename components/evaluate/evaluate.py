@@ -9,7 +9,9 @@ evaluate(cfg):
      written as mp4 and GIF
   4. metrics: temporal consistency, motion, flicker; prompt adherence per attribute on toy-world prompts;
      CLIPScore, FVD (I3D or VideoMAE features) and VBench when their weights are given
-  5. outputs: metrics.json, samples/, loss.png, report.html (self-contained); an MLflow run with all of them
+  5. outputs: metrics.json, samples/, loss.png (what the inputs determine: DVC tracks them), and beside them
+     baseline.json with baseline/ (the comparison with the champion), report.html (self-contained, both models);
+     an MLflow run with all of them
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tqdm.auto import tqdm
 
 from components.common.files import atomic_dir
 from components.common.settings import setting
-from components.evaluate import adherence
+from components.evaluate import BASELINE_FILE, adherence
 from components.evaluate.metrics import video_metrics
 
 log = logging.getLogger(__name__)
@@ -197,7 +199,7 @@ def sample_metrics(records: list[dict]) -> dict[str, float]:
     per_video = [video_metrics(r["video"]) for r in records]
     out = {k: float(np.mean([m[k] for m in per_video])) for k in per_video[0]}
     asked = [adherence.parse_prompt(r["prompt"]) for r in records]
-    toy = [i for i, a in enumerate(asked) if "colour" in a]
+    toy = [i for i, a in enumerate(asked) if {"colour", "shape"} <= set(a)]  # "a red car" is not the toy world
     for i in toy:
         records[i]["detected"] = adherence.detect(records[i]["video"])
         records[i]["asked"] = asked[i]
@@ -324,7 +326,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                 )
                 log.info("%s", result["skipped"]["baseline"])
             else:
-                entry = evaluate_one(base, "baseline", val, meta, prompts, cfg, tmp / "samples" / "baseline", device)
+                entry = evaluate_one(base, "baseline", val, meta, prompts, cfg, tmp / "baseline", device)
                 result["baseline"] = {"model": cfg.baseline, "model_info": base_info, **entry}
         curves = loss_curves(pipe, cfg.loss_curves)
         if curves is not None:
@@ -336,7 +338,10 @@ def evaluate(cfg: EvalConfig) -> dict:
         tracker = _tracker(cfg, result)
         # the run id beside the results, not in them: metrics.json holds only what the inputs determine (DVC)
         (tmp / TRACKING_FILE).write_text(json.dumps({"mlflow_run_id": tracker.run_id}) + "\n")
-        (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
+        own = {**result, "skipped": {k: v for k, v in result["skipped"].items() if k != "baseline"}}
+        (tmp / "metrics.json").write_text(json.dumps({k: v for k, v in own.items() if k != "baseline"}, indent=2))
+        comparison = {"baseline": result["baseline"], "skipped": result["skipped"].get("baseline")}
+        (tmp / BASELINE_FILE).write_text(json.dumps(comparison, indent=2))
         result["mlflow_run_id"] = tracker.run_id
         write_report(result, tmp, tmp / "report.html")
         _log_outputs(tracker, result, tmp)

@@ -22,9 +22,14 @@ sources: those sharing a clip within --split-distance hash bits (a file and its 
 or --recipe FILE (its `ingest` section), --config FILE, --set key=value (e.g. --set filters.dedup_distance=none).
 
 Outputs in --out-dir: manifest.parquet and manifest.csv (Open-Sora columns path,text,num_frames,height,width,
-aspect_ratio,fps,resolution, then clip_id, source, start/end, seek_time, timing, vfr, rotation, scores, split),
-rejected_clips.parquet (clips filtered out, with the reason), quarantine.parquet (files that cannot be used, with
-the reason), summary.json, and cache/ (per-file results: a re-run skips files already analyzed).
+aspect_ratio,fps,resolution, then clip_id, source, start/end, seek_time, timing, vfr, rotation, scores, note,
+split), rejected_clips.parquet (clips filtered out, with the reason), quarantine.parquet (files that cannot be used,
+with the reason), files.parquet (every file's one fate: kept, filtered or quarantined, and why), summary.json (each
+fate's reasons counted), and cache/ (per-file results: a re-run skips files already analyzed).
+
+Clips whose frames are smaller than stage 1's smallest bucket are filtered (--filters.min-pixels; under a
+recipe its default). A file that decodes under half the frames both its header counts and its timestamps imply
+has lost frames: quarantined, or kept with the reason in the `note` column (--analysis.keep-partial).
 """
 
 EPILOG = """\

@@ -6,7 +6,7 @@
            -> near-duplicate and threshold filters -> split by groups of sources (a file and its re-encoded copy
               are one group) -> (optional) clip files
            -> manifest.parquet, manifest.csv (Open-Sora columns), rejected_clips.parquet, quarantine.parquet,
-              summary.json
+              files.parquet (each file's one fate: kept, filtered or quarantined, with the reason), summary.json
 
 Each source's result is written to `cache/` as soon as it is known, keyed by the file's content hash and the
 analysis settings, so a re-run skips finished work and an interrupted run loses nothing it already wrote.
@@ -29,31 +29,20 @@ import fsspec
 import pandas as pd
 from tqdm.auto import tqdm
 
+from components.common import settings
 from components.common.files import atomic_path
 from components.common.settings import setting
+from components.ingest.filters import FATES, FilterConfig, file_fates, filter_reason
 from components.ingest.media import ANALYSIS_VERSION, AnalysisConfig, Rejected, analyze_later
 from components.ingest.plugins import load_scorers
 from components.ingest.sources import discover, is_remote
 from components.ingest.split import assign_splits, near_duplicates, source_groups
+from model.planning.buckets import DEFAULT_BUCKETS, smallest_area
 
 log = logging.getLogger(__name__)
 
 OPEN_SORA_COLUMNS = ("path", "text", "num_frames", "height", "width", "aspect_ratio", "fps", "resolution")
 CLIP_MODES = ("rows", "copy", "reencode")
-
-
-@dataclass(frozen=True)
-class FilterConfig:
-    """Clip thresholds; none switches a filter off."""
-
-    min_motion: float | None = setting(None, "drop clips with less motion (pixels/frame at <=320 px)")
-    max_motion: float | None = setting(None, "drop clips with more motion")
-    min_sharpness: float | None = setting(None, "drop clips less sharp (variance of the Laplacian)")
-    min_brightness: float | None = setting(0.02, "drop darker clips (mean in [0, 1])")
-    max_brightness: float | None = setting(0.98, "drop brighter clips")
-    dedup_distance: int | None = setting(4, "drop a clip within this many phash bits of an earlier one (none: off)")
-    min_aesthetic: float | None = setting(None, "drop clips scoring lower (needs aesthetic_model and aesthetic_head)")
-    max_text_area: float | None = setting(None, "drop clips with more of the frame covered by text (needs ocr_model)")
 
 
 @dataclass(frozen=True)
@@ -92,6 +81,19 @@ class IngestConfig:
                 f"split_distance={self.split_distance} must be a number of phash bits in [0, 64], or none to group "
                 "byte-identical files only"
             )
+
+    @staticmethod
+    def recipe_defaults(recipe: dict, overrides: list[str]) -> dict:
+        """Under a recipe, the smallest frame kept is the smallest that stage 1 trains on (its bucket_config, with
+        the run's overrides: `stage1.precompute.bucket_config=...`)."""
+
+        def values(sections: tuple[str, ...]) -> dict:
+            return settings.layered(
+                None, recipe=recipe, sections=sections, overrides=settings.scoped(overrides, sections)
+            )
+
+        data = settings.merge(values(("precompute",)), values(settings.stage_sections(1)).get("precompute") or {})
+        return {"filters": {"min_pixels": smallest_area(data.get("bucket_config") or DEFAULT_BUCKETS)}}
 
     def models(self) -> dict[str, str | None]:
         """The pretrained weights these settings load, by setting (a task checks them at its start)."""
@@ -189,23 +191,6 @@ def _now(result: dict) -> Callable[[], dict]:
 # --------------------------------------------------------------------------------------------- filters, split
 
 
-def filter_reason(row: dict, f: FilterConfig) -> str | None:
-    checks = [
-        (f.min_motion, lambda v: row["motion"] < v, "motion {m:.3g} < min_motion {v}"),
-        (f.max_motion, lambda v: row["motion"] > v, "motion {m:.3g} > max_motion {v}"),
-        (f.min_sharpness, lambda v: row["sharpness"] < v, "sharpness {s:.3g} < min_sharpness {v}"),
-        (f.min_brightness, lambda v: row["brightness"] < v, "brightness {b:.3g} < min_brightness {v}"),
-        (f.max_brightness, lambda v: row["brightness"] > v, "brightness {b:.3g} > max_brightness {v}"),
-        (f.min_aesthetic, lambda v: row["aes"] < v, "aesthetic {a:.3g} < min_aesthetic {v}"),
-        (f.max_text_area, lambda v: row["ocr"] > v, "text area {o:.3g} > max_text_area {v}"),
-    ]
-    for value, failed, message in checks:
-        if value is not None and failed(value):
-            scores = {"m": row["motion"], "s": row["sharpness"], "b": row["brightness"]}
-            return message.format(**scores, a=row.get("aes", 0), o=row.get("ocr", 0), v=value)
-    return None
-
-
 # ------------------------------------------------------------------------------------------------ the step
 
 
@@ -241,6 +226,7 @@ def _clip_rows(result: dict) -> list[dict]:
                 "sharpness": clip["sharpness"],
                 "brightness": clip["brightness"],
                 "phash": clip["phash"],
+                "note": info.get("note", ""),
                 **clip["extra"],
             }
         )
@@ -262,10 +248,10 @@ def ingest(cfg: IngestConfig) -> IngestResult:
     load_scorers(cfg.aesthetic_model, cfg.aesthetic_head, cfg.ocr_model)  # bad paths fail now, before any work
     out = Path(cfg.out_dir)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-    cache_dir.mkdir(parents=True, exist_ok=True)
     sources, ignored = discover(cfg.inputs)
     if not sources:
         raise ValueError(f"no video or image files found in {list(cfg.inputs)}")
+    cache_dir.mkdir(parents=True, exist_ok=True)  # once there is work: a refused run leaves nothing behind
 
     results: list[dict] = []
     bar = tqdm(total=len(sources), desc="ingest", unit="file", disable=not cfg.progress)
@@ -344,6 +330,10 @@ def ingest(cfg: IngestConfig) -> IngestResult:
     with atomic_path(out / "quarantine.parquet") as tmp:
         quarantine.to_parquet(tmp, index=False)
 
+    fates = file_fates(results, kept, rejected)
+    with atomic_path(out / "files.parquet") as tmp:
+        fates.to_parquet(tmp, index=False)
+
     # what the inputs determine only (a DVC metric): how many results came from the cache is the log's business
     cached = sum(bool(r.get("cached")) for r in results)
     log.info("%d of %d files analysed before (cache)", cached, len(sources))
@@ -359,6 +349,7 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         "split_groups": len({groups[h] for h in kept_sources}),
         "sources_grouped": sum(n for n in members.values() if n > 1),
         "rejected_clips": dict(Counter(r["reason"].split(" ")[0] for r in rejected)),
+        "files": {fate: dict(Counter(fates.code[fates.fate == fate])) for fate in FATES},
         "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
         "config": asdict(cfg),
     }

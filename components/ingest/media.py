@@ -11,7 +11,6 @@ nothing from the file, so ingest computes them on a second thread while the next
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -30,15 +29,16 @@ from components.common.scores import (
 )
 from components.common.settings import setting
 from components.common.video import rotation, upright
-from components.ingest.scenes import AdaptiveCuts, ContentCuts, plane
-from components.ingest.timing import timing
+from components.ingest.scenes import AdaptiveCuts, ContentCuts, plane, scene_spans, split_scene
+from components.ingest.timing import lost_frames, sampling_stride, timing
 
 # Part of every cache key: bump it when a change to the analysis changes its results, so caches recompute.
-ANALYSIS_VERSION = 5
+ANALYSIS_VERSION = 6
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DETECTOR_WIDTH = 96  # scene detection runs on frames whose longer side is at most this (components.ingest.scenes)
 ANALYSIS_SIDE = 320  # scores run on grayscale frames whose longer side is at most this
 PLUGIN_SIDE = 640  # model-based scorers get RGB frames whose longer side is at most this
+PROBE_FRAMES = 16  # the first frames' timestamps set the sampling stride (not the header's rate: containers differ)
 
 
 class Rejected(Exception):
@@ -65,6 +65,12 @@ class AnalysisConfig:
     max_duration: float = setting(3 * 3600.0, "longer files are quarantined (seconds)")
     min_decoded_share: float = setting(0.9, "a file that decodes less of the duration its header promises is truncated")
     min_fps: float = setting(1.0, "a lower frame rate (from decoded timestamps) marks broken timing")
+    min_frame_share: float = setting(
+        0.5,
+        "a file that decodes fewer frames than this share both of those its header counts and of those its "
+        "timestamps' most common step implies over its length has lost frames: quarantined (see keep_partial)",
+    )
+    keep_partial: bool = setting(False, "keep a file that has lost frames; its clips' `note` says how many")
 
 
 EIGHT_BIT_LUMA = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray")
@@ -100,6 +106,7 @@ class SourceInfo:
     header_fps: float | None = None
     header_frames: int | None = None
     header_duration: float | None = None
+    note: str = ""  # what is wrong with a file kept all the same (keep_partial)
     cuts: list[int] = field(default_factory=list)
     clips: list[Clip] = field(default_factory=list)
     dropped: list[dict] = field(default_factory=list)  # scenes too short to make a clip
@@ -169,6 +176,38 @@ def _detector(cfg: AnalysisConfig, size: tuple[int, int], fps: float) -> Content
     raise ValueError(f"detector={cfg.detector!r} must be 'content' or 'adaptive'")
 
 
+class _Sampler:
+    """The frames a decode pass keeps for scoring: pairs (for optical flow) about every `interval` seconds, small
+    and grayscale, and RGB ones for model-based scorers. The stride is set from the first frames' timestamps
+    (`sampling_stride`), so those are held until it is known."""
+
+    def __init__(self, interval: float, header_fps, gray_size, rgb_size, scorers: tuple):
+        self.interval, self.header_fps, self.gray_size, self.rgb_size = interval, header_fps, gray_size, rgb_size
+        self.scorers, self.stride, self.turned = scorers, 0, 0
+        self.samples: dict[int, np.ndarray] = {}  # frame index -> small grayscale frame
+        self.rgb: dict[int, np.ndarray] = {}
+        self.held: list[tuple[int, av.VideoFrame]] = []
+
+    def push(self, index: int, frame: av.VideoFrame, raw: list[float | None]) -> None:
+        if not self.stride:
+            self.held.append((index, frame))
+            if len(self.held) == PROBE_FRAMES:
+                self.finish(raw)
+            return
+        if index % self.stride in (0, 1):
+            self.samples[index] = upright(_small_gray(frame, self.gray_size), self.turned)
+        if self.scorers and index % self.stride == 0:
+            self.rgb[index] = upright(frame.reformat(*self.rgb_size, format="rgb24").to_ndarray(), self.turned)
+
+    def finish(self, raw: list[float | None]) -> None:
+        """Set the stride (at the latest when decoding ends) and sample the frames held until then."""
+        if not self.stride:
+            self.stride = sampling_stride(raw, self.header_fps, self.interval)
+            held, self.held = self.held, []
+            for index, frame in held:
+                self.push(index, frame, raw)
+
+
 @dataclass
 class _Decoded:
     """What the decode pass of a video leaves for scoring its clips."""
@@ -185,8 +224,8 @@ class _Decoded:
     def finish(self) -> SourceInfo:
         """The source with its clips (scored) and the scenes too short to make one."""
         info, cfg = self.info, self.cfg
-        for start, end in _scenes(info.cuts, info.num_frames):
-            for a, b, usable in _split_scene(start, end, self.times, self.ends, cfg):
+        for start, end in scene_spans(info.cuts, info.num_frames):
+            for a, b, usable in split_scene(start, end, self.times, self.ends, cfg):
                 if usable:
                     times = (self.times, self.ends)
                     clip = _score_clip(len(info.clips), a, b, times, self.seek_times[a], self.samples, cfg)
@@ -229,25 +268,16 @@ def _decode_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
 
         detector = _detector(cfg, _fit(w, h, DETECTOR_WIDTH), header_fps or 25.0)
         raw: list[float | None] = []  # decoder timestamps, in display order
-        samples: dict[int, np.ndarray] = {}  # frame index -> small grayscale frame
-        stride = max(1, round((header_fps or 25.0) * cfg.score_interval))
+        sampler = _Sampler(cfg.score_interval, header_fps, _fit(w, h, ANALYSIS_SIDE), _fit(w, h, PLUGIN_SIDE), scorers)
         cuts: list[int] = []
         decode_error = None
-        analysis_size = _fit(w, h, ANALYSIS_SIDE)
-        plugin_size = _fit(w, h, PLUGIN_SIDE)
-        rgb_samples: dict[int, np.ndarray] = {}
-        turned = 0  # degrees the picture is turned for display
         try:
             for index, frame in enumerate(container.decode(stream)):
                 raw.append(frame.time)
                 if index == 0:
-                    turned = rotation(frame)
+                    sampler.turned = rotation(frame)
                 cuts += detector.push(index, frame)
-                if index % stride in (0, 1):
-                    samples[index] = upright(_small_gray(frame, analysis_size), turned)
-                if scorers and index % stride == 0:
-                    rgb = frame.reformat(*plugin_size, format="rgb24").to_ndarray()
-                    rgb_samples[index] = upright(rgb, turned)
+                sampler.push(index, frame, raw)
                 if frame.time is not None and raw[0] is not None and frame.time - raw[0] > cfg.max_duration:
                     raise Rejected(
                         "over_limit",
@@ -256,6 +286,8 @@ def _decode_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
                     )
         except av.error.FFmpegError as err:
             decode_error = str(err)
+        sampler.finish(raw)
+        turned = sampler.turned
         n = len(raw)
         if n:
             cuts += detector.finish(n)
@@ -278,6 +310,9 @@ def _decode_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
             f"decoding stopped after {n} frames, {clock.duration:.2f} s of the {promised or 0:.2f} s its header "
             f"promises ({decode_error or 'premature end'}); the file is incomplete: copy it again from its source",
         )
+    lost = lost_frames(n, clock.times, header_frames, tick, cfg.min_frame_share)
+    if lost and not cfg.keep_partial:
+        raise Rejected("lost_frames", f"{lost}: copy it again from its source, or set analysis.keep_partial")
     level = turned % 180 == 0
     info = SourceInfo(
         "video",
@@ -293,10 +328,11 @@ def _decode_video(src: str | BinaryIO, cfg: AnalysisConfig, scorers: tuple = ())
         header_fps=header_fps,
         header_frames=header_frames,
         header_duration=header_duration,
+        note=lost or "",
         cuts=sorted(set(cuts)),
     )
     seek_times = raw if clock.source == "timestamps" else [None] * n
-    return _Decoded(info, clock.times, clock.ends, seek_times, samples, rgb_samples, cfg, scorers)
+    return _Decoded(info, clock.times, clock.ends, seek_times, sampler.samples, sampler.rgb, cfg, scorers)
 
 
 def _head(src: str | BinaryIO, size: int = 192) -> bytes:
@@ -316,23 +352,6 @@ def _looks_like_video(head: bytes) -> bool:
         or head.startswith((b"\x1aE\xdf\xa3", b"RIFF", b"FLV", b"GIF8", b"\x00\x00\x01\xba"))
         or (len(head) > 188 and head[0] == head[188] == 0x47)  # MPEG-TS sync bytes
     )
-
-
-def _scenes(cuts: list[int], n: int) -> list[tuple[int, int]]:
-    bounds = [0, *[c for c in cuts if 0 < c < n], n]
-    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
-
-
-def _split_scene(start: int, end: int, times: np.ndarray, ends: np.ndarray, cfg) -> list[tuple[int, int, bool]]:
-    """Consecutive (start, end, usable) pieces of a scene, each the most frames that show within max_seconds; a
-    piece shorter than min_seconds (a short scene, or the rest of a long one) is not usable."""
-    pieces = []
-    a = start
-    while a < end:
-        b = min(end, max(a + 1, int(np.searchsorted(ends, times[a] + cfg.max_seconds + 1e-6, side="right"))))
-        pieces.append((a, b, ends[b - 1] - times[a] >= cfg.min_seconds - 1e-6))
-        a = b
-    return pieces
 
 
 def _plugin_scores(scorers: tuple, rgb_samples: dict[int, np.ndarray], start: int, end: int) -> dict[str, float]:

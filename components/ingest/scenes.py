@@ -13,10 +13,13 @@ Per frame the work stays small beside decoding: a 4:2:0 frame's planes are resiz
 buffers into buffers reused from frame to frame and converted once at the small size, the score is one OpenCV
 call, and the minimum scene length is kept with frame numbers (no timecode objects).
 
-The adaptive detector is PySceneDetect's AdaptiveDetector, on the same small copies.
+The adaptive detector is PySceneDetect's AdaptiveDetector, on the same small copies. Between the cuts lie the
+scenes (`scene_spans`), each cut into clips of at most max_seconds (`split_scene`).
 """
 
 from __future__ import annotations
+
+import itertools
 
 import av
 import cv2
@@ -148,3 +151,21 @@ class AdaptiveCuts:
 
     def finish(self, frames: int) -> tuple[int, ...]:
         return tuple(c.frame_num for c in self._detector.post_process(FrameTimecode(frames - 1, self._fps)))
+
+
+def scene_spans(cuts: list[int], n: int) -> list[tuple[int, int]]:
+    """The scenes of `n` frames between the cuts, as (start, end) frame ranges."""
+    bounds = [0, *[c for c in cuts if 0 < c < n], n]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def split_scene(start: int, end: int, times: np.ndarray, ends: np.ndarray, cfg) -> list[tuple[int, int, bool]]:
+    """Consecutive (start, end, usable) pieces of a scene, each the most frames that show within max_seconds; a
+    piece shorter than min_seconds (a short scene, or the rest of a long one) is not usable."""
+    pieces = []
+    a = start
+    while a < end:
+        b = min(end, max(a + 1, int(np.searchsorted(ends, times[a] + cfg.max_seconds + 1e-6, side="right"))))
+        pieces.append((a, b, ends[b - 1] - times[a] >= cfg.min_seconds - 1e-6))
+        a = b
+    return pieces

@@ -75,3 +75,34 @@ def snap_fps(fps: float, tolerance: float = 2e-3) -> float:
     """The standard rate within 0.2% of `fps` (timestamp rounding, e.g. Matroska's milliseconds), else `fps`."""
     nearest = min(STANDARD_FPS, key=lambda r: abs(r - fps))
     return nearest if abs(nearest - fps) <= tolerance * nearest else fps
+
+
+def sampling_stride(raw: list[float | None], header_fps: float | None, interval: float) -> int:
+    """Frames between the ones kept for scoring (about `interval` seconds), from the rate of the first decoded
+    frames' timestamps (sorted: some containers hand them out in decode order), the header's only when they are
+    unusable: the same stream in MP4, MKV or AVI (whose header may count B-frame video at twice its rate) is
+    sampled at the same frames, so its clips get the same scores and perceptual hashes."""
+    known = np.unique([t for t in raw if t is not None])
+    steps = np.diff(known)
+    rate = 1 / float(np.median(steps)) if len(steps) and np.median(steps) > 0 else header_fps or 25.0
+    return max(1, round(rate * interval))
+
+
+def lost_frames(n: int, times: np.ndarray, header_frames: int | None, tick: float, share: float) -> str | None:
+    """Why a file that decodes `n` frames at display `times` has lost frames, or None: fewer than `share` of the
+    frames its header counts, and of those its timestamps imply (its length over their shortest step: the rate it
+    was made at). Both must say so: an AVI header counts B-frame video at twice its rate, and a variable-rate
+    file's steps vary (a screen recording's header counts what it holds)."""
+    if not header_frames or n >= share * header_frames or n < 3:
+        return None
+    unit = max(tick, 1e-4)
+    steps = np.round(np.diff(times) / unit)
+    shortest = float(steps[steps > 0].min()) * unit if (steps > 0).any() else 0.0
+    implied = round(float(times[-1]) / shortest) + 1 if shortest > 0 else n
+    if n >= share * implied:
+        return None
+    return (
+        f"decodes {n} frames where its header counts {header_frames} and its timestamps imply {implied} (every "
+        f"{shortest:.4g} s over {float(times[-1]):.2f} s): {100 * (1 - n / implied):.0f}% of "
+        "its frames are lost"
+    )

@@ -31,6 +31,7 @@ from pathlib import Path
 from components.common.registry import MODEL_NAME, PIPELINE_ARTIFACT, client
 from components.common.settings import setting
 from components.common.tracking import access_denied, check_access, experiment_id, git_commit
+from components.evaluate import BASELINE_FILE
 from components.register.decision import decide, decision_metric, lower_is_better
 
 log = logging.getLogger(__name__)
@@ -260,6 +261,8 @@ def register(cfg: RegisterConfig) -> dict:
     if not metrics_path.exists():
         raise ValueError(f"{metrics_path} not found: run `t2v evaluate --model {pipeline} --out-dir {cfg.evaluation}`")
     evaluation = json.loads(metrics_path.read_text())
+    comparison = metrics_path.with_name(BASELINE_FILE)  # the champion's numbers from the same evaluate run
+    evaluation["baseline"] = json.loads(comparison.read_text())["baseline"] if comparison.exists() else None
     if not _same_model(evaluation["model"], str(pipeline)):
         raise ValueError(f"{metrics_path} evaluates {evaluation['model']}, not {pipeline}: evaluate this model first")
     if cfg.metric not in evaluation["metrics"]:
@@ -303,6 +306,20 @@ def register(cfg: RegisterConfig) -> dict:
     return decision
 
 
+def record_files(name: str, version: str, tracking_uri: str) -> None:
+    """Record what the version holds, as the registry serves it (model.inference.integrity): the listing of its
+    files' sha256 as an artifact of the active register run, the listing's own sha256 as the run's parameter."""
+    import mlflow
+
+    from model.inference.integrity import LISTING, PARAM, file_digests, listing_text, text_sha256
+
+    with tempfile.TemporaryDirectory(prefix="t2v-record-") as tmp:
+        root = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp, tracking_uri=tracking_uri)
+        text = listing_text(file_digests(root))
+    mlflow.log_text(text, LISTING)
+    mlflow.log_param(PARAM, text_sha256(text))
+
+
 def _log_and_decide(cfg: RegisterConfig, tracking_uri: str, pipeline: Path, evaluation: dict, champion, baseline,
                     lower: bool, pins: list[str], note: str = "") -> tuple[dict, dict[str, str]]:  # fmt: skip
     """Log the register run and the model version, set the aliases; (decision, lineage tags)."""
@@ -336,6 +353,7 @@ def _log_and_decide(cfg: RegisterConfig, tracking_uri: str, pipeline: Path, eval
                 registered_model_name=cfg.name,
             )
             version = str(info.registered_model_version)
+            record_files(cfg.name, version, tracking_uri)
             for key, value in {**tags, **{f"bundled_{k}": v for k, v in bundled.items()}}.items():
                 c.set_model_version_tag(cfg.name, version, key, value[:TAG_LIMIT])
             c.set_registered_model_alias(cfg.name, "challenger", version)

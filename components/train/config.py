@@ -177,6 +177,12 @@ class TrainConfig:
         "at the stage's end, how long the records MLflow has not taken yet (a server restarting) may wait; then "
         "they are dropped with a warning and the stage ends (the local metrics log has them all)",
     )
+    expected_tokens_per_s: float | None = setting(
+        None,
+        "training tokens per second the recipe measured for this stage (per GPU, or on its CPU machine); a stage "
+        "that logs slow_factor times fewer says so (log, MLflow tag, the task's line), with the machine's load",
+    )
+    slow_factor: float = setting(3.0, "how many times below expected_tokens_per_s a stage reports itself slow")
     progress: bool = setting(True, "progress bar")
 
     def __post_init__(self):

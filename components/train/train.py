@@ -40,6 +40,7 @@ from components.train.ema import EMA
 from components.train.export import export, weights_sha256
 from components.train.guard import Guard
 from components.train.launch import boost, launch, plugin_name
+from components.train.pace import Pace
 from components.train.throughput import Window
 from components.train.trainer import Trainer
 from model.networks.parallel import new_groups
@@ -106,7 +107,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         probe_start = _probe(cfg, run.inner, probe_batch, device)
         trainer = Trainer(cfg, run, ema, Guard(cfg.guard, saved_guard), tracker, sampler, train_set, val_set, meta,
                           rank=rank, world=world, dp_size=dp_size, device=device, ckpt_root=ckpt_root,
-                          consumed=consumed, window=Window(cfg, device, world, dp_size))  # fmt: skip
+                          consumed=consumed, window=Window(cfg, device, world, dp_size),
+                          pace=Pace(cfg.expected_tokens_per_s, cfg.slow_factor, cfg.stage, out) if rank == 0 else None,
+                          first_log=min(cfg.max_steps, (start // cfg.log_every + 1) * cfg.log_every))  # fmt: skip
         loader = batches(train_set, sampler, cfg.num_workers)
         bar = tqdm(total=cfg.max_steps, initial=start, desc=f"stage {cfg.stage}", disable=not cfg.progress or rank)
         steps = Steps(cfg.max_steps, enabled=rank == 0)  # the same count for `t2v pipeline run`'s bar

@@ -24,6 +24,7 @@ from components.train.data import BucketBatchSampler
 from components.train.ema import EMA
 from components.train.guard import Guard
 from components.train.launch import Boosted, all_sum, clip_gradients, scale_lr
+from components.train.pace import Pace
 from components.train.samples import sample_videos
 from components.train.throughput import Window
 from model.schedulers.flow import training_loss
@@ -52,6 +53,8 @@ class Trainer:
     losses: list[float] = field(default_factory=list)  # the applied steps' global losses
     val: dict[str, float] = field(default_factory=dict)  # the latest validation losses
     vae: object = None  # loaded on first use, for sample videos
+    pace: Pace | None = None  # rank 0's watch on the throughput against the recipe's
+    first_log: int = 0  # the first logged step of this run (its window holds the warm-up)
 
     @property
     def processes(self) -> dict:
@@ -128,6 +131,9 @@ class Trainer:
             **self.window.rates(),
         }
         self.tracker.log_metrics(metrics, step)
+        slow_before = self.pace is None or self.pace.said
+        if not slow_before and (said := self.pace.observe(step, metrics.get("tokens_per_s"), self.first_log)):
+            self.tracker.set_tags({"slow_run": said})
 
     def validate(self, step: int) -> dict[str, float]:
         """The validation loss per bucket (tracked when there is any). It runs on rank 0 alone, so outside the

@@ -36,7 +36,8 @@ def opensora_v1_pipeline(
     load_encoders: bool = False,
 ) -> T2VPipeline:
     """A pipeline around a model with Open-Sora 1.0's temporal branch, sampling as 1.0 did: 100 IDDPM steps by
-    default, guidance on the first three latent channels, the null caption under the prompt's mask."""
+    default, guidance on the first three latent channels, the null caption under the prompt's mask, prompts in
+    lower case."""
     pixels = transformer.config.sample_size * 8
     return T2VPipeline(
         transformer,
@@ -49,6 +50,7 @@ def opensora_v1_pipeline(
         default_width=pixels,
         guidance_channels=GUIDED_CHANNELS,
         null_caption_mask="prompt",
+        lowercase_prompts=True,
         load_encoders=load_encoders,
     )
 

@@ -92,12 +92,14 @@ class T2VPipeline(DiffusionPipeline):
         default_width: int = 256,
         guidance_channels: int | None = None,
         null_caption_mask: str = "full",
+        lowercase_prompts: bool = False,
         load_encoders: bool = True,
     ):
         """An encoder that is not given is loaded from its spec, unless `load_encoders` is False (a pipeline that is
         only saved, with its encoders as references). `guidance_channels`: the first N latent channels take
         classifier-free guidance (None: all); `null_caption_mask`: the learned null caption is read whole ("full") or
-        under the prompt's own token mask ("prompt"), as Open-Sora 1.0's sampler reads it."""
+        under the prompt's own token mask ("prompt"), as Open-Sora 1.0's sampler reads it; `lowercase_prompts`: the
+        text encoder reads prompts in lower case (Open-Sora 1.0's weights were trained so)."""
         if null_caption_mask not in ("full", "prompt"):
             raise ValueError(f"null_caption_mask={null_caption_mask!r} must be 'full' or 'prompt'")
         super().__init__()
@@ -121,6 +123,7 @@ class T2VPipeline(DiffusionPipeline):
             default_width=default_width,
             guidance_channels=guidance_channels,
             null_caption_mask=null_caption_mask,
+            lowercase_prompts=lowercase_prompts,
         )
         self.video_processor = VideoProcessor(
             vae_scale_factor=video_vae(vae).spatial_compression if vae is not None else 8
@@ -217,9 +220,9 @@ class T2VPipeline(DiffusionPipeline):
             if embeds is None:
                 if self.text_encoder is None or self.tokenizer is None:
                     raise ValueError("this pipeline has no text encoder: pass prompt_embeds instead of prompts")
-                embeds, mask = encode_text(
-                    self.tokenizer, self.text_encoder, [clean_caption(t) for t in texts], max_length, device
-                )
+                texts = [clean_caption(t) for t in texts]
+                texts = [t.lower() for t in texts] if self.config.get("lowercase_prompts") else texts
+                embeds, mask = encode_text(self.tokenizer, self.text_encoder, texts, max_length, device)
             elif mask is None:
                 mask = torch.ones(embeds.shape[:2], dtype=torch.bool)
             n = num_videos_per_prompt
@@ -386,5 +389,7 @@ def assemble_pipeline(
         default_num_frames=frames,
         default_height=height,
         default_width=width,
+        # a model of Open-Sora 1.0's block trained on here drops captions as 1.0 does: sampled the same way
+        null_caption_mask="prompt" if transformer.config.temporal_branch == "opensora-v1" else "full",
         load_encoders=load_encoders,
     )

@@ -12,6 +12,8 @@ uint8 videos as one array (N, T, H, W, 3).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow.pyfunc
 import numpy as np
 
@@ -32,6 +34,7 @@ class T2VModel(mlflow.pyfunc.PythonModel):
 
         from model.inference.loading import load_pipeline
 
+        check_registered_files(Path(context.artifacts[PIPELINE_ARTIFACT]).parents[1])
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.pipeline = load_pipeline(context.artifacts[PIPELINE_ARTIFACT]).to(device)
         self.pipeline.set_progress_bar_config(disable=True)
@@ -52,6 +55,32 @@ class T2VModel(mlflow.pyfunc.PythonModel):
             generator=torch.Generator().manual_seed(int(p["seed"])),
         ).frames
         return to_uint8(frames)
+
+
+def check_registered_files(model_root: Path) -> None:
+    """Before a weight is read: the version's files against the record made when it was registered, through the
+    tracking server MLflow is pointed at (MLFLOW_TRACKING_URI). T2V_TRUST_FILES=1 skips the check (a copy served
+    where no tracking server can be reached), with a warning."""
+    import logging
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    from model.inference.integrity import TamperedVersion, verify_model_folder
+
+    if os.environ.get("T2V_TRUST_FILES") == "1":
+        logging.getLogger(__name__).warning("T2V_TRUST_FILES=1: %s is not checked against its registration", model_root)
+        return
+    try:
+        verify_model_folder(model_root, MlflowClient(), "this model version")
+    except TamperedVersion:
+        raise
+    except Exception as err:
+        raise RuntimeError(
+            f"{model_root}: its files cannot be checked against the record made at its registration ({err}); point "
+            "MLFLOW_TRACKING_URI (and the credentials) at the registry it came from, or set T2V_TRUST_FILES=1 to load "
+            "it unchecked"
+        ) from err
 
 
 def prompts_of(model_input) -> list[str]:

@@ -216,6 +216,23 @@ class STDiT(FusableProjections, ModelMixin, ConfigMixin):
         """(name, parameter) of every weight that exists only for the temporal branch."""
         return [(n, p) for n, p in self.named_parameters() if is_temporal_parameter(n)]
 
+    def _embed_patches(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Patch tokens (B*T, h*w, C) of frames x (B*T, Cin, H, W), the 2D sin-cos position embedding added. At
+        another size than the one built for, diffusers' PatchEmbed stretches the grid to that size; Open-Sora 1.0
+        (temporal_branch='opensora-v1') keeps the patch index over its scale: column then row halves of the
+        width, each position index / interpolation_scale."""
+        embed = self.pos_embed
+        if self.config.temporal_branch != "opensora-v1" or (h, w) == (embed.height, embed.width):
+            return embed(x)
+        tokens = embed.proj(x).flatten(2).transpose(1, 2)
+        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        half = tokens.shape[-1] // 2
+        grid = [
+            get_1d_sincos_pos_embed_from_grid(half, index.flatten() / embed.interpolation_scale, dtype=torch.float64)
+            for index in (cols, rows)
+        ]
+        return tokens + torch.cat(grid, dim=1).to(device=tokens.device, dtype=tokens.dtype)[None]
+
     def embed_caption(
         self, text: torch.Tensor, text_mask: torch.Tensor | None, drop: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,14 +248,16 @@ class STDiT(FusableProjections, ModelMixin, ConfigMixin):
         text_mask = text_mask.bool()
         if drop is not None and bool(drop.any()):
             # a dropped caption is the whole learned null caption (caption_max_length tokens), however long the
-            # batch's padded captions are: the unconditional branch is one thing in training and in sampling
+            # batch's padded captions are: the unconditional branch is one thing in training and in sampling (as
+            # T2VPipeline's null_caption_mask reads it)
             drop = drop.to(device=text.device, dtype=torch.bool)
             N = self.config.caption_max_length
             text = torch.nn.functional.pad(text, (0, 0, 0, N - L))  # (B, N, Ccap), padding masked out
             text_mask = torch.nn.functional.pad(text_mask, (0, N - L))
             null = self.y_embedding.to(text.dtype)[None].expand(B, -1, -1)
             text = torch.where(drop[:, None, None], null, text)
-            text_mask = text_mask | drop[:, None]
+            if self.config.temporal_branch != "opensora-v1":  # Open-Sora 1.0 reads it under the caption's mask
+                text_mask = text_mask | drop[:, None]
         return self.caption_projection(text), text_mask
 
     def forward(
@@ -267,7 +286,7 @@ class STDiT(FusableProjections, ModelMixin, ConfigMixin):
             timestep = timestep.expand(B)
 
         x = rearrange(hidden_states, "b c t h w -> (b t) c h w")
-        x = self.pos_embed(x)  # (B*T, S, C) with the 2D sin-cos embedding added
+        x = self._embed_patches(x, h, w)  # (B*T, S, C) with the 2D sin-cos embedding added
         x = rearrange(x, "(b t) s c -> b t s c", b=B)
         if self.frame_embedder is not None and T > 1:
             x = x + self.frame_embedder(self._sincos(torch.arange(T, device=x.device), x.dtype))[None, :, None]

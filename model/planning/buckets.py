@@ -25,6 +25,7 @@ NAMED_AREAS = {
     "720p": 720 * 1280,
     "1080p": 1080 * 1920,
 }
+DEFAULT_BUCKETS = {"256": {1: (1.0, 32), 16: (1.0, 4)}}  # precompute's and training's default bucket_config
 ASPECT_RATIOS = (9 / 21, 9 / 16, 3 / 4, 1.0, 4 / 3, 16 / 9)  # height / width
 MULTIPLE = 16
 
@@ -48,6 +49,12 @@ def resolution_area(name: str) -> int:
     if name.isdigit():
         return int(name) ** 2
     raise ValueError(f"unknown resolution {name!r}: use one of {sorted(NAMED_AREAS)} or a square side like '256'")
+
+
+def smallest_area(bucket_config: dict) -> int:
+    """The pixels of a frame of the smallest resolution in `bucket_config`: the least a clip's frames must hold to
+    reach any of its buckets without being upscaled."""
+    return min(resolution_area(str(res)) for res in validate(bucket_config))
 
 
 def bucket_size(area: int, aspect_ratio: float) -> tuple[int, int]:

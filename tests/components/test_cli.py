@@ -15,6 +15,16 @@ def test_t2v_help_lists_the_verbs():
         assert verb in out
 
 
+def test_every_file_the_help_cites_exists():
+    import re
+
+    from t2v.cli import EPILOG
+
+    root = Path(__file__).resolve().parents[2]
+    cited = re.findall(r"(?<![\w/])((?:configs|data)/[\w./-]+\.(?:yaml|txt)|params\.yaml)", EPILOG)
+    assert cited and all((root / path).exists() for path in cited), cited
+
+
 def test_python_m_entry_point():
     out = subprocess.run(
         [sys.executable, "-m", "t2v.cli", "--version"], capture_output=True, text=True, check=True
@@ -55,3 +65,22 @@ def test_model_verb_reports_open_sora_xl2(capsys):
 def test_bad_input_is_a_clear_error_not_a_traceback(capsys):
     assert main(["model", "--size", "250", "256"]) == 2
     assert "divisible by the VAE factor 8" in capsys.readouterr().err
+
+
+def test_a_registry_uri_without_a_registry_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    args = ["generate", "a red circle", "--model", "models:/t2v-stdit@champion", "--out", str(tmp_path / "v.mp4")]
+    assert main(args) == 2
+    shown = capsys.readouterr()
+    assert "no registry is given: pass --tracking-uri URI or set MLFLOW_TRACKING_URI" in shown.out + shown.err
+    assert list(tmp_path.iterdir()) == []  # no ./mlflow.db, no video
+
+
+def test_ingest_of_a_folder_without_media_leaves_nothing_behind(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no video here\n")
+    assert main(["ingest", str(tmp_path / "empty"), "--out-dir", str(tmp_path / "out"), "--no-progress"]) == 2
+    shown = capsys.readouterr()
+    assert "no video or image files found" in shown.out + shown.err
+    assert not (tmp_path / "out").exists()

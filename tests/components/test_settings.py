@@ -249,6 +249,21 @@ def test_bad_settings_name_the_key_and_the_fix(tmp_path):
         resolve({"synth": {"video": 3}})
 
 
+def test_a_typo_in_a_recipe_names_the_file_and_the_section(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("train: {log_every: 5}\nstage2: {max_stepz: 10}\n")
+    with pytest.raises(
+        ValueError, match=rf"recipe {recipe}, section stage2: TrainConfig: unknown keys \['max_stepz'\]"
+    ):
+        settings.load(TrainConfig, recipe=str(recipe), sections=("train", "stage2"))
+    (tmp_path / "stage3.yaml").write_text("optim: {lr: fast}\n")
+    recipe.write_text(f"stage3: {tmp_path / 'stage3.yaml'}\n")
+    with pytest.raises(
+        ValueError, match=rf"section stage3 \({tmp_path / 'stage3.yaml'}\): TrainConfig.optim.lr='fast'"
+    ):
+        settings.load(TrainConfig, recipe=str(recipe), sections=("train", "stage3"))
+
+
 def test_each_task_resolves_the_production_and_toy_recipes():
     production = resolve(ROOT / "configs/recipes/production.yaml")
     assert production["ingest"].filters.dedup_distance == 4

@@ -35,7 +35,11 @@ TRAINER_GROUP = "trainer.kubeflow.org"
 RUNTIME_API = f"{TRAINER_GROUP}/v1alpha1"
 # what the TrainJob launcher (components/train/launcher.py) needs, and all the pipeline's account may do
 ALLOWED_VERBS = {"trainjobs": {"create", "get", "list", "watch", "delete"}, "trainjobs/status": {"get"}}
-SECRETS = {"mlflow-db", "mlflow-admin", "s3-credentials"}  # created by the runbook (docs/cluster.md), referenced here
+SECRETS = {"mlflow-db", "mlflow-admin", "mlflow-store"}  # created by the runbook (docs/cluster.md), referenced here
+# least privilege (docs/cluster.md, "Who holds which keys"): the pods that may mount each key-holding Secret. The
+# artifact store's keys: the MLflow server alone. The data keys (DVC, footage) and the pipeline's MLflow identity: the
+# KFP tasks that need them (tests/pipelines/test_kfp.py checks the compiled pipeline), no pod of the manifests.
+SECRET_MOUNTS = {"mlflow-store": {"Deployment mlflow"}, "dvc-credentials": set(), "mlflow-credentials": set()}
 AUTH_SECRET_VARIABLES = ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
 
 
@@ -267,10 +271,36 @@ def check_mlflow_auth(deployment: dict) -> list[str]:
     return problems
 
 
+def secret_mounts(doc: dict) -> list[tuple[str, str]]:
+    """(where, Secret name) for every Secret a pod of `doc` mounts: as env (secretKeyRef, envFrom) or as a volume
+    (secret, projected)."""
+    mounts = []
+    for where, pod in pod_specs(doc):
+        for c in containers(pod):
+            mounts += [
+                (where, ((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")) for e in c.get("env") or []
+            ]
+            mounts += [(where, (e.get("secretRef") or {}).get("name")) for e in c.get("envFrom") or []]
+        for volume in pod.get("volumes") or []:
+            mounts.append((where, (volume.get("secret") or {}).get("secretName")))
+            sources = (volume.get("projected") or {}).get("sources") or []
+            mounts += [(where, (source.get("secret") or {}).get("name")) for source in sources]
+    return [(where, name) for where, name in mounts if name]
+
+
+def check_secret_mounts(doc: dict, allowed: dict[str, set[str]] = SECRET_MOUNTS) -> list[str]:
+    """Each Secret in `allowed` is mounted by the pods named there only (a Deployment, say, or a runtime's job)."""
+    return [
+        f"{where}: mounts the Secret {name}, which only {sorted(allowed[name]) or 'the KFP tasks that need it'} may"
+        for where, name in secret_mounts(doc)
+        if name in allowed and where not in allowed[name]
+    ]
+
+
 def check_all(docs) -> list[str]:
     problems = check_rbac(docs)
     for doc in docs:
-        problems += check_resources(doc) + check_pod_security(doc)
+        problems += check_resources(doc) + check_pod_security(doc) + check_secret_mounts(doc)
     return problems
 
 
@@ -386,7 +416,7 @@ def test_the_overlays_set_storage_and_the_artifact_store_endpoint():
     assert endpoint(onprem) == [{"name": "MLFLOW_S3_ENDPOINT_URL", "value": "http://minio.t2v.svc:9000"}]
     assert endpoint(cloud) == []
     (base,) = endpoint(rendered("base"))
-    assert base["valueFrom"]["secretKeyRef"] == {"name": "s3-credentials", "key": "endpoint_url", "optional": True}
+    assert base["valueFrom"]["secretKeyRef"] == {"name": "mlflow-store", "key": "endpoint_url", "optional": True}
     runtime = find(onprem, "ClusterTrainingRuntime", "torch-distributed")
     pod = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
@@ -524,6 +554,46 @@ def test_an_mlflow_without_auth_or_with_a_literal_admin_password_is_reported(bre
     breakage(server)
     problems = check_mlflow_auth(deployment)
     assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_the_artifact_stores_keys_are_mounted_by_the_mlflow_server_only(kustomization):
+    docs = rendered(kustomization)
+    mounts = {(where, name) for doc in docs for where, name in secret_mounts(doc)}
+    holders = {name: {where for where, n in mounts if n == name} for name in SECRET_MOUNTS}
+    assert holders == {"mlflow-store": {"Deployment mlflow"}, "dvc-credentials": set(), "mlflow-credentials": set()}
+    assert [p for doc in docs for p in check_secret_mounts(doc)] == []
+    server = find(docs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
+    keys = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["env"] if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert keys["AWS_ACCESS_KEY_ID"] == {"name": "mlflow-store", "key": "access_key_id"}
+    assert keys["AWS_SECRET_ACCESS_KEY"] == {"name": "mlflow-store", "key": "secret_access_key"}
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        (lambda pod: pod["containers"][0]["env"].append(
+            {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "mlflow-store", "key": "k"}}}),
+         "mounts the Secret mlflow-store, which only ['Deployment mlflow'] may"),
+        (lambda pod: pod["containers"][0].update(envFrom=[{"secretRef": {"name": "mlflow-store"}}]), "mlflow-store"),
+        (lambda pod: pod["volumes"].append({"name": "keys", "secret": {"secretName": "dvc-credentials"}}),
+         "mounts the Secret dvc-credentials, which only the KFP tasks that need it may"),
+        (lambda pod: pod["volumes"].append(
+            {"name": "keys", "projected": {"sources": [{"secret": {"name": "mlflow-store"}}]}}), "mlflow-store"),
+    ],
+)  # fmt: skip
+def test_a_pod_mounting_the_artifact_stores_or_the_data_keys_is_reported(breakage, expected):
+    runtime = good_runtime()
+    assert check_secret_mounts(runtime) == []
+    breakage(runtime_pod(runtime))
+    problems = check_secret_mounts(runtime)
+    assert len(problems) == 1 and expected in problems[0], problems
+    deployment = good_deployment()
+    deployment["spec"]["template"]["spec"]["volumes"].append({"name": "k", "secret": {"secretName": "dvc-credentials"}})
+    assert any("Deployment mlflow: mounts the Secret dvc-credentials" in p for p in check_secret_mounts(deployment))
+    assert check_secret_mounts(good_deployment()) == []  # the server's own store keys
 
 
 def test_the_validators_reject_unknown_fields_and_kinds():

@@ -189,3 +189,32 @@ def test_the_open_sora_branch_is_a_config_option_with_its_own_parameters():
         STDiT(**{**config, "temporal_position": "rope"})
     with pytest.raises(ValueError, match="only a model with temporal_branch='opensora-v1'"):
         to_opensora_v1_state_dict(ours)
+
+
+def test_at_another_size_the_position_grid_is_open_soras_patch_index_over_its_scale():
+    """Sampled at a size it was not built for (here non-square), the 1.0 model keeps Open-Sora's grid, the patch
+    index over space_scale, where diffusers' PatchEmbed would stretch the grid to the built size."""
+    torch.manual_seed(0)
+    weights = checkpoint()
+    model = stdit_from_opensora_v1(weights, pixels=64, num_heads=HEADS).eval()  # built for 8 x 8 latents
+    x, t = torch.randn(1, IN, 2, 12, 6), torch.tensor([500.0])
+    y, mask = torch.randn(1, TOKENS, CAPTION), torch.ones(1, TOKENS, dtype=torch.bool)
+    with torch.no_grad():
+        ours = model(x, t, y, encoder_attention_mask=mask).sample
+        theirs = reference_forward(weights, x, t, y, mask, space_scale=64 / 512)
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-5 * float(theirs.abs().max()))
+
+
+def test_a_dropped_caption_is_the_null_caption_read_under_the_captions_mask():
+    """In training as in sampling, Open-Sora 1.0 swaps a dropped caption for the learned null caption and keeps the
+    caption's own token mask."""
+    torch.manual_seed(0)
+    weights = checkpoint()
+    model = stdit_from_opensora_v1(weights, pixels=64, num_heads=HEADS).eval()
+    x, t, y = torch.randn(1, IN, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, TOKENS, CAPTION)
+    mask = torch.tensor([[True] * 3 + [False] * (TOKENS - 3)])
+    with torch.no_grad():
+        ours = model(x, t, y, encoder_attention_mask=mask, caption_drop_mask=torch.tensor([True])).sample
+        null = weights["y_embedder.y_embedding"][None]
+        theirs = reference_forward(weights, x, t, null, mask, space_scale=64 / 512)
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-5 * float(theirs.abs().max()))

@@ -13,6 +13,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 from components.common.toy.tiny import build_tiny_t5, build_tiny_vae
 from components.common.validation import FLOW, IDDPM, objective
 from model.inference.imports import opensora_v1_pipeline
+from model.inference.pipeline import T2VPipeline
 from model.schedulers.iddpm import respaced_timesteps
 from model.weights.hub import file_sha256
 from model.weights.opensora import stdit_from_opensora_v1
@@ -20,6 +21,20 @@ from t2v.cli import main
 from tests.model.test_opensora import HEADS, documented_layout
 
 CAPTION = 32  # build_tiny_t5's width
+
+
+class Recording:
+    """A tokenizer that remembers the texts it is given (the tiny T5's own tokenizer lowercases everything)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.texts = tokenizer, []
+
+    def __call__(self, texts, *args, **kwargs):
+        self.texts.append(list(texts))
+        return self.tokenizer(texts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
 
 
 def tiny_checkpoint(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -89,6 +104,12 @@ def test_import_through_the_cli_then_generate_then_export_back(tmp_path, capsys)
     index = json.loads((folder / "model_index.json").read_text())
     assert index["scheduler"] == ["diffusers", "DDPMScheduler"] and index["guidance_channels"] == 3
     assert index["null_caption_mask"] == "prompt" and index["max_text_tokens"] == 6
+    pipe = T2VPipeline.from_pretrained(folder)  # prompts reach T5 in lower case, as 1.0's were trained
+    pipe.tokenizer = Recording(pipe.tokenizer)
+    pipe.encode_prompt("A RED Circle moves LEFT")
+    pipe.register_to_config(lowercase_prompts=False)
+    pipe.encode_prompt("A RED Circle moves LEFT")
+    assert pipe.tokenizer.texts == [["a red circle moves left"], ["A RED Circle moves LEFT"]]
     (record,) = json.loads((folder / "lineage.json").read_text())
     assert record["checkpoint_sha256"] == file_sha256(source) and record["imported_from"] == str(source)
     assert record["format"] == "opensora-v1" and record["training_runs"] == []

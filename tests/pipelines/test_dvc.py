@@ -55,6 +55,7 @@ def test_dvc_repro_runs_every_stage(tmp_path):
         state = json.loads((tmp_path / "data" / "train" / f"stage{stage}" / "export" / "train_state.json").read_text())
         assert state["stage"] == stage
     assert "No stages to execute" in run("status").stdout or "up to date" in run("status").stdout
+    first_lock = (tmp_path / "dvc.lock").read_text()  # made with no champion in the registry
     second = run("repro")
     assert "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
 
@@ -68,6 +69,15 @@ def test_dvc_repro_runs_every_stage(tmp_path):
     assert ran == ["evaluate", "register"], third
     decision = json.loads((tmp_path / "data" / "register" / "decision.json").read_text())
     assert decision["version"] == "2" and decision["champion_version"] == "1"  # compared with the champion
+
+    # back to the first settings, now with a champion to compare with: the tracked outputs are what they were (the
+    # comparison lies beside them, untracked), so a fresh clone's `dvc repro` leaves dvc.lock as committed
+    del params["evaluate"]["seed"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    run("repro")
+    comparison = json.loads((tmp_path / "data" / "evaluate" / "baseline.json").read_text())
+    assert comparison["baseline"]["model_info"]["version"] in ("1", "2")
+    assert (tmp_path / "dvc.lock").read_text() == first_lock
 
     # DVC's own views: the evaluation's numbers as metrics, the training curves as plots
     metrics = json.loads(run("metrics", "show", "--json").stdout)

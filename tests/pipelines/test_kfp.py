@@ -9,6 +9,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from components.evaluate.adherence import chance_mean
 from pipelines.t2v import compile_pipeline
 from t2v.cli import main
 from tests.runs import SMALL, sets
@@ -123,7 +124,7 @@ def test_training_runs_on_gpus_with_shm_pvc_secrets_and_tolerations(ir):
     assert train["pvcMount"][0]["mountPath"] == "/mnt/data" and train["pvcMount"][0]["constant"] == "t2v-data"
     secrets = {s["secretName"]: {k["secretKey"]: k["envVar"] for k in s["keyToEnv"]} for s in train["secretAsEnv"]}
     assert secrets["mlflow-credentials"]["password"] == "MLFLOW_TRACKING_PASSWORD"
-    assert secrets["s3-credentials"]["access_key_id"] == "AWS_ACCESS_KEY_ID"
+    assert secrets["dvc-credentials"]["access_key_id"] == "AWS_ACCESS_KEY_ID"
     assert "accelerator" not in executors["exec-ingest"]["container"].get("resources", {})
     assert "tolerations" not in k8s["exec-register"]  # CPU steps go anywhere
     for name, executor in executors.items():  # our image, nothing installed at start-up
@@ -140,6 +141,52 @@ def test_every_task_mounts_the_models_volume_offline_and_the_run_records_in_the_
         assert env == {"HF_HOME": "/mnt/models/hf", "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": "/tmp/hf-modules"}, name
     parameters = pipeline["root"]["inputDefinitions"]["parameters"]
     assert parameters["tracking_uri"]["defaultValue"] == "http://mlflow.t2v.svc:5000"
+
+
+# which tasks get which Secret (docs/cluster.md, "Who holds which keys"): the data keys (DVC's and the footage's
+# buckets) where a task reads footage, MLflow's identity where it talks to MLflow; the keys of MLflow's artifact
+# bucket (mlflow-store) nowhere: artifacts go through the MLflow server
+FOOTAGE_TASKS = {"exec-ingest", "exec-caption-shard", "exec-precompute", "exec-precompute-2", "exec-precompute-3",
+                 "exec-train-stage", "exec-train-stage-2", "exec-train-stage-3"}  # fmt: skip
+MLFLOW_TASKS = {"exec-train-stage", "exec-train-stage-2", "exec-train-stage-3", "exec-evaluate", "exec-register"}
+
+
+def task_secrets(k8s: dict) -> dict[str, set[str]]:
+    """Secret name -> the executors that get it, as environment variables or as a volume."""
+    out: dict[str, set[str]] = {}
+    for name, executor in k8s.items():
+        mounted = [s["secretName"] for s in executor.get("secretAsEnv", [])]
+        mounted += [s["secretName"] for s in executor.get("secretAsVolume", [])]
+        for secret in mounted:
+            out.setdefault(secret, set()).add(name)
+    return out
+
+
+def test_each_task_gets_only_the_secrets_its_step_needs_and_none_the_artifact_stores(ir):
+    pipeline, k8s = ir
+    assert set(pipeline["deploymentSpec"]["executors"]) >= FOOTAGE_TASKS | MLFLOW_TASKS
+    assert task_secrets(k8s) == {"dvc-credentials": FOOTAGE_TASKS, "mlflow-credentials": MLFLOW_TASKS}
+    (data,) = [s for s in k8s["exec-ingest"]["secretAsEnv"] if s["secretName"] == "dvc-credentials"]
+    assert {k["secretKey"]: k["envVar"] for k in data["keyToEnv"]} == {
+        "access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+        "endpoint_url": "AWS_ENDPOINT_URL_S3"}  # fmt: skip
+    assert data["optional"] is True
+
+
+def test_a_cluster_file_changes_one_steps_secrets_and_a_misspelt_secret_is_refused(tmp_path):
+    from pipelines.t2v import ClusterSettings
+
+    extra = tmp_path / "cluster.yaml"
+    extra.write_text("step_secrets: {evaluate: [mlflow-credentials, dvc-credentials]}\n")
+    cluster = ClusterSettings.load(extra)
+    assert set(cluster.secrets_of("evaluate")) == {"mlflow-credentials", "dvc-credentials"}
+    assert set(cluster.secrets_of("ingest")) == {"dvc-credentials"}  # merged: the other steps keep theirs
+    assert cluster.secrets_of("light") == {}  # the default
+    extra.write_text("secrets: {}\n")
+    assert all(ClusterSettings.load(extra).secrets_of(step) == {} for step in ("ingest", "train", "register"))
+    extra.write_text("step_secrets: {ingest: [dvc-credential]}\n")
+    with pytest.raises(ValueError, match=r"step_secrets.ingest names \['dvc-credential'\].*add them to secrets"):
+        ClusterSettings.load(extra)
 
 
 def test_a_local_run_retries_a_failed_task_at_once(tmp_path):
@@ -235,8 +282,8 @@ def test_the_terminal_shows_each_task_its_time_and_figure_and_the_log_holds_the_
     assert done["train-stage-3"][1].startswith("2 steps, final loss ")
     assert done["train-stage-3"][1].endswith(f"validation loss {state['val_loss']:.4f}")
     metrics = json.loads((evaluation / "metrics.json").read_text())["metrics"]
-    assert done["evaluate"][1] == (f"validation loss {metrics['val_loss']:.4f}, "
-                                   f"prompt adherence {metrics['adherence/mean']:.0%}")  # fmt: skip
+    assert done["evaluate"][1] == (f"validation loss {metrics['val_loss']:.4f}, toy-world prompt adherence "
+                                   f"{metrics['adherence/mean']:.0%} (chance {chance_mean(metrics):.0%})")  # fmt: skip
     assert done["register"][1].startswith(f"t2v-stdit version {json.loads(decision.read_text())['version']}, champion")
     steps = stopped_run.stage1_steps
     assert re.search(rf"train-stage-1.*{steps}/{steps}", shown)  # the live bar of the training steps

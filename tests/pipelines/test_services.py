@@ -1,6 +1,8 @@
 """The loopback services of a cluster run: MLflow on PostgreSQL with its artifacts in S3, and a DVC remote on the
-same S3 server. One set of servers for the module, started once."""
+same S3 server, each bucket with keys of its own (the tasks' keys reach the DVC bucket only). One set of servers for
+the module, started once."""
 
+import json
 import os
 import shutil
 import socket
@@ -63,6 +65,70 @@ def test_a_run_lands_in_postgres_and_its_artifact_in_s3(services, client, tmp_pa
     listed = services.s3_client().list_objects_v2(Bucket=services.artifact_bucket)
     keys = [item["Key"] for item in listed["Contents"]]
     assert f"artifacts/{run.info.experiment_id}/{run_id}/artifacts/notes.txt" in keys
+
+
+def test_a_tasks_keys_reach_mlflow_artifacts_only_through_the_server_and_write_only_the_dvc_bucket(
+    services, client, tmp_path
+):
+    """Least privilege: the keys a task gets (`env()`, as from the dvc-credentials Secret) are the DVC bucket's; an
+    artifact goes through the MLflow server (mlflow-artifacts:/), and writing or deleting a file in MLflow's bucket
+    directly is refused, so a task cannot alter a registered version's files."""
+    env = services.env()
+    assert services.s3_mlflow.secret_key not in env.values() and services.s3_admin.secret_key not in env.values()
+    run_id = new_run(client, "least-privilege")
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"registered")
+    client.log_artifact(run_id, str(weights), "model")
+    run = client.get_run(run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied: the client needs no bucket keys
+    back = client.download_artifacts(run_id, "model/weights.bin", str(tmp_path / "back"))
+    assert Path(back).read_bytes() == b"registered"
+
+    task = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL_S3"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
+    key = f"artifacts/{run.info.experiment_id}/{run_id}/artifacts/model/weights.bin"
+    refused = {
+        "put": lambda: task.put_object(Bucket=services.artifact_bucket, Key=key, Body=b"tampered"),
+        "delete": lambda: task.delete_object(Bucket=services.artifact_bucket, Key=key),
+        "get": lambda: task.get_object(Bucket=services.artifact_bucket, Key=key),
+        "list": lambda: task.list_objects_v2(Bucket=services.artifact_bucket),
+    }
+    for what, call in refused.items():
+        with pytest.raises(ClientError) as denied:
+            call()
+        assert denied.value.response["Error"]["Code"] == "AccessDenied", what
+    (error,) = task.delete_objects(Bucket=services.artifact_bucket, Delete={"Objects": [{"Key": key}]})["Errors"]
+    assert error["Code"] == "AccessDenied"
+    stored = services.s3_client().get_object(Bucket=services.artifact_bucket, Key=key)["Body"].read()
+    assert stored == b"registered"  # untouched
+
+    task.put_object(Bucket=services.dvc_bucket, Key="least-privilege/clip.bin", Body=b"data")
+    assert task.get_object(Bucket=services.dvc_bucket, Key="least-privilege/clip.bin")["Body"].read() == b"data"
+    task.delete_object(Bucket=services.dvc_bucket, Key="least-privilege/clip.bin")
+    with pytest.raises(ClientError) as creating:
+        task.create_bucket(Bucket="elsewhere")  # buckets are the admin's
+    assert creating.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_the_mlflow_servers_keys_reach_its_bucket_only(services):
+    server = services.s3_client(services.s3_mlflow)
+    server.put_object(Bucket=services.artifact_bucket, Key="probe.txt", Body=b"x")
+    server.delete_object(Bucket=services.artifact_bucket, Key="probe.txt")
+    with pytest.raises(ClientError) as writing:
+        server.put_object(Bucket=services.dvc_bucket, Key="probe.txt", Body=b"x")
+    assert writing.value.response["Error"]["Code"] == "AccessDenied"
+    config = json.loads((services.root / "seaweedfs" / "s3-identities.json").read_text())
+    assert {i["name"]: i["actions"] for i in config["identities"]} == {
+        "admin": ["Admin", "Read", "Write", "List", "Tagging"],
+        "mlflow": ["Read:mlflow", "Write:mlflow", "List:mlflow"],
+        "data": ["Read:dvc", "Write:dvc", "List:dvc"],
+    }
+    assert (services.root / "seaweedfs" / "s3-identities.json").stat().st_mode & 0o077 == 0  # secret keys
 
 
 def test_the_server_refuses_anonymous_and_wrong_credentials_and_keeps_its_users_over_a_restart(services, client):
@@ -152,7 +218,9 @@ def test_dvc_pushes_to_and_pulls_from_the_s3_server(services, tmp_path):
     config = (repo / ".dvc" / "config").read_text()
     assert services.s3_endpoint in config and "s3://dvc/repo" in config
     assert services.secret_key not in config and services.access_key not in config
-    assert services.secret_key in (repo / ".dvc" / "config.local").read_text()
+    local = (repo / ".dvc" / "config.local").read_text()
+    assert services.secret_key == services.s3_data.secret_key and services.secret_key in local  # the DVC bucket's
+    assert services.s3_mlflow.secret_key not in local and services.s3_admin.secret_key not in local
 
 
 def test_a_missing_program_says_what_to_install():

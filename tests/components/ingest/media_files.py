@@ -115,7 +115,26 @@ MATRIX = {
     "interlaced.ts": [*SOURCE, "-c:v", "libx264", "-flags", "+ildct+ilme", "-x264-params", "tff=1", "-bf", "2"],
     "h264_10bit.mkv": [*SOURCE, "-c:v", "libx264", "-pix_fmt", "yuv420p10le"],
     "raw.h264": ["<h264_bpyramid.mp4", "-c", "copy", "-f", "h264"],  # no timestamps at all: the header's rate
+    "h264.mkv": ["<h264_bpyramid.mp4", "-c", "copy"],  # the MP4's stream again: millisecond timestamps
 }
+# one stream with B-frames in three containers: the same frames, so the same clips and perceptual hashes
+SAME_STREAM = ("h264_bpyramid.mp4", "h264_bframes.avi", "h264.mkv")
+
+
+def broken(root: Path) -> dict[str, Path]:
+    """Files ingest must not keep as they are: `tiny.mp4`, 2 x 2 pixels for 5 s; `lost_frames.avi`, a 15 fps
+    stream of 30 s of which 15% of the frames survive, scattered, their timestamps kept (an MP4 of those frames
+    copied into AVI at 15 fps, whose header then counts every frame slot of the 30 s)."""
+    root.mkdir(parents=True, exist_ok=True)
+    run = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i"]
+    tiny, sparse, lost = root / "tiny.mp4", root / "sparse.mp4", root / "lost_frames.avi"
+    subprocess.run([*run, "color=c=red:size=2x2:rate=10:duration=5", *X264_B, str(tiny)], check=True)
+    keep = "select='lt(mod(n*n*7919+n*104729\\,1000)\\,150)'"  # a scattered 15% of the frames
+    subprocess.run([*run, "testsrc2=size=96x64:rate=15:duration=30", "-vf", keep, "-fps_mode", "vfr", "-c:v",
+                    "libx264", "-bf", "0", "-pix_fmt", "yuv420p", str(sparse)], check=True)  # fmt: skip
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(sparse), "-c", "copy", "-r", "15", str(lost)], check=True)
+    sparse.unlink()
+    return {"tiny.mp4": tiny, "lost_frames.avi": lost}
 
 
 def matrix_times(name: str) -> np.ndarray:

@@ -4,6 +4,7 @@ Each file's frames were made at known display times (`media_files.matrix_times`)
 """
 
 import logging
+import re
 
 import numpy as np
 import pandas as pd
@@ -127,3 +128,67 @@ def test_readers_get_each_clips_own_frames(matrix, manifest, name, caplog):
                 assert errors.argmin() == k and errors[k] < second / 2, (row["clip_id"], k, errors.argmin(), errors[k])
     seeks = [r for r in caplog.records if "reading from the first frame" in r.getMessage()]
     assert not seeks, seeks[0].getMessage()  # every anchored clip was found by seeking, not by reading from 0
+
+
+def test_one_stream_in_three_containers_gets_the_same_clips_and_fingerprints(manifest):
+    """MP4, Matroska and AVI (whose header counts this B-frame video at twice its rate) hold one stream: its frames
+    are sampled at the same instants, so every clip gets the same perceptual hash and scores."""
+    clips = {
+        name: manifest[manifest.name == name].sort_values("start_frame")[
+            ["start_frame", "end_frame", "phash", "motion", "sharpness", "brightness"]
+        ].to_dict("records")
+        for name in mf.SAME_STREAM
+    }  # fmt: skip
+    first = clips[mf.SAME_STREAM[0]]
+    assert len(first) >= 2 and all(clips[name] == first for name in mf.SAME_STREAM[1:]), clips
+
+
+def test_the_same_stream_is_one_group_kept_once_and_a_different_video_is_not(matrix, tmp_path):
+    other = mf.scenes_video(tmp_path / "other.mp4", [60, 72])
+    inputs = (*(str(matrix[name]) for name in mf.SAME_STREAM), str(other))
+    result = ingest(IngestConfig(inputs=inputs, out_dir=str(tmp_path / "out"), progress=False))  # the defaults
+    kept = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert set(kept.source) == {inputs[0], str(other)}  # the first copy kept, the other two removed as copies
+    assert result.summary["sources_grouped"] == 3 and result.summary["split_groups"] == 2
+    fates = pd.read_parquet(tmp_path / "out" / "files.parquet").set_index("source")
+    assert list(fates.fate) == ["kept", "filtered", "filtered", "kept"]
+    assert set(fates.code[fates.fate == "filtered"]) == {"near-duplicate"}
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    return mf.broken(tmp_path_factory.mktemp("broken"))
+
+
+def ingest_under_recipe(inputs: list[str], out, **analysis) -> tuple:
+    """Ingest as a recipe runs it: the smallest frame kept is that of stage 1's smallest bucket (16 x 16 here)."""
+    recipe = {"precompute": {"bucket_config": {"16": {1: [1.0, 4]}}}, "ingest": {"analysis": analysis}}
+    fixed = {"inputs": inputs, "out_dir": str(out), "progress": False}
+    cfg = settings.load(IngestConfig, recipe=recipe, sections=("ingest",), fixed=fixed)
+    assert cfg.filters.min_pixels == 256
+    result = ingest(cfg)
+    return result, pd.read_parquet(out / "files.parquet").set_index("source")
+
+
+def test_each_file_meets_one_fate_tiny_frames_filtered_lost_frames_quarantined(matrix, broken, tmp_path):
+    good = str(matrix["h264_bpyramid.mp4"])
+    result, fates = ingest_under_recipe([str(broken["tiny.mp4"]), str(broken["lost_frames.avi"]), good], tmp_path)
+    tiny, lost = fates.loc[str(broken["tiny.mp4"])], fates.loc[str(broken["lost_frames.avi"])]
+    assert tiny.fate == "filtered" and tiny.reason.startswith("frames 2 x 2 below the minimum of 256 pixels")
+    assert lost.fate == "quarantined" and lost.code == "lost_frames"
+    found = re.search(r"decodes (\d+) frames where its header counts (\d+) and its timestamps imply (\d+)", lost.reason)
+    decoded, header, implied = map(int, found.groups())
+    assert decoded < 0.2 * header and abs(header - 450) < 15 and abs(implied - header) <= 2  # 15% of 30 s at 15 fps
+    assert fates.loc[good].fate == "kept" and len(fates) == 3
+    assert result.summary["files"] == {
+        "kept": {"kept": 1},
+        "filtered": {"frames": 1},
+        "quarantined": {"lost_frames": 1},
+    }
+
+
+def test_a_file_with_lost_frames_is_kept_with_the_reason_when_partial_files_are_allowed(broken, tmp_path):
+    _, fates = ingest_under_recipe([str(broken["lost_frames.avi"])], tmp_path, keep_partial=True)
+    manifest = pd.read_parquet(tmp_path / "manifest.parquet")
+    assert len(manifest) and manifest.note.str.contains("of its frames are lost").all()
+    assert fates.iloc[0].fate == "kept" and "of its frames are lost" in fates.iloc[0].reason

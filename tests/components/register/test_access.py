@@ -115,9 +115,9 @@ def test_wrong_credentials_name_the_variables_to_set(services, registry, reader,
     evaluation = tmp_path / "evaluation"
     shutil.copytree(root / "eval-worse", evaluation)
     (evaluation / "decision.json").unlink()  # the earlier registration's
-    metrics = json.loads((evaluation / "metrics.json").read_text())
-    metrics["baseline"]["model_info"]["version"] = "3"
-    (evaluation / "metrics.json").write_text(json.dumps(metrics))
+    comparison = json.loads((evaluation / "baseline.json").read_text())
+    comparison["baseline"]["model_info"]["version"] = "3"
+    (evaluation / "baseline.json").write_text(json.dumps(comparison))
     as_user(monkeypatch, user)
     before = MlflowClient(services.tracking_uri)
     cfg = RegisterConfig(model=str(root / "worse"), evaluation=str(evaluation), tracking_uri=services.tracking_uri)

@@ -28,3 +28,7 @@ def test_a_stage_trains_on_from_an_open_sora_checkpoint_and_its_lineage_names_th
     assert trained["config"]["model"]["init"] == str(source)
     model = STDiT.from_pretrained(result.export_dir)
     assert model.config.temporal_branch == "opensora-v1" and model.config.out_channels == 96
+    # trained here with caption dropout as 1.0 drops captions, sampled the same way: the null caption under the
+    # prompt's mask; the captions it learned from are this product's own, so prompts keep their case
+    index = json.loads((result.export_dir.parent / "pipeline" / "model_index.json").read_text())
+    assert index["null_caption_mask"] == "prompt" and not index["lowercase_prompts"]
