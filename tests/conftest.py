@@ -39,3 +39,26 @@ def local_run(stopped_run):
     recipe = str(ROOT / "params.yaml")
     arguments = local_arguments(root, recipe, stopped_run.settings, resume_run=stopped_run.run)  # as the run made them
     return root, arguments, *latest_outputs(root)
+
+
+# The local services (pipelines.services): a real MLflow server with authentication on (`--app-name basic-auth`), on
+# PostgreSQL with its artifacts in S3, all on loopback, started once per session for every test that talks to them
+# (the registry's and the services' own); the tests' MLflow calls go as the pipeline identity, through the variables
+# a cluster's tasks get.
+@pytest.fixture(scope="session")
+def services(tmp_path_factory):
+    """Running LocalServices; MLflow's client is bounded (seconds, not minutes) and authenticates as the pipeline."""
+    from pipelines.services import LocalServices
+
+    with LocalServices(tmp_path_factory.mktemp("services")) as running, pytest.MonkeyPatch.context() as mp:
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
+            mp.setenv(key, running.env()[key])
+        mp.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"))
+        mp.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "60"))
+        yield running
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(services):
+    """The server's URI."""
+    return services.tracking_uri

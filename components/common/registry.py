@@ -16,6 +16,9 @@ from components.common.files import atomic_dir
 
 MODEL_NAME = "t2v-stdit"
 PIPELINE_ARTIFACT = "pipeline"  # the pyfunc's artifact key (model.inference.pyfunc): artifacts/pipeline/
+# an evaluation's comparison with the baseline (the registry's champion), beside its metrics.json and not in it:
+# which version is champion depends on the registry, not on the evaluation's inputs (DVC tracks metrics.json only)
+BASELINE_FILE = "baseline.json"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 

@@ -27,8 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 from components.common.files import atomic_dir
+from components.common.registry import BASELINE_FILE
 from components.common.settings import setting
-from components.evaluate import BASELINE_FILE, adherence
+from components.evaluate import adherence
 from components.evaluate.metrics import video_metrics
 
 log = logging.getLogger(__name__)

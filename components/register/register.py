@@ -28,10 +28,9 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
-from components.common.registry import MODEL_NAME, PIPELINE_ARTIFACT, client
+from components.common.registry import BASELINE_FILE, MODEL_NAME, PIPELINE_ARTIFACT, client
 from components.common.settings import setting
 from components.common.tracking import access_denied, check_access, experiment_id, git_commit
-from components.evaluate import BASELINE_FILE
 from components.register.decision import decide, decision_metric, lower_is_better
 
 log = logging.getLogger(__name__)

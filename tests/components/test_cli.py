@@ -70,6 +70,7 @@ def test_bad_input_is_a_clear_error_not_a_traceback(capsys):
 def test_a_registry_uri_without_a_registry_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)  # what earlier tests set
     args = ["generate", "a red circle", "--model", "models:/t2v-stdit@champion", "--out", str(tmp_path / "v.mp4")]
     assert main(args) == 2
     shown = capsys.readouterr()

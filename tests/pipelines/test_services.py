@@ -25,12 +25,6 @@ from pipelines.services import LocalServices, ServiceError
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def services(tmp_path_factory):
-    with LocalServices(tmp_path_factory.mktemp("services")) as running:
-        yield running
-
-
 @pytest.fixture
 def client(services, monkeypatch):
     """An MLflow client of the services' server, whose calls give up after seconds, not minutes."""

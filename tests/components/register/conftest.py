@@ -1,9 +1,6 @@
-"""The registry the register tests use: a real MLflow server with authentication on (`--app-name basic-auth`), on
-PostgreSQL with its artifacts in S3, all on loopback (pipelines.services), started once per session; the tests'
-own MLflow calls go as the pipeline identity, through the variables a cluster's tasks get. And three registered
-versions of the toy model, made once."""
+"""The registry the register tests use: three registered versions of the toy model, made once, on the session's
+local services (tests/conftest.py `services`)."""
 
-import os
 import shutil
 from pathlib import Path
 
@@ -13,26 +10,8 @@ import torch
 from components.evaluate.evaluate import EvalConfig, evaluate
 from components.register.register import RegisterConfig, register
 from model.inference.pipeline import T2VPipeline
-from pipelines.services import LocalServices
 
 NAME = "t2v-stdit"
-
-
-@pytest.fixture(scope="session")
-def services(tmp_path_factory):
-    """Running LocalServices; MLflow's client is bounded (seconds, not minutes) and authenticates as the pipeline."""
-    with LocalServices(tmp_path_factory.mktemp("services")) as running, pytest.MonkeyPatch.context() as mp:
-        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
-            mp.setenv(key, running.env()[key])
-        mp.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"))
-        mp.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "60"))
-        yield running
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(services):
-    """The server's URI."""
-    return services.tracking_uri
 
 
 def perturbed(source: Path, dest: Path, std: float) -> Path:
