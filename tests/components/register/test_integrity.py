@@ -113,7 +113,7 @@ def test_a_file_changed_in_s3_with_the_servers_keys_is_refused_by_every_loader(
     assert loads(services, tmp_path, monkeypatch)  # restored
 
 
-def test_a_file_added_through_mlflows_api_or_a_changed_record_is_refused(
+def test_a_file_added_or_changed_through_mlflows_api_or_a_changed_record_is_refused(
     services, version, toy_data, tmp_path, monkeypatch, capsys
 ):
     repo = get_artifact_repository(model_location(services, version))
@@ -125,6 +125,20 @@ def test_a_file_added_through_mlflows_api_or_a_changed_record_is_refused(
         assert all("artifacts/pipeline/extra.py was added since it was registered" in w for w in said.values()), said
     finally:
         repo.delete_artifacts("artifacts/pipeline/extra.py")
+    scheduler = "artifacts/pipeline/scheduler/scheduler_config.json"  # a file of the version, rewritten in place
+    (tmp_path / "original").mkdir()
+    kept = Path(repo.download_artifacts(scheduler, str(tmp_path / "original")))
+    original = kept.read_text()
+    changed = tmp_path / "changed" / "scheduler_config.json"
+    changed.parent.mkdir()
+    changed.write_text(original.replace("{", '{"shift": 9.0, ', 1))
+    repo.log_artifact(str(changed), "artifacts/pipeline/scheduler")
+    try:
+        said = what_loaders_say(services, toy_data, tmp_path, monkeypatch, capsys)
+        assert all(f"{scheduler} has sha256" in w for w in said.values()), said
+    finally:
+        repo.log_artifact(str(kept), "artifacts/pipeline/scheduler")
+    assert loads(services, tmp_path, monkeypatch)
     client = MlflowClient(services.tracking_uri)
     listing = Path(client.download_artifacts(version.run_id, LISTING, str(tmp_path))).read_text()
     forged = json.dumps({**json.loads(listing), "artifacts/pipeline/extra.py": "0" * 64})
