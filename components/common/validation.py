@@ -9,6 +9,7 @@ from functools import partial
 
 import numpy as np
 import torch
+from diffusers import DDPMScheduler
 
 from components.common.latents import LatentDataset, collate
 from model.networks.stdit import STDiT
@@ -22,8 +23,6 @@ def objective(scheduler, num_train_timesteps: int = 1000) -> tuple[str, Callable
     """The objective a pipeline's model was trained with, read from the scheduler it samples with, and its
     per-sample loss: IDDPM's noise MSE for a DDPMScheduler (Open-Sora 1.0's weights), rectified flow's otherwise.
     Losses under different objectives measure different things and are never compared."""
-    from diffusers import DDPMScheduler
-
     if isinstance(scheduler, DDPMScheduler):
         return IDDPM, partial(epsilon_loss, scheduler=scheduler)
     return FLOW, partial(flow_loss, num_train_timesteps=num_train_timesteps)

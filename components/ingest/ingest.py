@@ -92,7 +92,7 @@ class IngestConfig:
                 None, recipe=recipe, sections=sections, overrides=settings.scoped(overrides, sections)
             )
 
-        data = settings.merge(values(("precompute",)), values(settings.stage_sections(1)).get("precompute") or {})
+        data = settings.merge(values(("precompute",)), settings.stage_data(values(settings.stage_sections(1))))
         return {"filters": {"min_pixels": smallest_area(data.get("bucket_config") or DEFAULT_BUCKETS)}}
 
     def models(self) -> dict[str, str | None]:

@@ -68,7 +68,7 @@ class AnalysisConfig:
     min_frame_share: float = setting(
         0.5,
         "a file that decodes fewer frames than this share both of those its header counts and of those its "
-        "timestamps' most common step implies over its length has lost frames: quarantined (see keep_partial)",
+        "timestamps' shortest step implies over its length has lost frames: quarantined (see keep_partial)",
     )
     keep_partial: bool = setting(False, "keep a file that has lost frames; its clips' `note` says how many")
 

@@ -82,9 +82,9 @@ def sampling_stride(raw: list[float | None], header_fps: float | None, interval:
     frames' timestamps (sorted: some containers hand them out in decode order), the header's only when they are
     unusable: the same stream in MP4, MKV or AVI (whose header may count B-frame video at twice its rate) is
     sampled at the same frames, so its clips get the same scores and perceptual hashes."""
-    known = np.unique([t for t in raw if t is not None])
-    steps = np.diff(known)
-    rate = 1 / float(np.median(steps)) if len(steps) and np.median(steps) > 0 else header_fps or 25.0
+    steps = np.diff(np.unique([t for t in raw if t is not None]))
+    step = float(np.median(steps)) if len(steps) else 0.0
+    rate = 1 / step if step > 0 else header_fps or 25.0
     return max(1, round(rate * interval))
 
 

@@ -44,10 +44,15 @@ def model_location(services, version) -> str:
     return client.get_logged_model(version.source.removeprefix("models:/")).artifact_location
 
 
+def fresh_cache(tmp_path, monkeypatch) -> None:
+    """Registry downloads into a new, empty cache: each load below fetches the version afresh."""
+    monkeypatch.setenv("T2V_CACHE", str(tmp_path / f"cache-{len(list(tmp_path.glob('cache-*')))}"))
+
+
 def what_loaders_say(services, toy_data, tmp_path, monkeypatch, capsys, predict: bool = False) -> dict[str, str]:
     """Each loader on version 1 now, each from a fresh download: "" when it loaded, else what it said."""
     said = {}
-    monkeypatch.setenv("T2V_CACHE", str(tmp_path / f"cache-{len(list(tmp_path.glob('cache-*')))}"))
+    fresh_cache(tmp_path, monkeypatch)
     args = ["generate", "a red circle", "--model", URI, "--tracking-uri", services.tracking_uri,
             "--out", str(tmp_path / "video.mp4"), "--steps", "1", "--frames", "1", "--no-progress"]  # fmt: skip
     capsys.readouterr()
@@ -78,7 +83,7 @@ def what_loaders_say(services, toy_data, tmp_path, monkeypatch, capsys, predict:
 def loads(services, tmp_path, monkeypatch) -> bool:
     """Whether version 1 downloads afresh and passes the check every loader makes (the untouched version loads, as
     the other tests' versions do with every loader)."""
-    monkeypatch.setenv("T2V_CACHE", str(tmp_path / f"cache-{len(list(tmp_path.glob('cache-*')))}"))
+    fresh_cache(tmp_path, monkeypatch)
     folder, info = pipeline_folder(URI, services.tracking_uri)
     return (folder / "model_index.json").exists() and info["version"] == "1"
 
