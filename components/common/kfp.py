@@ -42,28 +42,31 @@ def task(name: str):
         yield report
 
 
-def pipeline_overrides(overrides: str, sections: tuple[str, ...]) -> list[str]:
-    """The pipeline's overrides (a JSON list of "section.key=value") addressed to `sections`, without the section."""
+def pipeline_items(overrides: str) -> list[str]:
+    """The pipeline's overrides: a JSON list of "section.key=value" items."""
     import json
-
-    from components.common import settings
 
     items = json.loads(overrides or "[]")
     if not isinstance(items, list):
         raise ValueError(f"overrides {overrides!r}: expected a JSON list of section.key=value items")
-    return settings.scoped(items, sections)
+    return items
+
+
+def pipeline_overrides(overrides: str, sections: tuple[str, ...]) -> list[str]:
+    """The pipeline's overrides addressed to `sections`, without the section."""
+    from components.common import settings
+
+    return settings.scoped(pipeline_items(overrides), sections)
 
 
 def step_settings(cls, recipe: str, overrides: str, sections: tuple[str, ...], fixed: dict | None = None):
     """A task's settings for its step: the recipe's `sections`, the pipeline's overrides addressed to them, then
     what the task itself fixes (its artifacts' paths). The pretrained weights they name must be on the models
     volume: a task fails at its start naming each missing one and the command that stages it."""
-    import json
-
     from components.common import settings
 
-    every = json.loads(overrides or "[]")  # another step's settings can set a default of this one (run_overrides)
-    cfg = settings.load(cls, recipe=recipe, sections=sections, overrides=pipeline_overrides(overrides, sections),
+    every = pipeline_items(overrides)  # another step's settings can set a default of this one (run_overrides)
+    cfg = settings.load(cls, recipe=recipe, sections=sections, overrides=settings.scoped(every, sections),
                         fixed=fixed, run_overrides=every)  # fmt: skip
     require_models(cfg)
     return cfg
