@@ -103,7 +103,7 @@ def is_oom(err: BaseException) -> bool:
 
 def model_config(preset: str, mode: str = "spatial_temporal") -> dict:
     """STDiT constructor arguments: `preset` with Open-Sora 1.0's inputs (SD VAE latents, learned sigma, T5-XXL)."""
-    from model.networks.stdit import preset_config
+    from model.networks.presets import preset_config
 
     return preset_config(
         preset,
@@ -186,7 +186,8 @@ def lever_rows(args, device: str, shapes: list[tuple[int, int, str]]) -> list[di
     from components.train.launch import boost
     from model.planning.flops import forward_flops
     from model.planning.memory import step_memory
-    from model.schedulers.flow import FlowConfig, training_loss
+    from model.schedulers.config import FlowConfig
+    from model.schedulers.flow import training_loss
 
     plugin = "zero2" if device.startswith("cuda") else "ddp"
     peak, _ = peak_tflops(args, device)
@@ -529,7 +530,8 @@ def print_attention(part: dict, preset: str) -> None:
 
 
 def sample_part(args, device: str) -> dict:
-    from model.schedulers.flow import FlowConfig, sample
+    from model.schedulers.config import FlowConfig
+    from model.schedulers.flow import sample
 
     model = build(args.preset, device, torch.bfloat16).eval()
     try:

@@ -51,7 +51,8 @@ def make_data(root: Path, recipe: Path, overrides: list[str]) -> Path:
     from components.common import settings
     from components.common.toy.tiny import build_tiny_t5
     from components.ingest.ingest import IngestConfig, ingest
-    from components.precompute.precompute import PrecomputeConfig, precompute
+    from components.precompute.config import PrecomputeConfig
+    from components.precompute.precompute import precompute
     from components.synth.synth import SynthConfig, synth
 
     def load(cls, section, **fixed):
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
     from components.common import settings
-    from components.evaluate.evaluate import EvalConfig
+    from components.evaluate.config import EvalConfig
 
     # the prompts and guidance the demo's evaluation uses
     judged = settings.load(

@@ -27,8 +27,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from components.common.toy.tiny import word_tokenizer
-from model.networks.stdit import STDiT, preset_config
-from model.schedulers.flow import FlowConfig, training_loss
+from model.networks.presets import preset_config
+from model.networks.stdit import STDiT
+from model.schedulers.config import FlowConfig
+from model.schedulers.flow import training_loss
 
 SIZE, CAPTION = 256, "a red circle moves left on a black background"
 

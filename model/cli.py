@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from model.networks.stdit import STDIT_PRESETS
+from model.networks.presets import STDIT_PRESETS
 from model.planning.info import preset_arch, summarize
 
 
@@ -28,7 +28,6 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 def add_model_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "model",
-        help="parameters and FLOPs of the STDiT presets",
         description="Parameters and training-step FLOPs (forward + backward) of STDiT and of the full-attention "
         "baseline for each preset, at one video shape. Defaults: Open-Sora 1.0's STDiT-XL/2 configuration "
         "(SD VAE, T5-XXL with 120 tokens, learned sigma) on 16 frames of 256x256.",
@@ -128,7 +127,6 @@ def add_buckets_parser(verbs: argparse._SubParsersAction) -> None:
 
     p = verbs.add_parser(
         "buckets",
-        help="the largest batch per bucket that fits a GPU's memory (a bucket_config preset)",
         description=BUCKETS_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -41,7 +41,6 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
     p = verbs.add_parser(
         "pipeline",
-        help="the KFP DAG: compile to IR YAML, run locally (kfp.local), submit to a KFP host",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -11,10 +11,10 @@ from components.caption.caption import CaptionConfig
 from components.common import settings
 from components.common.scores import unscored
 from components.common.settings import stage_sections
-from components.evaluate.evaluate import EvalConfig
+from components.evaluate.config import EvalConfig
 from components.generate.generate import GenerateConfig
 from components.ingest.ingest import IngestConfig
-from components.precompute.precompute import PrecomputeConfig
+from components.precompute.config import PrecomputeConfig
 from components.register.register import RegisterConfig
 from components.synth.synth import SynthConfig
 from components.train.config import TrainConfig

@@ -13,7 +13,8 @@ def small_precompute(root: Path) -> Path:
     from components.common import settings
     from components.common.toy.tiny import build_tiny_t5
     from components.ingest.ingest import IngestConfig, ingest
-    from components.precompute.precompute import PrecomputeConfig, precompute
+    from components.precompute.config import PrecomputeConfig
+    from components.precompute.precompute import precompute
     from components.synth.synth import SynthConfig, synth
 
     toy = synth(SynthConfig(out_dir=str(root / "toy"), videos=8, images=6, cut_videos=1, size=32, seconds=2.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 DESCRIPTION = """\
@@ -27,7 +28,30 @@ Run `t2v <verb> --help` for the options of each verb.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Each verb: the module whose add_parser declares it, and its line in `t2v --help`. Only the verb a command names is
+# imported (its settings, not its step's libraries), so the help and argument errors answer at once.
+VERBS = {
+    "data": ("components.synth.cli", "generated datasets and tiny models"),
+    "ingest": ("components.ingest.cli", "videos and images -> filtered clip manifest with a held-out split"),
+    "caption": ("components.caption.cli", "a caption per clip: vision-language model or metadata"),
+    "precompute": ("components.precompute.cli", "VAE latents and text embeddings, once, into a keyed cache"),
+    "train": ("components.train.cli", "train one STDiT stage (1 images, 2 video, 3 high-quality) with ColossalAI"),
+    "evaluate": (
+        "components.evaluate.cli",
+        "validation loss, sample videos, metrics, prompt adherence and an HTML report",
+    ),
+    "register": ("components.register.cli", "log a pipeline to the MLflow model registry; champion/challenger aliases"),
+    "generate": ("components.generate.cli", "a video from a text prompt with a trained pipeline"),
+    "pipeline": ("pipelines.cli", "the KFP DAG: compile to IR YAML, run locally (kfp.local), submit to a KFP host"),
+    "plan": ("components.plan.cli", "FLOPs, GPU-hours, dollars, days and memory per stage of a training schedule"),
+    "model": ("model.cli", "parameters and FLOPs of the STDiT presets"),
+    "buckets": ("model.cli", "the largest batch per bucket that fits a GPU's memory (a bucket_config preset)"),
+}
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The `t2v` parser. With `argv`, only the verb it names is declared in full (the others are a line of help);
+    without, every verb is."""
     parser = argparse.ArgumentParser(
         prog="t2v",
         description=DESCRIPTION,
@@ -37,21 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbs = parser.add_subparsers(title="verbs", metavar="<verb>", required=True)
-    from components.caption import cli as caption_cli
-    from components.evaluate import cli as evaluate_cli
-    from components.generate import cli as generate_cli
-    from components.ingest import cli as ingest_cli
-    from components.plan import cli as plan_cli
-    from components.precompute import cli as precompute_cli
-    from components.register import cli as register_cli
-    from components.synth import cli as synth_cli
-    from components.train import cli as train_cli
-    from model import cli as model_cli
-    from pipelines import cli as pipeline_cli
-
-    steps = (synth_cli, ingest_cli, caption_cli, precompute_cli, train_cli, evaluate_cli, register_cli, generate_cli)
-    for module in (*steps, pipeline_cli, plan_cli, model_cli):
-        module.add_parser(verbs)
+    # the top level's own flags take no value, so the verb is the first word
+    wanted = VERBS if argv is None else [arg for arg in argv if not arg.startswith("-")][:1]
+    declared = argparse.ArgumentParser(prog=parser.prog).add_subparsers()
+    for module in dict.fromkeys(VERBS[verb][0] for verb in wanted if verb in VERBS):
+        importlib.import_module(module).add_parser(declared)
+    for verb, (_, help) in VERBS.items():
+        verbs.add_parser(verb, help=help)
+        if verb in declared.choices:
+            verbs.choices[verb] = declared.choices[verb]  # the verb's own parser, listed with its line of help
     return parser
 
 
@@ -70,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()  # before the verbs' modules load: some libraries warn as they are imported
     from components.common.cli import run_parser
 
-    return run_parser(build_parser(), argv)
+    return run_parser(build_parser(sys.argv[1:] if argv is None else argv), argv)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def test_the_plan_figures_are_the_planners():
 
 
 def test_the_xl2_parameter_counts_are_the_networks():
-    from model.networks.stdit import STDiT, preset_config
+    from model.networks.presets import preset_config
+    from model.networks.stdit import STDiT
 
     config = preset_config("XL/2", in_channels=4, out_channels=8, caption_channels=4096, caption_max_length=120)
     with torch.device("meta"):

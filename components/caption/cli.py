@@ -7,7 +7,6 @@ import argparse
 from components.caption.caption import CaptionConfig, caption
 from components.common.cli import add_verb
 
-HELP = "a caption per clip: vision-language model or metadata"
 DESCRIPTION = """\
 Give every clip of an ingest manifest a caption.
 
@@ -27,7 +26,7 @@ outputs are written to --out-dir: manifest.parquet (the input with `text` filled
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    add_verb(verbs, "caption", CaptionConfig, _run, help=HELP, description=DESCRIPTION)
+    add_verb(verbs, "caption", CaptionConfig, _run, description=DESCRIPTION)
 
 
 def _run(cfg: CaptionConfig) -> int:

@@ -144,7 +144,6 @@ def add_verb(
     cls,
     action: Callable[..., int | None],
     *,
-    help: str,
     description: str,
     epilog: str | None = None,
     sections: Callable[[argparse.Namespace], tuple[str, ...]] | None = None,
@@ -152,7 +151,7 @@ def add_verb(
     """A verb with --recipe, --config, --set and one flag per setting of `cls`: it builds the settings (the recipe's
     section `name`, or `sections(args)`) and calls `action(settings)`."""
     parser = verbs.add_parser(
-        name, help=help, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        name, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_arguments(parser, cls)
 

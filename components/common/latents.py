@@ -8,7 +8,7 @@ folder in LATEST.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,40 +16,10 @@ import pandas as pd
 import torch
 from safetensors import safe_open
 
+from components.common.encoding import EncodingConfig
 from components.common.scores import passing
-from components.common.settings import setting
 from components.common.video import read_clip_frames
-from model.planning.buckets import DEFAULT_BUCKETS, assign, available_frames, latent_frames, resize_crop
-from model.weights.encoders import DEFAULT_TEXT_ENCODER, DEFAULT_VAE
-
-
-@dataclass(frozen=True)
-class EncodingConfig:
-    """What a sample is: which clips go to which bucket, which frames are read, how they are encoded. Shared by
-    precompute (which stores the result) and training with online encoding (which encodes as it reads)."""
-
-    manifest: str = setting("data/caption/manifest.parquet", "captioned manifest")
-    vae: str = setting(
-        DEFAULT_VAE,
-        "a diffusers AutoencoderKL or AutoencoderKLCogVideoX (hub id, model folder or pipeline folder), or "
-        "none[:F] for pixel space through an exact space-to-depth autoencoder (the toy world)",
-    )
-    text_encoder: str = setting(DEFAULT_TEXT_ENCODER, "a T5 encoder with its tokenizer (hub id or folder)")
-    max_text_tokens: int = setting(300, "caption tokens kept")
-    bucket_config: dict = setting(
-        DEFAULT_BUCKETS,
-        "buckets {resolution: {frames: [probability, batch size]}} (Open-Sora's bucket_config), YAML or a file",
-    )
-    subset: dict = setting({}, "only the clips that meet these scores: {aes: 5.0} (a minimum), {ocr: {max: 0.02}}")
-    frame_interval: int = setting(1, "take every k-th frame")
-    target_fps: float | None = setting(None, "sample frames at this rate instead (interval: round(fps / target))")
-    seed: int = setting(0, "seed of the bucket draws")
-    device: str | None = setting(None, "cuda or cpu (default: cuda when present)")
-
-    def models(self) -> dict[str, str | None]:
-        """The pretrained weights these settings load, by setting (a task checks them at its start)."""
-        vae = None if self.vae.split(":")[0] == "none" else self.vae
-        return {"precompute.vae": vae, "precompute.text_encoder": self.text_encoder}
+from model.planning.buckets import assign, available_frames, latent_frames, resize_crop
 
 
 def interval_of(row: dict, cfg: EncodingConfig) -> int:

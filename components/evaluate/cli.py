@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 
 from components.common.cli import add_verb
-from components.evaluate.evaluate import EvalConfig, evaluate
+from components.evaluate.config import EvalConfig
 
-HELP = "validation loss, sample videos, metrics, prompt adherence and an HTML report"
 DESCRIPTION = """\
 Evaluate a trained pipeline on the held-out split of a precompute folder:
   - validation loss at fixed timesteps with fixed noise, per bucket and overall (Open-Sora 1.2's method);
@@ -24,10 +23,12 @@ Writes <out-dir>/metrics.json, samples/, loss.png and report.html (self-containe
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    add_verb(verbs, "evaluate", EvalConfig, _run, help=HELP, description=DESCRIPTION)
+    add_verb(verbs, "evaluate", EvalConfig, _run, description=DESCRIPTION)
 
 
 def _run(cfg: EvalConfig) -> int:
+    from components.evaluate.evaluate import evaluate  # the step's libraries load when it runs, not for --help
+
     result = evaluate(cfg)
     m = result["metrics"]
     shown = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if "/" not in k or k.startswith("adherence/"))

@@ -30,8 +30,9 @@ def evaluate(
         from components.common.kfp import section_value, step_settings
         from components.common.registry import MODEL_NAME
         from components.evaluate.adherence import chance_mean
-        from components.evaluate.evaluate import EvalConfig, write_kfp_outputs
+        from components.evaluate.config import EvalConfig
         from components.evaluate.evaluate import evaluate as run_evaluate
+        from components.evaluate.evaluate import write_kfp_outputs
 
         fixed = {"model": str(Path(model.path) / "pipeline"), "data": data.path, "out_dir": evaluation.path,
                  "loss_curves": [stage1.path, stage2.path, model.path], "progress": False}  # fmt: skip

@@ -7,7 +7,6 @@ import argparse
 from components.common.cli import add_verb
 from components.generate.generate import GenerateConfig, generate
 
-HELP = "a video from a text prompt with a trained pipeline"
 DESCRIPTION = """\
 Generate a video from a text prompt with a trained pipeline: a registered version (models:/t2v-stdit@champion,
 models:/t2v-stdit/3; the tracking URI from --tracking-uri or $MLFLOW_TRACKING_URI) or a pipeline folder written
@@ -17,7 +16,7 @@ model was trained at unless --frames/--height/--width say otherwise; the seed is
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    add_verb(verbs, "generate", GenerateConfig, _run, help=HELP, description=DESCRIPTION)
+    add_verb(verbs, "generate", GenerateConfig, _run, description=DESCRIPTION)
 
 
 def _run(cfg: GenerateConfig) -> int:

@@ -9,7 +9,6 @@ from components.ingest.ingest import IngestConfig, ingest
 
 EXIT_QUARANTINED = 3
 
-HELP = "videos and images -> filtered clip manifest with a held-out split"
 DESCRIPTION = """\
 Turn videos and images into a filtered clip manifest with a held-out split.
 
@@ -39,7 +38,7 @@ quarantine.parquet; everything else was written); 2 bad arguments.
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    add_verb(verbs, "ingest", IngestConfig, _run, help=HELP, description=DESCRIPTION, epilog=EPILOG)
+    add_verb(verbs, "ingest", IngestConfig, _run, description=DESCRIPTION, epilog=EPILOG)
 
 
 def _run(cfg: IngestConfig) -> int:

@@ -31,7 +31,6 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         "plan",
         PlanSettings,
         _run,
-        help="FLOPs, GPU-hours, dollars, days and memory per stage of a training schedule",
         description=DESCRIPTION,
     )
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 
 from components.common.cli import add_verb
-from components.precompute.precompute import PrecomputeConfig, precompute
+from components.precompute.config import PrecomputeConfig
 
-HELP = "VAE latents and text embeddings, once, into a keyed cache"
 DESCRIPTION = """\
 Encode a captioned manifest once: every clip is put in a bucket (resolution x frames x aspect ratio, Open-Sora's
 bucket_config form), its frames are sampled at --frame-interval (or --target-fps), centred in the clip and
@@ -20,10 +19,12 @@ the encoders, the buckets and the sampling: an unchanged re-run reuses it.
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    add_verb(verbs, "precompute", PrecomputeConfig, _run, help=HELP, description=DESCRIPTION)
+    add_verb(verbs, "precompute", PrecomputeConfig, _run, description=DESCRIPTION)
 
 
 def _run(cfg: PrecomputeConfig) -> int:
+    from components.precompute.precompute import precompute  # the step's libraries load when it runs, not for --help
+
     result = precompute(cfg)
     verb = "reused" if result.reused else "wrote"
     buckets = result.index.groupby("bucket").size().to_dict()

@@ -20,7 +20,7 @@ def precompute(
 
         from components.common.kfp import section_values, step_settings
         from components.common.settings import stage_data, stage_sections
-        from components.precompute.precompute import PrecomputeConfig
+        from components.precompute.config import PrecomputeConfig
         from components.precompute.precompute import precompute as run_precompute
 
         data = stage_data(section_values(recipe, overrides, stage_sections(stage)))

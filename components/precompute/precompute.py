@@ -24,22 +24,13 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from components.common.files import atomic_dir
-from components.common.latents import EncodingConfig, clip_video, plan
+from components.common.latents import clip_video, plan
 from components.common.scores import SCORE_SETTINGS, passing
-from components.common.settings import setting
+from components.precompute.config import PrecomputeConfig
 from model.planning.buckets import validate
 from model.weights.encoders import TextEncoder, describe, load_vae
 
 PRECOMPUTE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class PrecomputeConfig(EncodingConfig):
-    out_root: str = setting("data/precompute", "where the keyed folders go (<out_root>/<key>/, LATEST)")
-    shard_size: int = setting(256, "clips per safetensors shard")
-    batch_size: int = setting(8, "clips per encoder call")
-    storage_dtype: str = setting("float32", "float32, bfloat16 or float16 (half the disk)")
-    progress: bool = setting(True, "progress bar")
 
 
 @dataclass

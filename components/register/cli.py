@@ -7,7 +7,6 @@ import argparse
 from components.common.cli import add_verb
 from components.register.register import RegisterConfig, register
 
-HELP = "log a pipeline to the MLflow model registry; champion/challenger aliases"
 DESCRIPTION = """\
 Register an evaluated pipeline folder as a version of an MLflow registered model (default t2v-stdit): an MLflow
 pyfunc (mlflow.pyfunc.load_model("models:/t2v-stdit@champion").predict(["a prompt"]) returns videos) with
@@ -22,7 +21,7 @@ version, logged to the register run and written to <evaluation>/decision.json.
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    add_verb(verbs, "register", RegisterConfig, _run, help=HELP, description=DESCRIPTION)
+    add_verb(verbs, "register", RegisterConfig, _run, description=DESCRIPTION)
 
 
 def _run(cfg: RegisterConfig) -> int:

@@ -12,7 +12,7 @@ TINY_MODELS = ("t5", "vae", "llava-next")
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    data = verbs.add_parser("data", help="generated datasets and tiny models", description="Generated datasets.")
+    data = verbs.add_parser("data", description="Generated datasets.")
     sub = data.add_subparsers(title="commands", metavar="<command>", required=True)
     p = sub.add_parser(
         "synth",

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from components.train.config import CHECKPOINT_FILES, TrainConfig
-from model.networks.stdit import STDiT, preset_config
+from model.networks.presets import preset_config
+from model.networks.stdit import STDiT
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,7 @@ import argparse
 from components.common.cli import add_verb, from_args
 from components.common.settings import read_yaml, stage_sections
 from components.train.config import STAGE_FRAMES, TrainConfig
-from components.train.train import train
 
-HELP = "train one STDiT stage (1 images, 2 video, 3 high-quality) with ColossalAI"
 DESCRIPTION = """\
 Train one stage of STDiT on a precompute folder with the ColossalAI Booster (ddp on CPU, zero2 with bf16 on
 GPU). Stage 1 trains on images (from scratch or from PixArt), stage 2 on videos from stage 1's export (the
@@ -38,7 +36,7 @@ by guard.lr_factor (guard/rollbacks, guard/lr_scale) and moves on with the next 
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    add_verb(verbs, "train", TrainConfig, _run, help=HELP, description=DESCRIPTION, sections=_sections)
+    add_verb(verbs, "train", TrainConfig, _run, description=DESCRIPTION, sections=_sections)
 
 
 def _stage(args: argparse.Namespace) -> int:
@@ -58,6 +56,8 @@ def _sections(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _run(cfg: TrainConfig) -> int:
+    from components.train.train import train  # the step's libraries load when it runs, not for --help
+
     result = train(cfg)
     last = result.val_loss.get("val_loss")
     print(

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common import settings
-from components.common.latents import EncodingConfig
+from components.common.encoding import EncodingConfig
 from components.common.scores import thresholds
 from components.common.settings import setting, stage_sections
-from model.schedulers.flow import FlowConfig
+from model.schedulers.config import FlowConfig
 
 PLUGINS = ("auto", "ddp", "zero2")
 STAGE_DATA = ("bucket_config", "frame_interval", "target_fps")  # what a stage's `precompute` may set
@@ -30,7 +30,7 @@ class ModelConfig:
         "URI (an imported or registered model), or an Open-Sora 1.0 checkpoint file (.pth/.safetensors, a path or "
         "ORG/NAME/FILE on the hub)",
     )
-    preset: str = setting("XL/2", "STDiT preset (model.networks.stdit.STDIT_PRESETS) for a model from scratch")
+    preset: str = setting("XL/2", "STDiT preset (model.networks.presets.STDIT_PRESETS) for a model from scratch")
     overrides: dict = setting({}, "STDiT constructor arguments over the preset (channels come from the data)")
     gradient_checkpointing: bool | int | str = setting(
         "auto",

@@ -40,7 +40,8 @@ from diffusers.video_processor import VideoProcessor
 from model.inference.folder import CODE, CODE_FILE, ENCODERS, loading_kwargs
 from model.networks.stdit import STDiT
 from model.planning.buckets import latent_frames
-from model.schedulers.flow import FlowConfig, guided_velocity, sampling_sigmas
+from model.schedulers.config import FlowConfig
+from model.schedulers.flow import guided_velocity, sampling_sigmas
 from model.schedulers.iddpm import guided_output, null_caption, respaced_timesteps
 from model.weights.encoders import encode_text, load_text_encoder, load_vae_model, video_vae
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 
-from model.networks.stdit import STDiT, preset_config
+from model.networks.presets import preset_config
 from model.planning.flops import Arch, forward_flops, param_counts
 
 
@@ -23,6 +23,8 @@ def preset_arch(
     sizes (defaults: SD VAE latents, 4 channels; T5-XXL features, 4096 x `text_tokens`); `out_channels` None is
     STDiT's own default, the input channels (8 for 4 input channels is Open-Sora 1.0's learned sigma). Every other
     number is STDiT's default."""
+    from model.networks.stdit import STDiT  # here: the planner's settings load without torch
+
     signature = inspect.signature(STDiT.__init__).parameters.items()
     defaults = {k: v.default for k, v in signature if v.default is not inspect.Parameter.empty}
     config = {

@@ -72,7 +72,7 @@ class ModelSpec:
     """The schedule's network: an STDiT preset (with `overrides`) fed by encoders of these sizes; `out_channels`
     None is STDiT's own default (the input channels; 8 for 4 is learned sigma)."""
 
-    preset: str = field(default="XL/2", metadata={"help": "an STDiT preset (model.networks.stdit.STDIT_PRESETS)"})
+    preset: str = field(default="XL/2", metadata={"help": "an STDiT preset (model.networks.presets.STDIT_PRESETS)"})
     text_tokens: int = field(default=_arch_default("text_tokens"), metadata={"help": "caption tokens"})
     in_channels: int = field(default=_arch_default("in_channels"), metadata={"help": "latent channels"})
     out_channels: int | None = field(default=_arch_default("out_channels"), metadata={"help": "output channels"})

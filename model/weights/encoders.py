@@ -17,11 +17,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from einops import rearrange
 
-from model.weights.hub import PRODUCTION_MODELS, resolve
+from model.weights.hub import resolve
 
 # the production encoders (Open-Sora 1.0/1.1): the SD VAE and T5 v1.1 XXL
-DEFAULT_VAE = PRODUCTION_MODELS["precompute.vae"]
-DEFAULT_TEXT_ENCODER = PRODUCTION_MODELS["precompute.text_encoder"]
 
 
 def _from_pretrained(load, spec: str, name: str, marker: str = "config.json", **kwargs):

@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 # The production models by setting (`ingest.ocr_model` etc.; `pixart` is train's `model.init=pixart:<id>`).
-# model.weights.encoders' DEFAULT_VAE and DEFAULT_TEXT_ENCODER come from here.
 PRODUCTION_MODELS = {
     "caption.model": "llava-hf/llava-v1.6-mistral-7b-hf",
     "precompute.vae": "stabilityai/sd-vae-ft-ema",

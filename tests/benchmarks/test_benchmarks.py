@@ -54,6 +54,17 @@ def test_attention_benchmark_quick():
     )  # its per-block derivation: tests/components/test_cli.py
 
 
+def test_cli_benchmark_quick():
+    """Every verb's help and the argument errors are timed through the console script (the figures themselves: the
+    full benchmark on a quiet machine)."""
+    from t2v.cli import VERBS
+
+    result = run_benchmark("cli.py", "--quick")
+    assert {f"t2v {verb} --help" for verb in VERBS} < set(result["seconds"])
+    assert result["slowest_s"] == max(result["seconds"].values()) > 0
+    assert result["targets_met"] == (result["slowest_s"] < result["target_s"])
+
+
 @pytest.mark.slow
 def test_ingest_benchmark_quick():
     """The ratios come from this run's own timings (medians of rounds, same clips); the goal itself (rows at 90% of

@@ -15,6 +15,24 @@ def test_t2v_help_lists_the_verbs():
         assert verb in out
 
 
+HEAVY = ("torch", "diffusers", "transformers", "mlflow", "colossalai", "kfp")
+
+
+def test_the_command_lines_load_settings_not_libraries():
+    """Every verb's parser (all its flags, from its settings) is built without the step's libraries: `t2v --help`
+    and an argument error answer at once (benchmarks/cli.py times them); a verb loads them when it runs."""
+    code = (
+        "import sys; from t2v.cli import VERBS, build_parser; parser = build_parser(); "
+        "verbs = parser._subparsers._group_actions[0].choices; "
+        "print(sorted(v for v in VERBS if not verbs[v].description)); "
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    undeclared, loaded = out.splitlines()
+    assert undeclared == "[]"  # each verb of the table is declared by its module, with its description
+    assert loaded == "[]"
+
+
 def test_every_file_the_help_cites_exists():
     import re
 
@@ -47,7 +65,8 @@ def attention_flops_ratio(frames: int, side: int, C: int = 1152, text_tokens: in
 def test_model_verb_reports_open_sora_xl2(capsys):
     import torch
 
-    from model.networks.stdit import STDiT, preset_config
+    from model.networks.presets import preset_config
+    from model.networks.stdit import STDiT
 
     assert main(["model", "--preset", "XL/2", "--frames", "64", "--size", "512", "512"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if "XL/2" in line)

@@ -11,7 +11,7 @@ import yaml
 
 from components.caption.caption import CaptionConfig
 from components.caption.captioners import VLMCaptioner
-from components.common.latents import EncodingConfig
+from components.common.encoding import EncodingConfig
 from components.common.toy.footage import FOOTAGE, FootageUnavailable, fetch_footage
 from components.common.toy.models import MARKER, ToyModelSizes, build_models_volume
 from components.evaluate.features import CLIPScorer, I3DFeatures, VideoMAEFeatures

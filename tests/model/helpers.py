@@ -2,7 +2,8 @@
 
 import torch
 
-from model.networks.stdit import STDiT, preset_config
+from model.networks.presets import preset_config
+from model.networks.stdit import STDiT
 
 CAPTION_CHANNELS, TEXT_TOKENS = 16, 6
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
+from model.schedulers.config import FlowConfig
 from model.schedulers.flow import (
-    FlowConfig,
     draw,
     flow_loss,
     sample,

@@ -9,7 +9,8 @@ import torch
 import yaml
 
 from model.cli import _run_buckets
-from model.networks.stdit import STDiT, preset_config
+from model.networks.presets import preset_config
+from model.networks.stdit import STDiT
 from model.planning.flops import Arch
 from model.planning.memory import GB, LiveTensorPeak, StepSetup, bucket_preset, max_batch, recompute_blocks, step_memory
 

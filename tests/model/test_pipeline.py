@@ -245,7 +245,7 @@ def test_a_diffusers_vae_is_written_and_reloaded(t5, tmp_path):
 
 
 def test_the_trained_shape_and_flow_settings_travel_with_the_folder(t5, tmp_path):
-    from model.schedulers.flow import FlowConfig
+    from model.schedulers.config import FlowConfig
 
     model = randomize(tiny_stdit(in_channels=48, caption_channels=32, caption_max_length=16), std=0.05)
     flow = FlowConfig(shift=2.0, spatial_compression=4)

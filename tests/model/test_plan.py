@@ -9,7 +9,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from components.plan.plan import load_schedule
-from model.networks.stdit import STDiT, preset_config
+from model.networks.presets import preset_config
+from model.networks.stdit import STDiT
 from model.planning.flops import Arch, forward_flops
 from model.planning.gpus import gpu
 from model.planning.plan import calibrate_mfu, days_from_throughput, plan
@@ -127,7 +128,8 @@ def test_open_sora_1_0_recipe_predicts_its_later_stages_from_the_first():
 
 
 def test_one_function_makes_a_presets_architecture_for_the_planner_and_t2v_model():
-    from model.networks.stdit import STDiT, preset_config
+    from model.networks.presets import preset_config
+    from model.networks.stdit import STDiT
     from model.planning.info import preset_arch, summarize
 
     schedule = load_schedule(ROOT / "configs/plan/opensora-1.0.yaml")  # learned sigma: out_channels 8

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from model.networks.stdit import STDIT_PRESETS, STDiT, preset_config
+from model.networks.presets import STDIT_PRESETS, preset_config
+from model.networks.stdit import STDiT
 from tests.model.helpers import CAPTION_CHANNELS, TEXT_TOKENS, inputs, randomize, tiny_stdit
 
 

@@ -70,7 +70,7 @@ def test_a_task_reads_every_model_setting_and_fails_at_its_start_when_a_model_is
     from components.caption.caption import CaptionConfig
     from components.common.kfp import step_settings
     from components.common.toy.models import build_models_volume
-    from components.evaluate.evaluate import EvalConfig
+    from components.evaluate.config import EvalConfig
     from components.ingest.ingest import IngestConfig
     from model.weights.hub import PRODUCTION_MODELS as M
     from model.weights.hub import ModelNotFound

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from components.common.toy.tiny import build_tiny_clip, build_tiny_i3d, build_tiny_videomae
-from components.evaluate.evaluate import EvalConfig, evaluate
+from components.evaluate.config import EvalConfig
+from components.evaluate.evaluate import evaluate
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

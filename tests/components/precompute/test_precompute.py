@@ -11,7 +11,8 @@ from components.common.latents import plan
 from components.common.toy.tiny import build_tiny_t5, build_tiny_vae, build_tiny_video_vae
 from components.common.video import read_frames
 from components.ingest.ingest import IngestConfig, ingest
-from components.precompute.precompute import PrecomputeConfig, precompute
+from components.precompute.config import PrecomputeConfig
+from components.precompute.precompute import precompute
 from components.synth.synth import SynthConfig, synth
 from model.planning.buckets import assign, bucket_size, resize_crop, validate
 from model.weights.encoders import PatchAutoencoder, TextEncoder, load_vae

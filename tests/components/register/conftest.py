@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from components.evaluate.evaluate import EvalConfig, evaluate
+from components.evaluate.config import EvalConfig
+from components.evaluate.evaluate import evaluate
 from components.register.register import RegisterConfig, register
 from model.inference.pipeline import T2VPipeline
 

@@ -14,7 +14,8 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.tracking import MlflowClient
 
 from components.common.registry import pipeline_folder
-from components.evaluate.evaluate import EvalConfig, evaluate
+from components.evaluate.config import EvalConfig
+from components.evaluate.evaluate import evaluate
 from components.register.register import RegisterConfig, register
 from model.inference.integrity import LISTING, PARAM, TamperedVersion, text_sha256
 from pipelines.access import provision

@@ -14,7 +14,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from components.common.latents import EncodingConfig, LatentDataset, collate
+from components.common.encoding import EncodingConfig
+from components.common.latents import LatentDataset, collate
 from components.common.tracking import read_metrics_log
 from components.train import checkpoint
 from components.train.config import load_config
