@@ -24,7 +24,8 @@ from pathlib import Path
 from components.caption.caption import CaptionConfig, caption
 from components.common import settings
 from components.common.toy.tiny import build_tiny_llava_next
-from components.ingest.ingest import IngestConfig, ingest
+from components.ingest.config import IngestConfig
+from components.ingest.ingest import ingest
 from components.synth.synth import SynthConfig, synth
 
 

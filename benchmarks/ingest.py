@@ -37,7 +37,8 @@ import av
 import numpy as np
 
 from components.common.video import write_video
-from components.ingest.ingest import CLIP_MODES, IngestConfig, ingest
+from components.ingest.config import CLIP_MODES, IngestConfig
+from components.ingest.ingest import ingest
 
 
 def texture_video(path: Path, rng: np.random.Generator, *, width: int, height: int, fps: int, scenes: int, seconds):
@@ -141,6 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
             "decode_only_clips_per_s_per_core": decode_rate / cores,
             **{f"{mode}_clips_per_s_per_core": r["clips"] / r["seconds"] / cores for mode, r in rows.items()},
             **{f"{mode}_vs_decode_only": r["clips"] / r["seconds"] / decode_rate for mode, r in rows.items()},
+            # seconds of footage one core takes through ingest per second: `t2v plan`'s ingest rate
+            **{f"{mode}_footage_s_per_core_s": n * seconds / r["seconds"] / cores for mode, r in rows.items()},
             "goal_rows_vs_decode_only": 0.9,
         }
         print(json.dumps(result))

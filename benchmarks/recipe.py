@@ -50,7 +50,8 @@ def make_data(root: Path, recipe: Path, overrides: list[str]) -> Path:
     from components.caption.caption import CaptionConfig, caption
     from components.common import settings
     from components.common.toy.tiny import build_tiny_t5
-    from components.ingest.ingest import IngestConfig, ingest
+    from components.ingest.config import IngestConfig
+    from components.ingest.ingest import ingest
     from components.precompute.config import PrecomputeConfig
     from components.precompute.precompute import precompute
     from components.synth.synth import SynthConfig, synth

@@ -13,7 +13,7 @@ from components.common.scores import unscored
 from components.common.settings import stage_sections
 from components.evaluate.config import EvalConfig
 from components.generate.generate import GenerateConfig
-from components.ingest.ingest import IngestConfig
+from components.ingest.config import IngestConfig
 from components.precompute.config import PrecomputeConfig
 from components.register.register import RegisterConfig
 from components.synth.synth import SynthConfig

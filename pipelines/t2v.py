@@ -1,5 +1,6 @@
-"""The KFP v2 DAG: synth -> ingest -> caption (ParallelFor over shards, merged) -> precompute (one per stage's data)
--> stage 1 -> stage 2 -> stage 3 -> evaluate -> register.
+"""The KFP v2 DAG: synth -> ingest -> caption -> precompute -> stage 1 -> stage 2 -> stage 3 -> evaluate -> register.
+The data steps fan out: a light task lists the shards, a ParallelFor runs one task per shard (ingest over the files,
+caption over the clips, precompute over every stage's data), and a merge makes the result one task would have.
 
 The same DAG runs on a cluster (compiled with cluster settings: GPUs, CPU and memory, node selectors,
 tolerations, /dev/shm as a memory emptyDir, the data PVC, each step's Secrets) and, unchanged,
@@ -26,12 +27,14 @@ DEFAULT_SECRETS = {  # Secret name -> {key in the Secret: environment variable}
     },
 }
 # Least privilege (docs/cluster.md, "Who holds which keys"): the data keys where a task reads footage (ingest from
-# s3:// sources; caption and precompute decode the clips from their sources; training too, when it encodes online),
-# MLflow's identity where a task talks to MLflow (training, evaluation, registration), nothing for the light steps.
+# s3:// sources, and its shard list, which lists them; caption and precompute decode the clips from their sources;
+# training too, when it encodes online), MLflow's identity where a task talks to MLflow (training, evaluation,
+# registration), nothing for the light steps.
 # No task gets the keys of MLflow's artifact bucket: artifacts go through the MLflow server.
 STEP_SECRETS = {
     "default": [],
     "ingest": [DATA_CREDENTIALS],
+    "ingest-shards": [DATA_CREDENTIALS],
     "caption": [DATA_CREDENTIALS],
     "precompute": [DATA_CREDENTIALS],
     "train": [MLFLOW_CREDENTIALS, DATA_CREDENTIALS],
@@ -42,9 +45,9 @@ STEP_SECRETS = {
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """Kubernetes settings of the tasks, by step (ingest, caption, precompute, train, evaluate, light, register): the
-    defaults are a cluster of 8 x H100 80GB nodes; a file (`t2v pipeline compile --cluster FILE`) holds what differs,
-    read by the one settings loader (types checked, per-step mappings merged over the defaults)."""
+    """Kubernetes settings of the tasks, by step (ingest, ingest-shards, caption, precompute, train, evaluate, light,
+    register): the defaults are a cluster of 8 x H100 80GB nodes; a file (`t2v pipeline compile --cluster FILE`) holds
+    what differs, read by the one settings loader (types checked, per-step mappings merged over the defaults)."""
 
     gpu_resource: str = setting("nvidia.com/gpu", "the GPU resource name of the device plugin")
     gpus: dict = setting({"caption": 1, "precompute": 1, "train": 8, "evaluate": 1}, "GPUs per step", merge=True)
@@ -182,8 +185,8 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
 
     from components.caption.component import caption_merge, caption_shard, caption_shard_ids
     from components.evaluate.component import evaluate
-    from components.ingest.component import ingest
-    from components.precompute.component import precompute
+    from components.ingest.component import ingest_merge, ingest_shard, ingest_shard_ids
+    from components.precompute.component import precompute_merge, precompute_shard, precompute_shard_ids
     from components.register.component import register
     from components.synth.component import synth
     from components.train.component import train_stage, train_stage_nodes
@@ -215,7 +218,12 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         settings = {"recipe": recipe, "overrides": overrides}
         toy = named(synth(source=source, **settings), "synth", "light")
-        data = named(ingest(toy=toy.outputs["toy"], source=source, workdir=workdir, **settings), "ingest", "ingest")
+        footage = {"toy": toy.outputs["toy"], "source": source, **settings}
+        files = named(ingest_shard_ids(**footage), "ingest-shards", "ingest-shards")
+        with dsl.ParallelFor(files.output) as shard:
+            analysed = named(ingest_shard(shard=shard, workdir=workdir,
+                                          run_id=run_id, **footage), "ingest-shard", "ingest")  # fmt: skip
+        data = named(ingest_merge(parts=dsl.Collected(analysed.outputs["part"]), **footage), "ingest-merge", "ingest")
         shards = named(caption_shard_ids(**settings), "caption-shards", "light")
         with dsl.ParallelFor(shards.output) as shard:
             part = named(caption_shard(manifest=data.outputs["manifest"], shard=shard, workdir=workdir, run_id=run_id,
@@ -224,13 +232,16 @@ def build_pipeline(cluster: "ClusterSettings | None" = None):
             caption_merge(manifest=data.outputs["manifest"], parts=dsl.Collected(part.outputs["part"]), **settings),
             "caption-merge", "light",
         )  # fmt: skip
-        # each stage's data (buckets, frame sampling, subset) gets its own precompute task, one after the other:
-        # stages whose data is the same find the first one's keyed folder and reuse it
-        latents, previous = {}, []
-        for n in (1, 2, 3):
-            task = precompute(captioned=captioned.outputs["captioned"], stage=n, workdir=workdir, **settings)
-            named(task.after(*previous), f"precompute-stage-{n}", "precompute")
-            latents[n], previous = task.outputs["latents"], [task]
+        # every stage's data (buckets, frame sampling, subset) in one fan-out: a shard's task encodes its files of each
+        # data once (stages whose data is the same share one keyed folder), the merge makes each stage's folder
+        encode = {"captioned": captioned.outputs["captioned"], "workdir": workdir, **settings}
+        clips = named(precompute_shard_ids(**encode), "precompute-shards", "light")
+        with dsl.ParallelFor(clips.output) as shard:
+            encoded = named(precompute_shard(shard=shard, **encode),
+                            "precompute-shard", "precompute")  # fmt: skip
+        merged = named(precompute_merge(parts=dsl.Collected(encoded.outputs["part"]), **encode), "precompute-merge",
+                       "light")  # fmt: skip
+        latents = {n: merged.outputs[f"stage{n}"] for n in (1, 2, 3)}
         common = {"workdir": workdir, "run_id": run_id, "tracking_uri": tracking_uri, "resume_run": resume_run,
                   **settings}  # fmt: skip
         stage1 = named(train_stage(stage=1, data=latents[1], **common), "train-stage-1", "train", False)

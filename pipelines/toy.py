@@ -12,7 +12,8 @@ def small_precompute(root: Path) -> Path:
     from components.caption.caption import CaptionConfig, caption
     from components.common import settings
     from components.common.toy.tiny import build_tiny_t5
-    from components.ingest.ingest import IngestConfig, ingest
+    from components.ingest.config import IngestConfig
+    from components.ingest.ingest import ingest
     from components.precompute.config import PrecomputeConfig
     from components.precompute.precompute import precompute
     from components.synth.synth import SynthConfig, synth

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from components.common.cli import add_verb
-from components.ingest.ingest import IngestConfig, ingest
+from components.ingest.config import IngestConfig
 
 EXIT_QUARANTINED = 3
 
@@ -29,6 +29,10 @@ fate's reasons counted), and cache/ (per-file results: a re-run skips files alre
 Clips whose frames are smaller than stage 1's smallest bucket are filtered (--filters.min-pixels; under a
 recipe its default). A file that decodes under half the frames both its header counts and its timestamps imply
 has lost frames: quarantined, or kept with the reason in the `note` column (--analysis.keep-partial).
+
+Fanned out (what a pipeline run does, one task per shard): --shard K analyses the files whose name hashes to shard K
+of --num-shards (0: one shard per --files-per-shard files) into <out-dir>/parts/; --merge then writes the manifest
+from every part. The manifest is the same as one process's.
 """
 
 EPILOG = """\
@@ -42,6 +46,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def _run(cfg: IngestConfig) -> int:
+    from components.ingest.ingest import ingest, ingest_shard  # the step's libraries load when it runs
+
+    if cfg.shard is not None:
+        part, files = ingest_shard(cfg)
+        print(f"shard {cfg.shard}: {files} files analysed into {part}")
+        return 0
     result = ingest(cfg)
     q = sum(result.quarantined.values())
     print(

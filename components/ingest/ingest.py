@@ -21,7 +21,7 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -29,76 +29,19 @@ import fsspec
 import pandas as pd
 from tqdm.auto import tqdm
 
-from components.common import settings
 from components.common.files import atomic_path
-from components.common.settings import setting
-from components.ingest.filters import FATES, FilterConfig, file_fates, filter_reason
-from components.ingest.media import ANALYSIS_VERSION, AnalysisConfig, Rejected, analyze_later
+from components.ingest.config import OPEN_SORA_COLUMNS, IngestConfig
+from components.ingest.filters import FATES, file_fates, filter_reason
+from components.ingest.media import ANALYSIS_VERSION, Rejected, analyze_later
 from components.ingest.plugins import load_scorers
+from components.ingest.shards import part_path, read_parts, shard_count, shard_of, write_part
 from components.ingest.sources import discover, is_remote
 from components.ingest.split import assign_splits, near_duplicates, source_groups
-from model.planning.buckets import DEFAULT_BUCKETS, smallest_area
 
 log = logging.getLogger(__name__)
 
-OPEN_SORA_COLUMNS = ("path", "text", "num_frames", "height", "width", "aspect_ratio", "fps", "resolution")
-CLIP_MODES = ("rows", "copy", "reencode")
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    inputs: tuple[str, ...] = setting((), "folders, globs, list files, files or URLs", positional=True)
-    out_dir: str = setting("data/ingest", "output folder")
-    cache_dir: str | None = setting(
-        None, "each file's result, kept as soon as it is known (default <out_dir>/cache; a pipeline task: the volume)"
-    )
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
-    filters: FilterConfig = field(default_factory=FilterConfig)
-    max_bytes: int = setting(20 * 2**30, "larger files are quarantined")
-    val_fraction: float = setting(0.05, "share of source videos held out (the validation split)")
-    split_distance: int | None = setting(
-        4, "sources with clips within this many phash bits are one group, held out together (none: same bytes only)"
-    )
-    split_seed: int = setting(0, "seed of the split")
-    clip_mode: str = setting(
-        "rows",
-        "rows: (source, start, end) rows only; copy: clip files by stream copy from keyframes; "
-        "reencode: frame-exact H.264 clip files",
-    )
-    workers: int = setting(1, "processes")
-    aesthetic_model: str | None = setting(None, "CLIP model (id or folder) for the aesthetic score (column aes)")
-    aesthetic_head: str | None = setting(None, "MLP head (torch state dict) on CLIP embeddings for the aesthetic score")
-    ocr_model: str | None = setting(None, "DB text detector (ONNX) for the text-area score (column ocr)")
-    progress: bool = setting(True, "progress bar")
-
-    def __post_init__(self):
-        if self.clip_mode not in CLIP_MODES:
-            raise ValueError(f"clip_mode={self.clip_mode!r} must be one of {CLIP_MODES}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction={self.val_fraction} must be in [0, 1)")
-        if self.split_distance is not None and not 0 <= self.split_distance <= 64:
-            raise ValueError(
-                f"split_distance={self.split_distance} must be a number of phash bits in [0, 64], or none to group "
-                "byte-identical files only"
-            )
-
-    @staticmethod
-    def recipe_defaults(recipe: dict, overrides: list[str]) -> dict:
-        """Under a recipe, the smallest frame kept is the smallest that stage 1 trains on (its bucket_config, with
-        the run's overrides: `stage1.precompute.bucket_config=...`)."""
-
-        def values(sections: tuple[str, ...]) -> dict:
-            return settings.layered(
-                None, recipe=recipe, sections=sections, overrides=settings.scoped(overrides, sections)
-            )
-
-        data = settings.merge(values(("precompute",)), settings.stage_data(values(settings.stage_sections(1))))
-        return {"filters": {"min_pixels": smallest_area(data.get("bucket_config") or DEFAULT_BUCKETS)}}
-
-    def models(self) -> dict[str, str | None]:
-        """The pretrained weights these settings load, by setting (a task checks them at its start)."""
-        return {"ingest.aesthetic_model": self.aesthetic_model, "ingest.aesthetic_head": self.aesthetic_head,
-                "ingest.ocr_model": self.ocr_model}  # fmt: skip
+# how a run fans out, not what it finds: left out of the summary, which is the same whatever the fan-out
+SHARD_SETTINGS = ("num_shards", "files_per_shard", "shard", "merge")
 
 
 @dataclass
@@ -233,26 +176,25 @@ def _clip_rows(result: dict) -> list[dict]:
     return rows
 
 
-def ingest(cfg: IngestConfig) -> IngestResult:
-    """Run the ingest step; see the module docstring. Bad inputs are quarantined, never fatal."""
+def check_inputs(cfg: IngestConfig) -> tuple[list[str], list[str]]:
+    """The settings' cross-checks, then (sources, ignored files) of the inputs."""
     if not cfg.inputs:
         raise ValueError("no inputs: give folders, globs, list files, files or URLs to ingest")
-    if cfg.clip_mode not in CLIP_MODES:
-        raise ValueError(f"clip_mode={cfg.clip_mode!r} must be one of {CLIP_MODES}")
-    if not 0 <= cfg.val_fraction < 1:
-        raise ValueError(f"val_fraction={cfg.val_fraction} must be in [0, 1)")
     if cfg.filters.min_aesthetic is not None and not cfg.aesthetic_model:
         raise ValueError("min_aesthetic filters on the aesthetic score: pass --aesthetic-model and --aesthetic-head")
     if cfg.filters.max_text_area is not None and not cfg.ocr_model:
         raise ValueError("max_text_area filters on the text-area score: pass --ocr-model (a DB text detector)")
     load_scorers(cfg.aesthetic_model, cfg.aesthetic_head, cfg.ocr_model)  # bad paths fail now, before any work
-    out = Path(cfg.out_dir)
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
     sources, ignored = discover(cfg.inputs)
     if not sources:
         raise ValueError(f"no video or image files found in {list(cfg.inputs)}")
-    cache_dir.mkdir(parents=True, exist_ok=True)  # once there is work: a refused run leaves nothing behind
+    return sources, ignored
 
+
+def analyze(cfg: IngestConfig, sources: list[str]) -> list[dict]:
+    """Each source's result (from the cache, or analysed now and kept there), in the order of `sources`."""
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)  # once there is work: a refused run leaves nothing behind
     results: list[dict] = []
     bar = tqdm(total=len(sources), desc="ingest", unit="file", disable=not cfg.progress)
     if cfg.workers <= 1:
@@ -271,8 +213,37 @@ def ingest(cfg: IngestConfig) -> IngestResult:
                 bar.update()
     bar.close()
     order = {spec: i for i, spec in enumerate(sources)}
-    results.sort(key=lambda r: order[r["source"]])
+    return sorted(results, key=lambda r: order[r["source"]])
 
+
+def ingest(cfg: IngestConfig, parts: list[Path] | None = None) -> IngestResult:
+    """Run the ingest step; see the module docstring. Bad inputs are quarantined, never fatal. With `merge`, the
+    analysis is that of the shards' `parts` (default: those in <out_dir>/parts); see ingest_shard."""
+    if cfg.shard is not None:
+        raise ValueError(f"shard={cfg.shard} analyses one shard's files: run ingest_shard (t2v ingest --shard K)")
+    sources, ignored = check_inputs(cfg)
+    if not cfg.merge:
+        return assemble(cfg, sources, ignored, analyze(cfg, sources))
+    n = shard_count(cfg.num_shards, cfg.files_per_shard, len(sources))
+    given = parts if parts is not None else [part_path(cfg.out_dir, k, n) for k in range(n)]
+    return assemble(cfg, sources, ignored, read_parts([p for p in given if Path(p).exists()], sources, n))
+
+
+def ingest_shard(cfg: IngestConfig) -> tuple[Path, int]:
+    """Analyse the files of shard `cfg.shard` (of num_shards) into its part; (the part, its files). A retried task
+    reads what its killed attempt finished from the cache."""
+    sources, _ = check_inputs(cfg)
+    n = shard_count(cfg.num_shards, cfg.files_per_shard, len(sources))
+    if cfg.shard is None or not 0 <= cfg.shard < n:
+        raise ValueError(f"shard={cfg.shard} must be one of the run's {n} shards (0 to {n - 1})")
+    mine = [s for s in sources if shard_of(s, n) == cfg.shard]
+    return write_part(part_path(cfg.out_dir, cfg.shard, n), analyze(cfg, mine)), len(mine)
+
+
+def assemble(cfg: IngestConfig, sources: list[str], ignored: list[str], results: list[dict]) -> IngestResult:
+    """What needs every file's result at once: filters, near-duplicates and split groups across all of them, the
+    split, clip files, the manifest and the summary."""
+    out = Path(cfg.out_dir)
     ok = [r for r in results if r["status"] == "ok"]
     quarantine = pd.DataFrame(
         [{k: r.get(k) for k in ("source", "reason", "detail", "bytes", "hash")} for r in results if r not in ok],
@@ -351,7 +322,7 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         "rejected_clips": dict(Counter(r["reason"].split(" ")[0] for r in rejected)),
         "files": {fate: dict(Counter(fates.code[fates.fate == fate])) for fate in FATES},
         "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
-        "config": asdict(cfg),
+        "config": {k: v for k, v in asdict(cfg).items() if k not in SHARD_SETTINGS},
     }
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=str))

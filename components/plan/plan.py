@@ -17,6 +17,14 @@ from rich.table import Table
 
 from components.common import settings
 from components.common.settings import setting
+from model.planning.data import (
+    ENCODE_MFU,
+    ENCODE_MFU_SOURCE,
+    MEASURED_INGEST_RATE,
+    MEASURED_INGEST_SOURCE,
+    DataPlan,
+    data_plan,
+)
 from model.planning.gpus import GPUS, gpu
 from model.planning.plan import (
     MEASURED_MFU,
@@ -43,6 +51,12 @@ class PlanSettings(Schedule):
     throughput: float | None = setting(None, "samples/s per GPU: also the first stage's GPU-days at this throughput")
     tracking_uri: str = setting("", "MLflow: take the MFU from --run-id and compare the plan with that run")
     run_id: str = setting("", "an MLflow training run (one stage) to compare with")
+    footage_hours: float = setting(0.0, "hours of footage to ingest: its CPU-hours beside the training (0: none)")
+    cpu_cores: int = setting(1024, "CPU cores ingest's shards spread over")
+    ingest_rate: float | None = setting(
+        None, "seconds of footage a core ingests per second (default: benchmarks/ingest.py's measured one)"
+    )
+    encode_mfu: float | None = setting(None, "the encoders' MFU in precompute (default: model.planning.data's)")
 
 
 def load_schedule(path: str | Path, *overrides: str) -> PlanSettings:
@@ -96,9 +110,43 @@ def plan_schedule(cfg: PlanSettings) -> list[StagePlan]:
         first = cfg.stages[0]
         print(f"at {cfg.throughput:g} samples/s/GPU, {first.name} takes "
               f"{days_from_throughput(first, cfg.throughput):.1f} GPU-days")  # fmt: skip
+    print_data_plan(cfg, spec)
     if cfg.tracking_uri and cfg.run_id:
         measured = mlflow_measurements(cfg.tracking_uri, cfg.run_id)
         world = int(measured.get("world_size", 1))
         for key, row in compare_with_run(stages[0], measured, world).items():
             print(f"{key}: plan {row['plan']:.4g}, measured {row['measured']:.4g} ({row['ratio']:.2f}x)")
     return stages
+
+
+def print_data_plan(cfg: PlanSettings, spec) -> DataPlan | None:
+    """Ingest's CPU time for the footage and precompute's GPU time for each stage's clips (their `samples`), with the
+    rates used and where they come from; nothing when the schedule states neither (or encodes online)."""
+    stages = [(s.name, s.samples, s.frames, s.height, s.width) for s in cfg.stages if s.samples]
+    if not cfg.footage_hours and (not stages or cfg.online_encoders):
+        return None
+    rate = cfg.ingest_rate or MEASURED_INGEST_RATE
+    mfu = cfg.encode_mfu or ENCODE_MFU
+    data = data_plan(
+        [] if cfg.online_encoders else stages, footage_hours=cfg.footage_hours, text_tokens=cfg.text_tokens, gpu=spec,
+        num_gpus=cfg.num_gpus, cores=cfg.cpu_cores, ingest_rate=rate, encode_mfu=mfu,
+    )  # fmt: skip
+    rate_source = "stated" if cfg.ingest_rate else f"measured: {MEASURED_INGEST_SOURCE}"
+    mfu_source = "stated" if cfg.encode_mfu else ENCODE_MFU_SOURCE
+    table = Table(title="data processing (before training)")
+    for col in ("step", "work", "rate", "resource-hours", "hours", "on"):
+        table.add_column(col, justify="right")
+    if cfg.footage_hours:
+        table.add_row(
+            "ingest", f"{cfg.footage_hours:,.0f} h of footage", f"{rate:.2f} s of footage / core-s",
+            f"{data.ingest_core_hours:,.1f} core-h", f"{data.ingest_hours:,.2f}", f"{cfg.cpu_cores} cores",
+        )  # fmt: skip
+    for name, (clips, hours) in data.encode.items():
+        stage = next(s for s in cfg.stages if s.name == name)
+        table.add_row(
+            f"precompute {name}", f"{clips:,} clips of {stage.frames}x{stage.height}x{stage.width}", f"MFU {mfu:.2f}",
+            f"{hours:,.1f} GPU-h", f"{hours / cfg.num_gpus:,.2f}", f"{cfg.num_gpus} GPUs",
+        )  # fmt: skip
+    Console(width=max(170, Console().width)).print(table)
+    print(f"ingest rate: {rate_source}; encoding MFU: {mfu_source}")
+    return data

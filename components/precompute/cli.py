@@ -15,6 +15,10 @@ resize-cropped to the bucket, then encoded by the VAE; its caption by the T5 tex
 the encoders, the buckets and the sampling: an unchanged re-run reuses it.
 
 --bucket-config: JSON or YAML (inline, or a file), e.g. '{"256": {"1": [1.0, 32], "16": [1.0, 4]}}'.
+
+The files are encoded as a pipeline run spreads them over --num-shards tasks (file j by task j mod n, one GPU each),
+here one task after the other, each file written as soon as it is done: an interrupted run goes on from the files
+it wrote. The folder holds the same tensors and index whatever the number of tasks.
 """
 
 

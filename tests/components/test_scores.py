@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from components.common.scores import passing, shrink, thresholds, unscored
-from components.ingest.ingest import IngestConfig
+from components.ingest.config import IngestConfig
 from pipelines.recipe import check
 
 

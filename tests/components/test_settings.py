@@ -15,7 +15,7 @@ from components.caption.caption import CaptionConfig
 from components.common import cli, settings
 from components.evaluate import component as evaluate_component
 from components.ingest import component as ingest_component
-from components.ingest.ingest import IngestConfig
+from components.ingest.config import IngestConfig
 from components.precompute import component as precompute_component
 from components.register import component as register_component
 from components.synth import component as synth_component
@@ -29,9 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 # the settings each KFP component's task resolves
 COMPONENTS = {
     "synth": [synth_component.synth],
-    "ingest": [ingest_component.ingest],
+    "ingest": [ingest_component.ingest_shard_ids, ingest_component.ingest_shard, ingest_component.ingest_merge],
     "caption": [caption_component.caption_shard_ids, caption_component.caption_shard, caption_component.caption_merge],
-    "precompute-stage-1": [precompute_component.precompute],
+    "precompute-stage-1": [
+        precompute_component.precompute_shard_ids,
+        precompute_component.precompute_shard,
+        precompute_component.precompute_merge,
+    ],
     "train-stage-1": [train_component.train_stage, train_component.train_stage_nodes],
     "evaluate": [evaluate_component.evaluate],
     "register": [register_component.register],

@@ -43,8 +43,8 @@ def test_dvc_repro_runs_every_stage(tmp_path):
     assert len(captioned) == len(manifest) and captioned.text.str.len().gt(0).all()
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
     assert set(lock["stages"]) == {
-        "synth", "ingest", "caption", "tiny-models", "precompute", "train-stage-1", "train-stage-2", "train-stage-3",
-        "evaluate", "register",
+        "synth", "ingest-shard@0", "ingest-shard@1", "ingest", "caption", "tiny-models", "precompute", "train-stage-1",
+        "train-stage-2", "train-stage-3", "evaluate", "register",
     }  # fmt: skip
     decision = json.loads((tmp_path / "data" / "register" / "decision.json").read_text())
     assert decision["version"] == "1" and decision["promoted"]  # the first version becomes champion
@@ -101,8 +101,19 @@ def test_each_stage_depends_on_exactly_the_code_it_imports():
     edges, files = graph(), source_files()
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
+        stage = stage.get("do", stage)  # a foreach stage's template
         module = stage["cmd"].split("python -m ", 1)[1].split()[0]
         modules = closure([f"{module}.__main__"], edges)
         imported = {str(files[m].relative_to(ROOT)) for m in modules if files[m].stat().st_size}  # empty: no code
         listed = {d for d in stage.get("deps", []) if d.endswith(".py")}
         assert listed == imported, (name, sorted(imported - listed), sorted(listed - imported))
+
+
+def test_dvc_fans_ingest_out_over_the_recipes_shards():
+    """dvc.yaml's ingest shards are the recipe's: a shard per item of `foreach`, the merge reads each one's part."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    n = yaml.safe_load((ROOT / "params.yaml").read_text())["ingest"]["num_shards"]
+    assert stages["ingest-shard"]["foreach"] == list(range(n))
+    parts = [f"data/ingest/parts/shard-{k}-of-{n}.jsonl" for k in range(n)]
+    assert [d for d in stages["ingest"]["deps"] if "/parts/" in d] == parts
+    assert stages["ingest-shard"]["do"]["outs"] == [f"data/ingest/parts/shard-${{item}}-of-{n}.jsonl"]

@@ -15,9 +15,20 @@ from t2v.cli import main
 from tests.runs import SMALL, sets
 
 ROOT = Path(__file__).resolve().parents[2]
-ORDER = ["synth", "ingest", "for-loop-1", "caption-merge", "precompute", "train-stage", "train-stage-2",
-         "train-stage-3", "evaluate", "register"]  # fmt: skip
-PRECOMPUTES = ["precompute", "precompute-2", "precompute-3"]  # one per stage's data, one after the other
+ORDER = ["synth", "ingest-shard-ids", "for-loop-1", "ingest-merge", "for-loop-2", "caption-merge", "for-loop-3",
+         "precompute-merge", "train-stage", "train-stage-2", "train-stage-3", "evaluate", "register"]  # fmt: skip
+# each data step's fan-out: its shard list, its loop (one task per shard) and the merge
+FAN_OUTS = {"ingest": ("ingest-shard-ids", "for-loop-1", "ingest-shard", "ingest-merge"),
+            "caption": ("caption-shard-ids", "for-loop-2", "caption-shard", "caption-merge"),
+            "precompute": ("precompute-shard-ids", "for-loop-3", "precompute-shard", "precompute-merge")}  # fmt: skip
+
+
+def loop_tasks(pipeline: dict) -> dict:
+    """The tasks inside the fan-outs' loops, by name."""
+    tasks = pipeline["root"]["dag"]["tasks"]
+    loops = [pipeline["components"][tasks[loop]["componentRef"]["name"]]["dag"]["tasks"] for _, loop, *_ in
+             FAN_OUTS.values()]  # fmt: skip
+    return {name: task for loop in loops for name, task in loop.items()}
 
 
 @pytest.fixture(scope="module")
@@ -30,22 +41,47 @@ def ir(tmp_path_factory):
 def test_every_step_runs_after_the_one_before(ir):
     pipeline, _ = ir
     tasks = pipeline["root"]["dag"]["tasks"]
-    assert set(ORDER) | set(PRECOMPUTES) | {"caption-shard-ids"} == set(tasks)
+    assert set(ORDER) | {ids for ids, *_ in FAN_OUTS.values()} == set(tasks)
     for before, after in itertools.pairwise(ORDER):
         assert before in tasks[after].get("dependentTasks", []), (before, after)
-    for before, after in itertools.pairwise(PRECOMPUTES):  # the same data twice is encoded once, then reused
-        assert before in tasks[after]["dependentTasks"], (before, after)
+    for step, (ids, loop, shard, merge) in FAN_OUTS.items():
+        assert tasks[ids]["taskInfo"]["name"] == f"{step}-shards"
+        assert tasks[loop]["parameterIterator"]["items"]["inputParameter"] == f"pipelinechannel--{ids}-Output"
+        assert list(pipeline["components"][tasks[loop]["componentRef"]["name"]]["dag"]["tasks"]) == [shard]
+        assert loop in tasks[merge]["dependentTasks"]
+        collected = tasks[merge]["inputs"]["artifacts"]["parts"]["taskOutputArtifact"]
+        assert collected == {"outputArtifactKey": f"pipelinechannel--{shard}-part", "producerTask": loop}
     trains = ["train-stage", "train-stage-2", "train-stage-3"]
-    for n, (precompute, train) in enumerate(zip(PRECOMPUTES, trains, strict=True), 1):
-        assert tasks[train]["inputs"]["artifacts"]["data"]["taskOutputArtifact"]["producerTask"] == precompute
-        assert tasks[precompute]["inputs"]["parameters"]["stage"]["runtimeValue"]["constant"] == n
-        assert tasks[precompute]["taskInfo"]["name"] == f"precompute-stage-{n}"
-    loop = pipeline["components"][tasks["for-loop-1"]["componentRef"]["name"]]
-    assert list(loop["dag"]["tasks"]) == ["caption-shard"]  # the fan-out, one task per shard
-    assert tasks["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith("caption-shard-ids-Output")
+    for n, train in enumerate(trains, 1):  # each stage's data, from the one merge of every stage's latents
+        data = tasks[train]["inputs"]["artifacts"]["data"]["taskOutputArtifact"]
+        assert data == {"outputArtifactKey": f"stage{n}", "producerTask": "precompute-merge"}
     names = {name: task["taskInfo"]["name"] for name, task in tasks.items()}
     assert [names[n] for n in ("train-stage", "train-stage-2", "train-stage-3")] == [
         "train-stage-1", "train-stage-2", "train-stage-3"]  # fmt: skip
+
+
+def test_the_data_steps_fan_out_with_the_clusters_resources(ir):
+    """Ingest's shards on CPU nodes with its CPU, memory and retries; precompute's on a GPU each, with /dev/shm,
+    tolerations and the node selector; every shard with the data volume (where its cache and staged files are) and
+    the models volume."""
+    pipeline, k8s = ir
+    executors = pipeline["deploymentSpec"]["executors"]
+    ingest, encode = (
+        executors[f"exec-{name}"]["container"]["resources"] for name in ("ingest-shard", "precompute-shard")
+    )
+    assert "accelerator" not in ingest and (ingest["resourceCpuLimit"], ingest["resourceMemoryLimit"]) == ("16", "32G")
+    assert (encode["accelerator"]["resourceType"], encode["accelerator"]["resourceCount"]) == ("nvidia.com/gpu", "1")
+    assert (encode["resourceCpuLimit"], encode["resourceMemoryLimit"]) == ("16", "64G")
+    assert "tolerations" not in k8s["exec-ingest-shard"] and k8s["exec-precompute-shard"]["tolerations"]
+    assert k8s["exec-precompute-shard"]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    for name in ("ingest-shard", "precompute-shard"):
+        mounts = {m["constant"]: m["mountPath"] for m in k8s[f"exec-{name}"]["pvcMount"]}
+        assert mounts == {"t2v-data": "/mnt/data", "t2v-models": "/mnt/models"}, name
+        secrets = [s["secretName"] for s in k8s[f"exec-{name}"]["secretAsEnv"]]
+        assert secrets == ["dvc-credentials"], name  # the footage's keys, never MLflow's
+    inner = loop_tasks(pipeline)
+    assert inner["ingest-shard"]["retryPolicy"]["maxRetryCount"] == 1
+    assert inner["precompute-shard"]["retryPolicy"]["maxRetryCount"] == 1
 
 
 def test_every_task_reads_the_pipelines_recipe_and_the_cluster_dedups_by_default(ir):
@@ -53,9 +89,8 @@ def test_every_task_reads_the_pipelines_recipe_and_the_cluster_dedups_by_default
 
     pipeline, _ = ir
     tasks = pipeline["root"]["dag"]["tasks"]
-    loop = pipeline["components"][tasks["for-loop-1"]["componentRef"]["name"]]["dag"]["tasks"]
-    for name, task in [*tasks.items(), *loop.items()]:
-        if name == "for-loop-1":
+    for name, task in [*tasks.items(), *loop_tasks(pipeline).items()]:
+        if name.startswith("for-loop-"):
             continue
         params = task["inputs"]["parameters"]
         for key in ("recipe", "overrides"):  # wired to the pipeline's own parameter (through the loop inside it)
@@ -71,7 +106,7 @@ def test_a_task_reads_every_model_setting_and_fails_at_its_start_when_a_model_is
     from components.common.kfp import step_settings
     from components.common.toy.models import build_models_volume
     from components.evaluate.config import EvalConfig
-    from components.ingest.ingest import IngestConfig
+    from components.ingest.config import IngestConfig
     from model.weights.hub import PRODUCTION_MODELS as M
     from model.weights.hub import ModelNotFound
 
@@ -125,7 +160,7 @@ def test_training_runs_on_gpus_with_shm_pvc_secrets_and_tolerations(ir):
     secrets = {s["secretName"]: {k["secretKey"]: k["envVar"] for k in s["keyToEnv"]} for s in train["secretAsEnv"]}
     assert secrets["mlflow-credentials"]["password"] == "MLFLOW_TRACKING_PASSWORD"
     assert secrets["dvc-credentials"]["access_key_id"] == "AWS_ACCESS_KEY_ID"
-    assert "accelerator" not in executors["exec-ingest"]["container"].get("resources", {})
+    assert "accelerator" not in executors["exec-ingest-merge"]["container"].get("resources", {})
     assert "tolerations" not in k8s["exec-register"]  # CPU steps go anywhere
     for name, executor in executors.items():  # our image, nothing installed at start-up
         assert executor["container"]["image"] == "ghcr.io/t2v-pipeline/t2v-pipeline:0.1.0", name
@@ -146,8 +181,9 @@ def test_every_task_mounts_the_models_volume_offline_and_the_run_records_in_the_
 # which tasks get which Secret (docs/cluster.md, "Who holds which keys"): the data keys (DVC's and the footage's
 # buckets) where a task reads footage, MLflow's identity where it talks to MLflow; the keys of MLflow's artifact
 # bucket (mlflow-store) nowhere: artifacts go through the MLflow server
-FOOTAGE_TASKS = {"exec-ingest", "exec-caption-shard", "exec-precompute", "exec-precompute-2", "exec-precompute-3",
-                 "exec-train-stage", "exec-train-stage-2", "exec-train-stage-3"}  # fmt: skip
+# the tasks that list or decode footage: ingest's (the shard list lists the sources), caption's and precompute's shards
+FOOTAGE_TASKS = {"exec-ingest-shard-ids", "exec-ingest-shard", "exec-ingest-merge", "exec-caption-shard",
+                 "exec-precompute-shard", "exec-train-stage", "exec-train-stage-2", "exec-train-stage-3"}  # fmt: skip
 MLFLOW_TASKS = {"exec-train-stage", "exec-train-stage-2", "exec-train-stage-3", "exec-evaluate", "exec-register"}
 
 
@@ -166,7 +202,7 @@ def test_each_task_gets_only_the_secrets_its_step_needs_and_none_the_artifact_st
     pipeline, k8s = ir
     assert set(pipeline["deploymentSpec"]["executors"]) >= FOOTAGE_TASKS | MLFLOW_TASKS
     assert task_secrets(k8s) == {"dvc-credentials": FOOTAGE_TASKS, "mlflow-credentials": MLFLOW_TASKS}
-    (data,) = [s for s in k8s["exec-ingest"]["secretAsEnv"] if s["secretName"] == "dvc-credentials"]
+    (data,) = [s for s in k8s["exec-ingest-shard"]["secretAsEnv"] if s["secretName"] == "dvc-credentials"]
     assert {k["secretKey"]: k["envVar"] for k in data["keyToEnv"]} == {
         "access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY",
         "endpoint_url": "AWS_ENDPOINT_URL_S3"}  # fmt: skip
@@ -221,7 +257,7 @@ def test_training_retries_and_is_never_served_from_cache(ir):
     for name in ("train-stage", "train-stage-2", "train-stage-3", "evaluate", "register"):
         assert not tasks[name]["cachingOptions"].get("enableCache"), name
     assert tasks["synth"]["cachingOptions"]["enableCache"]  # data steps are deterministic
-    assert tasks["ingest"]["cachingOptions"]["enableCache"]
+    assert tasks["ingest-merge"]["cachingOptions"]["enableCache"]
 
 
 def test_submit_dry_run_prints_the_request(capsys):
@@ -240,9 +276,9 @@ def test_submit_dry_run_prints_the_request(capsys):
 
 
 # every task of the toy recipe's run (two caption shards), as the DAG names it
-TASKS = ["synth", "ingest", "caption-shards", "caption-shard-0", "caption-shard-1", "caption-merge",
-         "precompute-stage-1", "precompute-stage-2", "precompute-stage-3", "train-stage-1", "train-stage-2",
-         "train-stage-3", "evaluate", "register"]  # fmt: skip
+# every task of the toy recipe's run (two shards of each data step), as the DAG names it
+TASKS = ["synth", *(f"{step}-{part}" for step in FAN_OUTS for part in ("shards", "shard-0", "shard-1", "merge")),
+         "train-stage-1", "train-stage-2", "train-stage-3", "evaluate", "register"]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -256,9 +292,10 @@ def test_the_terminal_shows_each_task_its_time_and_figure_and_the_log_holds_the_
     _, _, evaluation, decision = local_run
     pipeline, _ = ir
     tasks = pipeline["root"]["dag"]["tasks"]
-    loop = pipeline["components"][tasks["for-loop-1"]["componentRef"]["name"]]["dag"]["tasks"]
-    names = {t["taskInfo"]["name"] for t in [*tasks.values(), *loop.values()]} - {"for-loop-1", "caption-shard"}
-    assert sorted(TASKS) == sorted(names | {"caption-shard-0", "caption-shard-1"})  # the DAG's own names
+    inner = loop_tasks(pipeline)
+    names = {t["taskInfo"]["name"] for t in [*tasks.values(), *inner.values()]}
+    names -= {loop for _, loop, *_ in FAN_OUTS.values()} | {shard for _, _, shard, _ in FAN_OUTS.values()}
+    assert sorted(TASKS) == sorted(names | {f"{step}-shard-{k}" for step in FAN_OUTS for k in (0, 1)})  # the DAG's
 
     lines = shown.splitlines()
     assert len(lines) <= 60, shown
@@ -274,10 +311,14 @@ def test_the_terminal_shows_each_task_its_time_and_figure_and_the_log_holds_the_
     # each figure is the run's own
     captioned = pd.read_parquet(evaluation.parents[1] / "caption-merge" / "captioned" / "manifest.parquet")
     assert done["synth"][1] == "8 videos and 4 stills of 64 px"  # the small toy world (tests/runs.py)
-    assert done["ingest"][1].startswith(f"{len(captioned)} clips kept from ")
+    assert done["ingest-shards"][1] == "2 shards of 12 files"
+    assert sum(int(done[f"ingest-shard-{n}"][1].split()[0]) for n in (0, 1)) == 12
+    assert done["ingest-merge"][1].startswith(f"{len(captioned)} clips kept from 12 files")
     assert done["caption-merge"][1].startswith(f"{len(captioned)} captions")
     assert sum(int(done[f"caption-shard-{n}"][1].split()[0]) for n in (0, 1)) == len(captioned)
-    assert done["precompute-stage-1"][1].endswith("latents written")
+    assert done["precompute-shards"][1].startswith("2 shards of ")
+    clips = len(captioned)  # every clip fits the toy recipe's buckets, and the three stages share one data
+    assert done["precompute-merge"][1] == f"latents of 1 data: stage 1: {clips}, stage 2: {clips}, stage 3: {clips}"
     state = json.loads((evaluation.parents[1] / "train-stage-3" / "model" / "export" / "train_state.json").read_text())
     assert done["train-stage-3"][1].startswith("2 steps, final loss ")
     assert done["train-stage-3"][1].endswith(f"validation loss {state['val_loss']:.4f}")
@@ -293,8 +334,8 @@ def test_the_terminal_shows_each_task_its_time_and_figure_and_the_log_holds_the_
     assert not [line for line in lines if line.lstrip().startswith(("{", "[", '"'))], shown  # no JSON
 
     text = log.read_text()  # what kfp.local and every task printed
-    for task in [*tasks, *loop]:  # kfp.local's own lines, by its names of the tasks
-        if task != "for-loop-1":
+    for task in [*tasks, *inner]:  # kfp.local's own lines, by its names of the tasks
+        if not task.startswith("for-loop-"):
             assert f"Executing task \x1b[96m'{task}'" in text, task
     assert "executor_output.json" in text
     assert "Pipeline \x1b[95m't2v-pipeline'\x1b[0m finished with status" in text

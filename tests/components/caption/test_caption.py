@@ -13,7 +13,8 @@ from components.caption.cleanup import append_scores
 from components.caption.frames import clip_frames, frame_indices
 from components.common import settings
 from components.common.toy.tiny import build_tiny_llava_next, build_tiny_llava_next_video
-from components.ingest.ingest import IngestConfig, ingest
+from components.ingest.config import IngestConfig
+from components.ingest.ingest import ingest
 from components.synth.synth import SynthConfig, synth
 from model.inference.prompts import clean_caption
 

@@ -12,7 +12,8 @@ import pytest
 
 from components.common import settings
 from components.common.video import read_clip_frames
-from components.ingest.ingest import IngestConfig, ingest
+from components.ingest.config import IngestConfig
+from components.ingest.ingest import ingest
 from components.ingest.media import AnalysisConfig, analyze
 from tests.components.ingest import media_files as mf
 

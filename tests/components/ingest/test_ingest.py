@@ -6,7 +6,8 @@ import pytest
 
 from components.common import settings
 from components.ingest import ingest as ingest_module
-from components.ingest.ingest import IngestConfig, ingest
+from components.ingest.config import IngestConfig
+from components.ingest.ingest import ingest
 from components.ingest.media import AnalysisConfig, analyze
 from components.ingest.sources import discover
 from components.ingest.split import assign_splits, near_duplicates

@@ -5,7 +5,8 @@ import socket
 import pandas as pd
 import pytest
 
-from components.ingest.ingest import IngestConfig, ingest
+from components.ingest.config import IngestConfig
+from components.ingest.ingest import ingest
 from components.synth.synth import SynthConfig, synth
 
 

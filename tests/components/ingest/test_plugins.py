@@ -8,7 +8,8 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 
 from components.common import settings
 from components.common.toy.tiny import build_tiny_db_detector
-from components.ingest.ingest import IngestConfig, ingest
+from components.ingest.config import IngestConfig
+from components.ingest.ingest import ingest
 from components.ingest.plugins import AestheticScorer, TextAreaScorer, mlp_from_state_dict
 from components.synth.synth import SynthConfig, synth
 

@@ -1,4 +1,5 @@
-"""The held-out split by groups: a file and its re-encoded copy never straddle it."""
+"""The held-out split by groups: a file and its re-encoded copy never straddle it, and the split is the same
+whatever the number of shards a run fans out over."""
 
 import subprocess
 
@@ -6,7 +7,9 @@ import pandas as pd
 import pytest
 
 from components.common import settings
-from components.ingest.ingest import IngestConfig, ingest
+from components.ingest.config import IngestConfig
+from components.ingest.ingest import ingest, ingest_shard
+from components.ingest.shards import shard_of
 from components.ingest.split import assign_splits, source_groups
 
 # six kinds of footage (ffmpeg's test sources, textured as camera footage is), 3 s each. A perceptual hash of a
@@ -79,3 +82,27 @@ def test_groups_are_transitive_and_decided_once():
 def test_a_split_distance_outside_the_hash_is_refused_by_name(distance):
     with pytest.raises(ValueError, match=rf"split_distance={distance} must be a number of phash bits in \[0, 64\]"):
         IngestConfig(inputs=("x",), split_distance=distance)
+
+
+def test_three_shards_give_the_manifest_of_one(footage, tmp_path):
+    """Fanned out over three shards (near-duplicates in different shards, analysed with a cache of their own), the
+    merge writes the manifest, rejections, fates and summary of one process; a missing shard is named."""
+    root, pairs = footage
+    one = IngestConfig(inputs=(str(root),), out_dir=str(tmp_path / "one"), cache_dir=str(tmp_path / "cache1"),
+                       val_fraction=0.5, progress=False)  # fmt: skip
+    whole = ingest(one)
+    fanned = settings.updated(one, {"out_dir": str(tmp_path / "three"), "cache_dir": str(tmp_path / "cache3"),
+                                    "num_shards": 3})  # fmt: skip
+    assert any(shard_of(str(a), 3) != shard_of(str(b), 3) for a, b in pairs)  # copies the merge must find apart
+    for k in (0, 2):
+        ingest_shard(settings.updated(fanned, {"shard": k}))
+    with pytest.raises(ValueError, match=r"shards \[1\] of 3 did not finish"):
+        ingest(settings.updated(fanned, {"merge": True}))
+    assert not (tmp_path / "three" / "manifest.parquet").exists()
+    ingest_shard(settings.updated(fanned, {"shard": 1}))
+    merged = ingest(settings.updated(fanned, {"merge": True}))
+    for name in ("manifest.parquet", "rejected_clips.parquet", "files.parquet", "quarantine.parquet"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "three" / name).read_bytes(), name
+    assert merged.summary == {**whole.summary, "config": {**whole.summary["config"], "out_dir": fanned.out_dir,
+                                                          "cache_dir": fanned.cache_dir}}  # fmt: skip
+    assert whole.summary["rejected_clips"]["near-duplicate"] > 0

@@ -92,3 +92,31 @@ def test_the_shipped_schedules_state_only_what_differs_from_the_defaults():
                 for k, v in stated.items() for s, w in (v.items() if isinstance(v, dict) else [(None, v)])}  # fmt: skip
         assert [k for k, v in flat.items() if k in defaults and defaults[k] == v] == [], path
         load_schedule(path)
+
+
+def test_the_plan_sizes_the_data_steps_with_the_rates_it_names(capsys):
+    """Open-Sora 1.0's footage through ingest on the CPU cores, each stage's clips through precompute on the GPUs:
+    the figures are model.planning.data's, and the output says where each rate comes from."""
+    from model.planning.data import (
+        ENCODE_MFU,
+        ENCODE_MFU_SOURCE,
+        MEASURED_INGEST_RATE,
+        MEASURED_INGEST_SOURCE,
+        data_plan,
+    )
+
+    path = ROOT / "configs/plan/opensora-1.0.yaml"
+    assert main(["plan", "--config", str(path), "--gpu", "h800", "--num-gpus", "64", "--cpu-cores", "512"]) == 0
+    out = capsys.readouterr().out
+    schedule = load_schedule(path)
+    stages = [(s.name, s.samples, s.frames, s.height, s.width) for s in schedule.stages]
+    data = data_plan(stages, footage_hours=schedule.footage_hours, text_tokens=120, gpu=gpu("h800"), num_gpus=64,
+                     cores=512)  # fmt: skip
+    assert schedule.footage_hours == 1000 and data.ingest_core_hours == 1000 / MEASURED_INGEST_RATE
+    assert f"{data.ingest_core_hours:,.1f} core-h" in out and f"{data.ingest_hours:,.2f}" in out
+    for name, (clips, hours) in data.encode.items():
+        row = next(line for line in out.splitlines() if f"precompute {name} " in line)
+        assert f"{clips:,} clips" in row and f"{hours:,.1f} GPU-h" in row and f"MFU {ENCODE_MFU:.2f}" in row
+    assert f"ingest rate: measured: {MEASURED_INGEST_SOURCE}; encoding MFU: {ENCODE_MFU_SOURCE}" in out
+    assert main(["plan", "--config", str(path), "--num-gpus", "64", "--ingest-rate", "4", "--encode-mfu", "0.5"]) == 0
+    assert "ingest rate: stated; encoding MFU: stated" in capsys.readouterr().out

@@ -1,18 +1,23 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from pandas.testing import assert_frame_equal
+from safetensors.torch import load_file, save_file
 
 from components.caption.caption import CaptionConfig, caption
 from components.common import settings
 from components.common.latents import plan
 from components.common.toy.tiny import build_tiny_t5, build_tiny_vae, build_tiny_video_vae
 from components.common.video import read_frames
-from components.ingest.ingest import IngestConfig, ingest
+from components.ingest.config import IngestConfig
+from components.ingest.ingest import ingest
+from components.precompute import precompute as precompute_module
 from components.precompute.config import PrecomputeConfig
-from components.precompute.precompute import precompute
+from components.precompute.precompute import encode_files, finish, layout, precompute
 from components.synth.synth import SynthConfig, synth
 from model.planning.buckets import assign, bucket_size, resize_crop, validate
 from model.weights.encoders import PatchAutoencoder, TextEncoder, load_vae
@@ -148,3 +153,43 @@ def test_a_3d_video_vae_compresses_time_too(tmp_path):
     latents = vae.encode(torch.rand(1, 3, 5, 32, 32) * 2 - 1)
     assert vae.temporal_compression == 2 and latents.shape == (1, 4, 3, 16, 16)  # causal: 1 + (5 - 1) / 2 frames
     assert vae.decode(latents).shape == (1, 3, 5, 32, 32)
+
+
+def test_three_tasks_write_the_folder_of_one_and_a_killed_task_resumes(data, tmp_path, monkeypatch):
+    """Fanned out over three tasks (file j to task j mod 3), the folder holds the tensors and index one process
+    writes; a task killed after its first file re-encodes only the file it had not finished."""
+    batches = layout(config(data, tmp_path, shard_size=3, batch_size=2)).files
+    assert [len(f) for f in batches[:-1]] == [2] * (len(batches) - 1)  # a file ends at a batch's end, never in one
+    sizes = {"vae": data["vae"], "shard_size": 1, "batch_size": 1}  # a clip per file: seven files, task 1 has two
+    one = precompute(config(data, tmp_path / "one", **sizes))
+    cfg = config(data, tmp_path / "three", num_shards=3, **sizes)
+    files = layout(cfg).files
+    assert len(files) >= 5
+    encode_files(cfg, layout(cfg), 0, 3)
+    written = []
+
+    def killed_after_one_file(tensors, path):
+        if written:
+            raise RuntimeError("killed")
+        written.append(path)
+        save_file(tensors, path)
+
+    monkeypatch.setattr(precompute_module, "save_file", killed_after_one_file)
+    with pytest.raises(RuntimeError, match="killed"):
+        encode_files(cfg, layout(cfg), 1, 3)
+    monkeypatch.undo()
+    encode_files(cfg, layout(cfg), 2, 3)
+    with pytest.raises(ValueError, match=r"tasks \[1\] of 3 did not finish"):
+        finish(cfg, layout(cfg))
+    assert encode_files(cfg, layout(cfg), 1, 3) == len(files[1::3]) - 1  # what the killed attempt left
+    three = finish(cfg, layout(cfg))
+    assert three.key == one.key and not three.reused
+    assert_frame_equal(three.index, one.index)
+    names = sorted(p.name for p in one.out_dir.iterdir())
+    assert names == sorted(p.name for p in three.out_dir.iterdir()) and len(names) == len(files) + 2
+    for name in (n for n in names if n.endswith(".safetensors")):
+        a, b = load_file(one.out_dir / name), load_file(three.out_dir / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    meta = [json.loads((r.out_dir / "meta.json").read_text()) for r in (one, three)]
+    assert meta[0] == {**meta[1], "config": {**meta[1]["config"], "out_root": str(tmp_path / "one")}}
+    assert sorted(p.name for p in (tmp_path / "three").iterdir()) == sorted(["LATEST", three.key])  # no staging
