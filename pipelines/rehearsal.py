@@ -211,13 +211,10 @@ def _latest_run(root: Path) -> Path:
 
 
 def _stage_latents(run: Path) -> dict[int, Path]:
-    """Each stage's precompute folder, through the task's `latents` artifact (LATEST names it)."""
+    """Each stage's precompute folder, through the merge's `stage<N>` artifact (LATEST names it)."""
     from components.common.latents import resolve
 
-    found = {}
-    for n, task in ((1, "precompute"), (2, "precompute-2"), (3, "precompute-3")):
-        found[n] = resolve(run / task / "latents")
-    return found
+    return {n: resolve(run / "precompute-merge" / f"stage{n}") for n in (1, 2, 3)}
 
 
 def _version(tracking_uri: str) -> dict:

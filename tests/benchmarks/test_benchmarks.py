@@ -111,7 +111,8 @@ def test_demo_benchmark_quick(stopped_run):
     """The figures of the session's small DAG run (tests/runs.py: demo.py's --quick sizes), read from its log."""
     result = run_benchmark("demo.py", "--quick", "--run", str(stopped_run.root))
     steps = result["step_s"]
-    for name in ("synth", "ingest", "caption-shard", "caption-merge", "precompute", "train-stage", "train-stage-2",
+    for name in ("synth", "ingest-shard-ids", "ingest-shard", "ingest-merge", "caption-shard", "caption-merge",
+                 "precompute-shard-ids", "precompute-shard", "precompute-merge", "train-stage", "train-stage-2",
                  "train-stage-3", "evaluate", "register"):  # fmt: skip
         assert steps[name] > 0, name
     assert set(result["adherence"]) == {"colour", "shape", "direction", "background"}
