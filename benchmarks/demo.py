@@ -93,6 +93,20 @@ def main(argv: list[str] | None = None) -> dict:
     if moved["displacement_truth"] is not None:
         print(f"\nshapes travel {moved['displacement']:.1f} px per clip in the direction asked; the held-out "
               f"footage's {moved['displacement_truth']:.1f} px (ratio {moved['displacement_ratio']:.2f})")  # fmt: skip
+    groups = {  # with a recipe that holds combinations out of training: those prompts and the others apart
+        group: {name: metrics[f"adherence/{group}/{name}"] for name in (*ATTRIBUTES, "prompts")
+                if f"adherence/{group}/{name}" in metrics}
+        for group in ("held_out", "seen")
+        if f"adherence/{group}/mean" in metrics
+    }  # fmt: skip
+    pairs = {
+        k: metrics[f"adherence/pairs/{k}"] for k in ("objects", "both", "prompts") if f"adherence/pairs/{k}" in metrics
+    }
+    for group, scores in groups.items():
+        print(f"{group}: " + ", ".join(f"{k} {v:.0%}" for k, v in scores.items() if k != "prompts")
+              + f" over {scores['prompts']:.0f} prompts")  # fmt: skip
+    if pairs:
+        print(f"two-shape prompts: {pairs['objects']:.0%} of the shapes right, both right in {pairs['both']:.0%}")
     prompts = len(json.loads((evaluation / "metrics.json").read_text())["samples"])
     result = {
         "quick": args.quick,
@@ -103,6 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
         **moved,
         "val_loss": metrics["val_loss"],
         "prompts": prompts,
+        **({"adherence_" + group: scores for group, scores in groups.items()}),
+        **({"pairs": pairs} if pairs else {}),
     }
     if not args.quick:
         ratio = moved["displacement_ratio"]
@@ -115,6 +131,17 @@ def main(argv: list[str] | None = None) -> dict:
             "displacement_within_30%": ratio is not None and abs(ratio - 1) <= 0.3,
             "total_s<=600": total <= 600,
         }
+        if groups:  # composition: combinations no training clip showed, read as well as the seen ones
+            held, seen = groups.get("held_out", {}), groups.get("seen", {})
+            result["targets_met"] |= {
+                "held_out_prompts>=48": held.get("prompts", 0) >= 48,
+                "seen_prompts>=48": seen.get("prompts", 0) >= 48,
+                "held_out_direction>=0.8": held.get("direction", 0) >= 0.8,
+                "held_out_shape>=0.9": held.get("shape", 0) >= 0.9,
+                "seen_shape>=0.9": seen.get("shape", 0) >= 0.9,
+                "held_out_colour>=0.95": held.get("colour", 0) >= 0.95,
+                "held_out_background>=0.95": held.get("background", 0) >= 0.95,
+            }
     print(json.dumps(result))
     return result
 

@@ -9,6 +9,8 @@ The detector knows only the toy world's palette (components/synth/synth.py), not
   frames (reliable from 24 px frames up: below that a circle can fill its box);
 - direction: the sign of the larger of the horizontal and vertical slopes of the region's centre over time
   ("none" when it moves less than a pixel in all; "" for single frames, which rest).
+Two shapes at once (`detect_objects`) are told apart by colour: each region takes the palette colour nearest its
+median, and each of the two colours covering the most pixels is read as one shape is, on its own regions.
 `displacement` measures how far the shape travels in the direction asked, from the same straight-line fit: a
 model can read the right direction while moving a fraction of the distance the footage moves.
 """
@@ -34,19 +36,26 @@ def _nearest(value: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str
     return min(palette, key=lambda name: float(np.sum((np.asarray(palette[name], np.float64) - value) ** 2)))
 
 
-def _track(video: np.ndarray):
-    """Per frame where the shape is found: its pixels, how much of its bounding box it fills, its centre (x, y) and
-    the frame's index; and the background colour."""
-    frames = video.astype(np.float64)
+def _background(frames: np.ndarray) -> np.ndarray:
+    """The median colour of the frames' borders."""
     border = np.concatenate(
         [frames[:, 0].reshape(-1, 3), frames[:, -1].reshape(-1, 3), frames[:, :, 0].reshape(-1, 3),
          frames[:, :, -1].reshape(-1, 3)]
     )  # fmt: skip
-    background = np.median(border, axis=0)
+    return np.median(border, axis=0)
+
+
+def _track(video: np.ndarray, masks: np.ndarray | None = None):
+    """Per frame where the shape is found (the largest region of its mask: by default every pixel far from the
+    background): its pixels, how much of its bounding box it fills, its centre (x, y) and the frame's index; and the
+    background colour."""
+    frames = video.astype(np.float64)
+    background = _background(frames)
+    if masks is None:
+        masks = np.linalg.norm(frames - background, axis=-1) > FOREGROUND_DISTANCE
     min_area = max(4, round(video.shape[1] * video.shape[2] * 0.002))
     pixels, fills, centres, times = [], [], [], []
-    for t, frame in enumerate(frames):
-        mask = (np.linalg.norm(frame - background, axis=-1) > FOREGROUND_DISTANCE).astype(np.uint8)
+    for t, (frame, mask) in enumerate(zip(frames, masks.astype(np.uint8), strict=True)):
         count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if count < 2:
             continue
@@ -62,6 +71,22 @@ def _track(video: np.ndarray):
     return background, pixels, fills, centres, times
 
 
+def _shape_and_direction(fills: list[float], centres: list, times: list[int], num_frames: int) -> dict[str, str]:
+    """The shape from how much of its box the region fills, the direction from its centre's straight-line fit."""
+    fill = float(np.median(fills))
+    out = {"shape": "square" if fill > 0.92 else ("circle" if fill > 0.7 else "triangle"), "direction": "none"}
+    if num_frames == 1:
+        out["direction"] = ""
+    elif len(times) >= 2:
+        xy = np.asarray(centres)
+        slopes = [float(np.polyfit(times, xy[:, axis], 1)[0]) for axis in (0, 1)]
+        axis = int(np.argmax(np.abs(slopes)))
+        if abs(slopes[axis]) * (times[-1] - times[0]) >= 1.0:
+            forward = slopes[axis] > 0
+            out["direction"] = ("left", "right")[forward] if axis == 0 else ("up", "down")[forward]
+    return out
+
+
 def detect(video: np.ndarray) -> dict[str, str]:
     """The attributes a uint8 video (T, H, W, 3) shows; "none" for what cannot be found."""
     background, pixels, fills, centres, times = _track(video)
@@ -71,16 +96,28 @@ def detect(video: np.ndarray) -> dict[str, str]:
     if not pixels:
         return out
     out["colour"] = _nearest(np.median(np.concatenate(pixels), axis=0), COLOURS)
-    fill = float(np.median(fills))
-    out["shape"] = "square" if fill > 0.92 else ("circle" if fill > 0.7 else "triangle")
-    if len(video) > 1 and len(times) >= 2:
-        xy = np.asarray(centres)
-        slopes = [float(np.polyfit(times, xy[:, axis], 1)[0]) for axis in (0, 1)]
-        axis = int(np.argmax(np.abs(slopes)))
-        if abs(slopes[axis]) * (times[-1] - times[0]) >= 1.0:
-            forward = slopes[axis] > 0
-            out["direction"] = ("left", "right")[forward] if axis == 0 else ("up", "down")[forward]
-    return out
+    return {**out, **_shape_and_direction(fills, centres, times, len(video))}
+
+
+def detect_objects(video: np.ndarray, count: int = 2) -> list[dict[str, str]]:
+    """The `count` shapes a video shows, told apart by colour: each region far from the background takes the palette
+    colour nearest its median (its blurred edges included, as `detect` keeps them), and the colours covering the
+    most pixels over the clip are read one by one as `detect` reads one shape (most first)."""
+    frames = video.astype(np.float64)
+    foreground = (np.linalg.norm(frames - _background(frames), axis=-1) > FOREGROUND_DISTANCE).astype(np.uint8)
+    masks = {name: np.zeros(foreground.shape, bool) for name in COLOURS}
+    for t, frame in enumerate(frames):
+        regions, labels = cv2.connectedComponents(foreground[t], connectivity=8)
+        for region in range(1, regions):
+            inside = labels == region
+            masks[_nearest(np.median(frame[inside], axis=0), COLOURS)][t] |= inside
+    covered = {name: int(mask.sum()) for name, mask in masks.items()}
+    found = []
+    for name in sorted((n for n in covered if covered[n]), key=covered.get, reverse=True)[:count]:
+        _, _, fills, centres, times = _track(video, masks[name])
+        if fills:
+            found.append({"colour": name, **_shape_and_direction(fills, centres, times, len(video))})
+    return found
 
 
 def displacement(video: np.ndarray, direction: str) -> float:
@@ -102,6 +139,33 @@ _PATTERNS = {
     "direction": re.compile(rf"\bmoves\s+({'|'.join(DIRECTIONS)})\b", re.I),
     "background": re.compile(rf"\b({'|'.join(BACKGROUNDS)})\s+background\b", re.I),
 }
+
+
+_PAIR = re.compile(
+    rf"\ba ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)}) moves ({'|'.join(DIRECTIONS)}) and a ({'|'.join(COLOURS)}) "
+    rf"({'|'.join(SHAPES)}) moves ({'|'.join(DIRECTIONS)}) on a ({'|'.join(BACKGROUNDS)}) background\b",
+    re.I,
+)
+
+
+def parse_pair_prompt(prompt: str) -> list[dict[str, str]] | None:
+    """The two shapes a two-shape prompt asks for ("a red square moves left and a blue circle moves up on a black
+    background"), each {colour, shape, direction}; None for any other prompt."""
+    m = _PAIR.search(prompt)
+    if not m:
+        return None
+    words = [w.lower() for w in m.groups()]
+    return [dict(zip(("colour", "shape", "direction"), words[i : i + 3], strict=True)) for i in (0, 3)]
+
+
+def pair_scores(asked: list[list[dict[str, str]]], detected: list[list[dict[str, str]]]) -> dict[str, float]:
+    """`objects`: the share of the shapes asked for that are found in their colour with their shape and direction;
+    `both`: the share of prompts with both shapes right."""
+    right = [[obj in found for obj in pair] for pair, found in zip(asked, detected, strict=True)]
+    return {
+        "objects": float(np.mean([r for pair in right for r in pair])),
+        "both": float(np.mean([all(r) for r in right])),
+    }
 
 
 def chance_mean(metrics: dict[str, float]) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components.common import settings
 from components.common.settings import setting
 
 
@@ -34,10 +35,23 @@ class EvalConfig:
     experiment: str = setting("t2v-pipeline", "MLflow experiment")
     device: str = setting("auto", "auto, cpu or cuda")
     progress: bool = setting(True, "progress bar")
+    held_out: tuple[str, ...] = setting(
+        (),
+        "'colour shape direction' combinations no training clip showed: toy-world adherence is also reported over "
+        "the prompts asking for one and over the others (default: the recipe's synth.held_out)",
+    )
 
     def __post_init__(self):
         if self.max_prompts < 1:
             raise ValueError(f"max_prompts={self.max_prompts} must be at least 1")
+
+    @staticmethod
+    def recipe_defaults(recipe: dict, overrides: list[str]) -> dict:
+        """Under a recipe, the combinations its toy world holds out of training (synth.held_out)."""
+        synth = settings.layered(
+            None, recipe=recipe, sections=("synth",), overrides=settings.scoped(overrides, ("synth",))
+        )
+        return {"held_out": synth["held_out"]} if synth.get("held_out") else {}
 
     def models(self) -> dict[str, str | None]:
         """The pretrained weights these settings load, by setting (a task checks them at its start)."""

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from components.common.files import atomic_dir
 from components.common.registry import BASELINE_FILE
+from components.common.toy.world import check_held_out
 from components.evaluate import adherence
 from components.evaluate.config import EvalConfig
 from components.evaluate.metrics import video_metrics
@@ -157,19 +158,37 @@ def real_videos(val, vae, limit: int) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------------------------------- metrics
 
 
-def sample_metrics(records: list[dict]) -> dict[str, float]:
-    """Means of the weight-free video metrics, and prompt adherence per attribute on toy-world prompts."""
+def sample_metrics(records: list[dict], held_out: frozenset = frozenset()) -> dict[str, float]:
+    """Means of the weight-free video metrics, and prompt adherence per attribute on toy-world prompts: over all of
+    them, and with `held_out` (colour, shape, direction) triples, over the prompts asking for one (`held_out/`) and
+    over the others (`seen/`); on two-shape prompts, the shapes read right (`pairs/`)."""
     per_video = [video_metrics(r["video"]) for r in records]
     out = {k: float(np.mean([m[k] for m in per_video])) for k in per_video[0]}
+    pairs = {i: asked for i, r in enumerate(records) if (asked := adherence.parse_pair_prompt(r["prompt"]))}
     asked = [adherence.parse_prompt(r["prompt"]) for r in records]
-    toy = [i for i, a in enumerate(asked) if {"colour", "shape"} <= set(a)]  # "a red car" is not the toy world
+    toy = [i for i, a in enumerate(asked) if {"colour", "shape"} <= set(a) and i not in pairs]  # not "a red car"
     for i in toy:
         records[i]["detected"] = adherence.detect(records[i]["video"])
         records[i]["asked"] = asked[i]
-    if toy:
-        scores = adherence.accuracy([asked[i] for i in toy], [records[i]["detected"] for i in toy])
-        out.update({f"adherence/{k}": v for k, v in scores.items()})
-        out["adherence/mean"] = float(np.mean(list(scores.values())))
+    groups = {"": toy}
+    if held_out:
+        unseen = [i for i in toy if (asked[i]["colour"], asked[i]["shape"], asked[i].get("direction")) in held_out]
+        groups |= {"held_out/": unseen, "seen/": [i for i in toy if asked[i].get("direction") and i not in unseen]}
+        for i in unseen:
+            records[i]["held_out"] = True  # the report marks it
+    for group, members in groups.items():
+        if members:
+            scores = adherence.accuracy([asked[i] for i in members], [records[i]["detected"] for i in members])
+            out.update({f"adherence/{group}{k}": v for k, v in scores.items()})
+            out[f"adherence/{group}mean"] = float(np.mean(list(scores.values())))
+            out[f"adherence/{group}prompts"] = float(len(members))
+    if pairs:
+        found = {i: adherence.detect_objects(records[i]["video"]) for i in pairs}
+        for i in pairs:
+            records[i]["objects"] = {"asked": pairs[i], "detected": found[i]}
+        scores = adherence.pair_scores(list(pairs.values()), list(found.values()))
+        out.update({f"adherence/pairs/{k}": v for k, v in scores.items()})
+        out["adherence/pairs/prompts"] = float(len(pairs))
     moving = [i for i in toy if asked[i].get("direction") and len(records[i]["video"]) > 1]
     if moving:
         out["adherence/displacement"] = _mean_displacement(
@@ -235,7 +254,7 @@ def evaluate_one(pipe, name: str, val, meta, prompts, cfg: EvalConfig, folder: P
         loss=loss,
     )  # fmt: skip
     records = sample_videos(pipe, prompts, cfg, folder, name)
-    metrics.update(sample_metrics(records))
+    metrics.update(sample_metrics(records, check_held_out(cfg.held_out)))
     vae = video_vae(pipe.vae)
     if "adherence/displacement" in metrics and (truth := true_displacement(val, vae)) is not None:
         metrics["adherence/displacement_truth"] = truth

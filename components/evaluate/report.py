@@ -19,6 +19,10 @@ DESCRIPTIONS = {
     "flicker": "mean change of overall brightness between frames (lower is better)",
     "adherence": "share of videos in which the toy-world detector reads this attribute as asked",
     "adherence/mean": "mean of the attributes' adherence",
+    "adherence/held_out": "the same over the prompts asking for a combination no training clip showed (composition)",
+    "adherence/seen": "the same over the prompts asking for a combination training clips showed",
+    "adherence/pairs": "two-shape prompts: shapes found in their colour with their shape and direction (objects), "
+    "prompts with both right (both)",
     "adherence/displacement": "pixels the shape travels over a clip in the direction asked (mean over prompts)",
     "adherence/displacement_truth": "the same for the held-out footage's clips",
     "adherence/displacement_ratio": "generated over held-out displacement (1 = moves as far as the footage)",
@@ -81,7 +85,9 @@ def _metric_table(result: dict) -> str:
     head = "<tr><th>metric</th><th>model</th>" + ("<th>baseline</th>" if base else "") + "<th>meaning</th></tr>"
     rows = []
     for name in names:
-        meaning = DESCRIPTIONS.get(name) or DESCRIPTIONS.get(name.split("/")[0], "")
+        parts = name.split("/")
+        keys = ("/".join(parts[:n]) for n in (len(parts), 2, 1))  # the most specific description there is
+        meaning = next((DESCRIPTIONS[k] for k in keys if k in DESCRIPTIONS), "")
         cells = f"<td>{html.escape(name)}</td><td class=num>{_fmt(result['metrics'][name])}</td>"
         cells += f"<td class=num>{_fmt(base.get(name))}</td>" if base else ""
         rows.append(f"<tr>{cells}<td class=note>{html.escape(meaning)}</td></tr>")
@@ -109,6 +115,13 @@ def _sample_cards(samples: list[dict], root: Path) -> str:
                 for k, v in s["asked"].items()
             ]
             checks = "<br>".join(marks)
+        if s.get("objects"):
+            found = s["objects"]["detected"]
+            marks = [f"<span class={'ok' if o in found else 'miss'}>{html.escape(' '.join(o.values()))}</span>"
+                     for o in s["objects"]["asked"]]  # fmt: skip
+            checks = "<br>".join(marks)
+        if s.get("held_out"):
+            checks = "<span class=note>held out of training</span><br>" + checks
         cards.append(
             f"<div class=card><video src='{uri}' autoplay loop muted playsinline></video>"
             f"<div>{html.escape(s['prompt'])}</div><div class=note>seed {s['seed']}</div>{checks}</div>"

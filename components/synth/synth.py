@@ -5,7 +5,9 @@ H.264 mp4 that goes through the same ingest as any footage; each still shows a s
 Every file gets an exact caption in a sidecar `.txt` ("a red circle moves left on a black background"), and
 `ground_truth.csv` keeps (file, caption, colour, shape, direction, background) so that evaluation can measure
 how well generated videos follow their prompts. Some videos can be made of two scenes (`cut_videos`), with the
-cut's frame index recorded, to exercise scene detection.
+cut's frame index recorded, to exercise scene detection. `held_out` names (colour, shape, direction) combinations
+no video shows, so that evaluation can ask for them (does the model compose words it learned apart?); `pairs` adds
+videos of two shapes moving independently ("a red square moves left and a blue circle moves up on ...").
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ from tqdm.auto import tqdm
 
 from components.common.files import atomic_dir
 from components.common.settings import setting
-from components.common.toy.world import BACKGROUNDS, caption, render, sample_world, trajectory
+from components.common.toy.world import (
+    BACKGROUNDS,
+    caption,
+    check_held_out,
+    pair_caption,
+    render,
+    render_pair,
+    sample_pair,
+    sample_world,
+    trajectory,
+)
 from components.common.video import write_video
 
 GROUND_TRUTH_COLUMNS = ("file", "kind", "caption", "colour", "shape", "direction", "background", "cut_frame")
@@ -46,15 +58,24 @@ class SynthConfig:
         "training (64 px frames, 16 px training: 4) keeps every square's edges on whole pixels there",
     )
 
+    held_out: tuple[str, ...] = setting(
+        (),
+        "'colour shape direction' combinations no video shows (every attribute and every pair of them must still "
+        "occur); components.common.toy.world.quarter_held_out gives a quarter of them that way",
+    )
+    pairs: int = setting(0, "videos of two shapes of different colours moving independently (videos/pair_NNNN.mp4)")
+    pair_scale: float = setting(0.1, "a shape's radius in the two-shape videos, as a share of the frame side")
+
     def __post_init__(self):
+        check_held_out(self.held_out)
         if self.size % 2:
             raise ValueError(f"size={self.size} must be even (H.264 in yuv420p needs even sides)")
         if not 0 <= self.path_spread <= 1:
             raise ValueError(f"path_spread={self.path_spread} must be between 0 and 1")
         if self.grid < 1:
             raise ValueError(f"grid={self.grid} must be 1 (no snapping) or more pixels")
-        if self.videos < 0 or self.images < 0 or not 0 <= self.cut_videos <= self.videos:
-            raise ValueError("videos and images must be >= 0 and cut_videos between 0 and videos")
+        if self.videos < 0 or self.images < 0 or self.pairs < 0 or not 0 <= self.cut_videos <= self.videos:
+            raise ValueError("videos, images and pairs must be >= 0 and cut_videos between 0 and videos")
 
 
 def video_frames(world: dict, cfg: SynthConfig, num_frames: int) -> np.ndarray:
@@ -66,6 +87,7 @@ def video_frames(world: dict, cfg: SynthConfig, num_frames: int) -> np.ndarray:
 def synth(cfg: SynthConfig) -> Path:
     """Write the toy world to `cfg.out_dir` (replacing it atomically) and return that folder."""
     rng = np.random.default_rng(cfg.seed)
+    held_out = check_held_out(cfg.held_out)
     out = Path(cfg.out_dir)
     with atomic_dir(out) as tmp:
         (tmp / "videos").mkdir()
@@ -73,11 +95,11 @@ def synth(cfg: SynthConfig) -> Path:
         rows = []
         num_frames = round(cfg.fps * cfg.seconds)
         for i in tqdm(range(cfg.videos), desc="synth videos", disable=cfg.videos < 8):
-            world = sample_world(rng, cfg.path_spread)
+            world = sample_world(rng, cfg.path_spread, held_out)
             frames = video_frames(world, cfg, num_frames)
             cut_frame = None
             if i < cfg.cut_videos:  # a second scene with another world, straight after the first
-                second = sample_world(rng, cfg.path_spread)
+                second = sample_world(rng, cfg.path_spread, held_out)
                 second["background"] = next(b for b in BACKGROUNDS if b != world["background"])
                 cut_frame = num_frames
                 frames = np.concatenate([frames, video_frames(second, cfg, num_frames)])
@@ -96,6 +118,15 @@ def synth(cfg: SynthConfig) -> Path:
             text = caption(world["colour"], world["shape"], world["background"])
             (tmp / name).with_suffix(".txt").write_text(text + "\n")
             rows.append({"file": name, "kind": "image", "caption": text, "cut_frame": None, **world, "direction": ""})
+        for i in range(cfg.pairs):  # the caption names both shapes; the columns hold the first one's
+            pair = sample_pair(rng, held_out)
+            name = f"videos/pair_{i:04d}.mp4"
+            write_video(tmp / name, render_pair(pair, cfg.size, num_frames, cfg.pair_scale, cfg.grid), cfg.fps)
+            text = pair_caption(pair)
+            (tmp / name).with_suffix(".txt").write_text(text + "\n")
+            first = {k: v for k, v in pair["objects"][0].items() if k != "jitter"}
+            rows.append({"file": name, "kind": "pair", "caption": text, "cut_frame": None, **first,
+                         "background": pair["background"]})  # fmt: skip
         with open(tmp / "ground_truth.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=GROUND_TRUTH_COLUMNS, extrasaction="ignore")
             writer.writeheader()
