@@ -61,7 +61,7 @@ class SynthConfig:
     held_out: tuple[str, ...] = setting(
         (),
         "'colour shape direction' combinations no video shows (every attribute and every pair of them must still "
-        "occur); components.common.toy.world.quarter_held_out gives a quarter of them that way",
+        "occur); [quarter]: a quarter of the triples, chosen that way (components.common.toy.world.quarter_held_out)",
     )
     pairs: int = setting(0, "videos of two shapes of different colours moving independently (videos/pair_NNNN.mp4)")
     pair_scale: float = setting(0.1, "a shape's radius in the two-shape videos, as a share of the frame side")

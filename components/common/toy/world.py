@@ -127,8 +127,11 @@ def quarter_held_out() -> tuple[str, ...]:
 
 
 def check_held_out(held_out: tuple[str, ...]) -> frozenset[tuple[str, str, str]]:
-    """The triples `held_out` names ("colour shape direction"), refused by name when a word is not the toy world's or
-    when holding them out would leave an attribute, or a pair of attributes, with no training video."""
+    """The triples `held_out` names ("colour shape direction", or the one word "quarter": `quarter_held_out`), refused
+    by name when a word is not the toy world's or when holding them out would leave an attribute, or a pair of
+    attributes, with no training video."""
+    if tuple(held_out) == ("quarter",):
+        held_out = quarter_held_out()
     triples = set()
     for item in held_out:
         words = tuple(item.split())

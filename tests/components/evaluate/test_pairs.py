@@ -60,7 +60,7 @@ def test_a_one_shape_prompt_is_not_a_pair():
 
 def test_held_out_combinations_leave_every_attribute_and_pair_in_training():
     quarter = check_held_out(quarter_held_out())
-    assert len(quarter) == 12  # of 4 colours x 3 shapes x 4 directions
+    assert len(quarter) == 12 and check_held_out(("quarter",)) == quarter  # of 4 colours x 3 shapes x 4 directions
     with pytest.raises(ValueError, match="no training video with colour red and shape circle"):
         check_held_out((*quarter_held_out(), "red circle right", "red circle up", "red circle down"))
     with pytest.raises(ValueError, match="'red blob left' is not 'colour shape direction'"):
@@ -115,3 +115,17 @@ def test_the_evaluation_reports_held_out_seen_and_two_shape_prompts_apart():
 
     recipe = {"synth": {"held_out": list(held_out)}}
     assert settings.load(EvalConfig, recipe=recipe, sections=("evaluate",)).held_out == held_out
+
+
+def test_the_composition_prompts_ask_for_48_held_out_and_48_seen_combinations():
+    """configs/toy/prompts_composition.txt: every held-out triple four times (backgrounds in turn), every seen one
+    once and twelve of them twice, all toy-world prompts."""
+    from pathlib import Path
+
+    lines = (Path(__file__).resolve().parents[3] / "configs/toy/prompts_composition.txt").read_text().splitlines()
+    asked = [parse_prompt(line) for line in lines]
+    quarter = check_held_out(("quarter",))
+    triples = [(a["colour"], a["shape"], a["direction"]) for a in asked]
+    held = [t for t in triples if t in quarter]
+    assert len(held) == 48 and set(held) == quarter and len(triples) - len(held) == 48
+    assert len(set(triples) - quarter) == 36 and all(a.get("background") for a in asked)
