@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from components.common import settings
 from components.common.settings import setting
+from components.common.toy.world import check_held_out
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class EvalConfig:
     def __post_init__(self):
         if self.max_prompts < 1:
             raise ValueError(f"max_prompts={self.max_prompts} must be at least 1")
+        check_held_out(self.held_out)  # a misspelt combination fails here, not after the samples are made
 
     @staticmethod
     def recipe_defaults(recipe: dict, overrides: list[str]) -> dict:

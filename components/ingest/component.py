@@ -18,8 +18,8 @@ def ingest_shard_ids(toy: Input[Dataset], source: str, recipe: str, overrides: s
 
     with task("ingest-shards") as report:
         from components.common.kfp import step_settings
+        from components.common.shards import shard_count
         from components.ingest.config import IngestConfig, inputs_of
-        from components.ingest.shards import shard_count
         from components.ingest.sources import discover
 
         cfg = step_settings(IngestConfig, recipe, overrides, ("ingest",), {"inputs": inputs_of(source, toy.path)})

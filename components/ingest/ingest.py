@@ -30,11 +30,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from components.common.files import atomic_path
+from components.common.shards import shard_count
 from components.ingest.config import OPEN_SORA_COLUMNS, IngestConfig
 from components.ingest.filters import FATES, file_fates, filter_reason
 from components.ingest.media import ANALYSIS_VERSION, Rejected, analyze_later
 from components.ingest.plugins import load_scorers
-from components.ingest.shards import part_path, read_parts, shard_count, shard_of, write_part
+from components.ingest.shards import part_path, read_parts, shard_of, write_part
 from components.ingest.sources import discover, is_remote
 from components.ingest.split import assign_splits, near_duplicates, source_groups
 
@@ -184,7 +185,8 @@ def check_inputs(cfg: IngestConfig) -> tuple[list[str], list[str]]:
         raise ValueError("min_aesthetic filters on the aesthetic score: pass --aesthetic-model and --aesthetic-head")
     if cfg.filters.max_text_area is not None and not cfg.ocr_model:
         raise ValueError("max_text_area filters on the text-area score: pass --ocr-model (a DB text detector)")
-    load_scorers(cfg.aesthetic_model, cfg.aesthetic_head, cfg.ocr_model)  # bad paths fail now, before any work
+    if not cfg.merge:  # bad paths fail now, before any work; a merge analyses nothing and loads no model
+        load_scorers(cfg.aesthetic_model, cfg.aesthetic_head, cfg.ocr_model)
     sources, ignored = discover(cfg.inputs)
     if not sources:
         raise ValueError(f"no video or image files found in {list(cfg.inputs)}")

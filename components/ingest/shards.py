@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 from components.common.files import atomic_path
@@ -20,11 +19,6 @@ from components.common.files import atomic_path
 def shard_of(source: str, num_shards: int) -> int:
     """The shard of file `source` among `num_shards`."""
     return int.from_bytes(hashlib.sha256(source.encode()).digest()[:8], "big") % num_shards
-
-
-def shard_count(num_shards: int, files_per_shard: int, files: int) -> int:
-    """`num_shards`, or where it is 0, one shard per `files_per_shard` files (at least one)."""
-    return num_shards or max(1, math.ceil(files / files_per_shard))
 
 
 def part_path(out_dir: str | Path, shard: int, num_shards: int) -> Path:

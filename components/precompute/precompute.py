@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from components.common.files import atomic_dir, atomic_path
 from components.common.latents import clip_video, plan
 from components.common.scores import SCORE_SETTINGS, passing
+from components.common.shards import shard_count
 from components.precompute.config import PrecomputeConfig
 from model.planning.buckets import validate
 from model.weights.encoders import TextEncoder, describe, load_vae
@@ -119,9 +120,9 @@ def layout(cfg: PrecomputeConfig) -> Layout:
     return Layout(manifest, key, [*files, current] if current else files)
 
 
-def shard_count(cfg: PrecomputeConfig, clips: int) -> int:
+def encoding_tasks(cfg: PrecomputeConfig, clips: int) -> int:
     """The encoding tasks of a run: num_shards, or one per clips_per_shard clips."""
-    return cfg.num_shards or max(1, -(-clips // cfg.clips_per_shard))
+    return shard_count(cfg.num_shards, cfg.clips_per_shard, clips)
 
 
 def staging(cfg: PrecomputeConfig, key: str) -> Path:
@@ -136,7 +137,7 @@ def precompute(cfg: PrecomputeConfig) -> PrecomputeResult:
     an interrupted run goes on from the files it wrote."""
     plan_ = layout(cfg)
     if plan_.files:
-        n = shard_count(cfg, plan_.clips)
+        n = encoding_tasks(cfg, plan_.clips)
         for shard in range(n):
             encode_files(cfg, plan_, shard, n)
     return finish(cfg, plan_)
@@ -203,7 +204,7 @@ def finish(cfg: PrecomputeConfig, plan_: Layout) -> PrecomputeResult:
     root, out = Path(cfg.out_root), Path(cfg.out_root) / plan_.key
     if not (out / "index.parquet").exists():
         folder = staging(cfg, plan_.key)
-        n = shard_count(cfg, plan_.clips)
+        n = encoding_tasks(cfg, plan_.clips)
         missing = [j for j in range(len(plan_.files)) if not (folder / f"shard-{j:05d}.parquet").exists()]
         if missing:
             raise ValueError(

@@ -8,7 +8,7 @@ from pathlib import Path
 from components.common.kfp import section_values, step_settings
 from components.common.settings import stage_data, stage_sections
 from components.precompute.config import PrecomputeConfig
-from components.precompute.precompute import layout, shard_count
+from components.precompute.precompute import encoding_tasks, layout
 
 
 def stage_layouts(captioned: str, workdir: str, recipe: str, overrides: str) -> dict:
@@ -35,4 +35,4 @@ def num_shards(data: dict) -> int:
     """The run's encoding tasks: precompute.num_shards, or one per clips_per_shard clips of the largest data still to
     encode (one when every folder exists). The shard-ids task and each shard's task count them alike: a shard that
     computed another number would leave files to no one, which the merge names."""
-    return max(shard_count(cfg, plan.clips) if plan.files else 1 for cfg, plan in data.values())
+    return max(encoding_tasks(cfg, plan.clips) if plan.files else 1 for cfg, plan in data.values())

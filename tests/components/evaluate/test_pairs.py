@@ -11,6 +11,7 @@ from components.caption.caption import CaptionConfig, caption
 from components.common.toy.world import check_held_out, quarter_held_out
 from components.common.video import read_frames
 from components.evaluate.adherence import detect_objects, pair_scores, parse_pair_prompt, parse_prompt, shuffle_chance
+from components.evaluate.config import EvalConfig
 from components.ingest.config import IngestConfig
 from components.ingest.ingest import ingest
 from components.synth.synth import SynthConfig, synth
@@ -63,8 +64,9 @@ def test_held_out_combinations_leave_every_attribute_and_pair_in_training():
     assert len(quarter) == 12 and check_held_out(("quarter",)) == quarter  # of 4 colours x 3 shapes x 4 directions
     with pytest.raises(ValueError, match="no training video with colour red and shape circle"):
         check_held_out((*quarter_held_out(), "red circle right", "red circle up", "red circle down"))
-    with pytest.raises(ValueError, match="'red blob left' is not 'colour shape direction'"):
-        SynthConfig(held_out=("red blob left",))
+    for settings_of in (SynthConfig, EvalConfig):  # evaluation refuses it before it samples anything
+        with pytest.raises(ValueError, match="'red blob left' is not 'colour shape direction'"):
+            settings_of(held_out=("red blob left",))
 
 
 def test_no_training_clip_shows_a_held_out_combination(tmp_path):
@@ -90,7 +92,6 @@ def test_the_evaluation_reports_held_out_seen_and_two_shape_prompts_apart():
     from components.common import settings
     from components.common.toy.world import caption as one_caption
     from components.common.toy.world import pair_caption, render_pair, sample_pair
-    from components.evaluate.config import EvalConfig
     from components.evaluate.evaluate import sample_metrics
     from components.synth.synth import video_frames
 
