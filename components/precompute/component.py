@@ -69,7 +69,7 @@ def precompute_merge(
     with task("precompute-merge") as report:
         from pathlib import Path
 
-        from components.precompute.precompute import finish
+        from components.precompute.layout import finish
         from components.precompute.stages import distinct, stage_layouts
 
         stages = stage_layouts(captioned.path, workdir, recipe, overrides)

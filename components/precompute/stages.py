@@ -8,7 +8,7 @@ from pathlib import Path
 from components.common.kfp import section_values, step_settings
 from components.common.settings import stage_data, stage_sections
 from components.precompute.config import PrecomputeConfig
-from components.precompute.precompute import encoding_tasks, layout
+from components.precompute.layout import encoding_tasks, layout
 
 
 def stage_layouts(captioned: str, workdir: str, recipe: str, overrides: str) -> dict:

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from components.common.latents import EncodingDataset, FrameReader, LatentDataset, collate, plan, resolve
+from components.common.clip_plan import plan
+from components.common.latents import EncodingDataset, FrameReader, LatentDataset, collate, resolve
 from components.common.scores import passing
 from components.common.settings import read_yaml
 from components.train.config import STAGE_FRAMES, TrainConfig

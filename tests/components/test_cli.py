@@ -104,3 +104,14 @@ def test_ingest_of_a_folder_without_media_leaves_nothing_behind(tmp_path, capsys
     shown = capsys.readouterr()
     assert "no video or image files found" in shown.out + shown.err
     assert not (tmp_path / "out").exists()
+
+
+def test_tasks_that_only_lay_out_or_merge_files_load_no_encoder_libraries():
+    """The precompute fan-out's listing and merging tasks and the ingest merge read manifests and move files: on a
+    cluster each is a pod that should start in a second, not after loading torch (each pipeline run starts them)."""
+    code = (
+        "import sys; import components.precompute.stages, components.precompute.layout, components.ingest.shards; "
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

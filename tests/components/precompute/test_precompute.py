@@ -10,14 +10,15 @@ from safetensors.torch import load_file, save_file
 
 from components.caption.caption import CaptionConfig, caption
 from components.common import settings
-from components.common.latents import plan
+from components.common.clip_plan import plan
 from components.common.toy.tiny import build_tiny_t5, build_tiny_vae, build_tiny_video_vae
 from components.common.video import read_frames
 from components.ingest.config import IngestConfig
 from components.ingest.ingest import ingest
 from components.precompute import precompute as precompute_module
 from components.precompute.config import PrecomputeConfig
-from components.precompute.precompute import encode_files, finish, layout, precompute
+from components.precompute.layout import finish, layout
+from components.precompute.precompute import encode_files, precompute
 from components.synth.synth import SynthConfig, synth
 from model.planning.buckets import assign, bucket_size, resize_crop, validate
 from model.weights.encoders import PatchAutoencoder, TextEncoder, load_vae
