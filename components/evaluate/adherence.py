@@ -5,8 +5,11 @@ The detector knows only the toy world's palette (components/synth/synth.py), not
 - background: the median colour of the frame borders, nearest palette background;
 - shape pixels: those far from the background colour; per frame the largest connected region;
 - colour: the median colour of those pixels, nearest palette colour;
-- shape: how much of its bounding box the region fills (square ~1, circle ~pi/4, triangle ~1/2), median over
-  frames (reliable from 24 px frames up: below that a circle can fill its box);
+- shape: the one that overlaps the region best, per frame, median over frames. The region is read as coverage (how
+  far each pixel is from the background towards the shape's colour, 0..1), so a pixel a model drew half-way counts
+  half; each shape is drawn with the region's area and centre of mass, 4x finer than the frame and averaged down,
+  and scored by the overlap of the two coverages (sum of minima over sum of maxima). No threshold to set: a
+  square whose edge a model smeared by half a pixel still overlaps a square more than a circle, at 16 px too;
 - direction: the sign of the larger of the horizontal and vertical slopes of the region's centre over time
   ("none" when it moves less than a pixel in all; "" for single frames, which rest).
 Two shapes at once (`detect_objects`) are told apart by colour: each region takes the palette colour nearest its
@@ -23,13 +26,14 @@ from collections import Counter
 import cv2
 import numpy as np
 
-from components.common.toy.world import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
+from components.common.toy.world import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, shape_mask
 
 ATTRIBUTES = ("colour", "shape", "direction", "background")
 # chance per attribute for a model that ignores its prompt, in the toy world (labels drawn uniformly)
 CHANCE = {"colour": 1 / len(COLOURS), "shape": 1 / len(SHAPES), "direction": 1 / len(DIRECTIONS),
           "background": 1 / len(BACKGROUNDS)}  # fmt: skip
 FOREGROUND_DISTANCE = 60.0  # RGB distance from the background that marks a shape pixel
+SUPERSAMPLE = 4  # shapes are drawn this much finer than the frame and averaged down to coverage
 
 
 def _nearest(value: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
@@ -45,36 +49,71 @@ def _background(frames: np.ndarray) -> np.ndarray:
     return np.median(border, axis=0)
 
 
+def _coverage(shape: str, height: int, width: int, cx: float, cy: float, radius: float) -> np.ndarray:
+    """(height, width) share of each pixel that `shape` (centre and radius in pixels) covers."""
+    k = SUPERSAMPLE
+    fine = shape_mask(shape, max(height, width) * k, cx * k, cy * k, radius * k)[: height * k, : width * k]
+    return fine.reshape(height, k, width, k).mean(axis=(1, 3))
+
+
+def _shape_scores(frame: np.ndarray, distance: np.ndarray, region: np.ndarray, allowed: np.ndarray,
+                  background: np.ndarray) -> dict[str, float]:  # fmt: skip
+    """How well each shape overlaps `region` (a mask of `frame`): the region and its 1-px ring (within `allowed`)
+    as coverage, each shape drawn with its area and centre of mass, the overlap sum(min) / sum(max)."""
+    colour = np.median(frame[region], axis=0)
+    near = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & allowed
+    cover = np.clip(distance / max(float(np.linalg.norm(colour - background)), 1e-6), 0.0, 1.0) * near
+    area = float(cover.sum())
+    ys, xs = np.nonzero(near)
+    yy, xx = np.mgrid[0 : frame.shape[0], 0 : frame.shape[1]] + 0.5
+    cx, cy = float((cover * xx).sum()) / area, float((cover * yy).sum()) / area
+    reach = int(np.ceil(np.sqrt(area))) + 2  # no shape of this area and centre reaches further
+    top, left = max(0, min(ys.min(), int(cy) - reach)), max(0, min(xs.min(), int(cx) - reach))
+    bottom = min(frame.shape[0], max(ys.max() + 1, int(cy) + reach))
+    right = min(frame.shape[1], max(xs.max() + 1, int(cx) + reach))
+    cover, cx, cy = cover[top:bottom, left:right], cx - left, cy - top
+    radii = {"circle": np.sqrt(area / np.pi), "square": np.sqrt(area) / 2, "triangle": np.sqrt(area / 2)}
+    scores = {}
+    for shape in SHAPES:  # a triangle's centre of mass lies a third of its radius below its box's centre
+        radius = float(radii[shape])
+        drawn = _coverage(shape, *cover.shape, cx, cy - radius / 3 if shape == "triangle" else cy, radius)
+        scores[shape] = float(np.minimum(cover, drawn).sum() / np.maximum(cover, drawn).sum())
+    return scores
+
+
 def _track(video: np.ndarray, masks: np.ndarray | None = None):
     """Per frame where the shape is found (the largest region of its mask: by default every pixel far from the
-    background): its pixels, how much of its bounding box it fills, its centre (x, y) and the frame's index; and the
-    background colour."""
+    background): its pixels, how well each shape overlaps it (`_shape_scores`), its centre (x, y) and the frame's
+    index; and the background colour."""
     frames = video.astype(np.float64)
     background = _background(frames)
+    distance = np.linalg.norm(frames - background, axis=-1)
+    foreground = distance > FOREGROUND_DISTANCE
     if masks is None:
-        masks = np.linalg.norm(frames - background, axis=-1) > FOREGROUND_DISTANCE
+        masks = foreground
     min_area = max(4, round(video.shape[1] * video.shape[2] * 0.002))
-    pixels, fills, centres, times = [], [], [], []
+    pixels, scores, centres, times = [], [], [], []
     for t, (frame, mask) in enumerate(zip(frames, masks.astype(np.uint8), strict=True)):
         count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if count < 2:
             continue
         best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        area = int(stats[best, cv2.CC_STAT_AREA])
-        if area < min_area:
+        if int(stats[best, cv2.CC_STAT_AREA]) < min_area:
             continue
-        box = stats[best, cv2.CC_STAT_WIDTH] * stats[best, cv2.CC_STAT_HEIGHT]
-        pixels.append(frame[labels == best])
-        fills.append(area / box)
+        region = labels == best
+        pixels.append(frame[region])
+        # the ring around the region may not take another shape's pixels (two shapes: `detect_objects`)
+        scores.append(_shape_scores(frame, distance[t], region, ~(foreground[t] & ~mask.astype(bool)), background))
         centres.append(centroids[best])
         times.append(t)
-    return background, pixels, fills, centres, times
+    return background, pixels, scores, centres, times
 
 
-def _shape_and_direction(fills: list[float], centres: list, times: list[int], num_frames: int) -> dict[str, str]:
-    """The shape from how much of its box the region fills, the direction from its centre's straight-line fit."""
-    fill = float(np.median(fills))
-    out = {"shape": "square" if fill > 0.92 else ("circle" if fill > 0.7 else "triangle"), "direction": "none"}
+def _shape_and_direction(scores: list[dict], centres: list, times: list[int], num_frames: int) -> dict[str, str]:
+    """The shape that overlaps the region best (median over frames), the direction from its centre's straight-line
+    fit."""
+    median = {shape: float(np.median([s[shape] for s in scores])) for shape in SHAPES}
+    out = {"shape": max(SHAPES, key=median.get), "direction": "none"}
     if num_frames == 1:
         out["direction"] = ""
     elif len(times) >= 2:
@@ -89,14 +128,14 @@ def _shape_and_direction(fills: list[float], centres: list, times: list[int], nu
 
 def detect(video: np.ndarray) -> dict[str, str]:
     """The attributes a uint8 video (T, H, W, 3) shows; "none" for what cannot be found."""
-    background, pixels, fills, centres, times = _track(video)
+    background, pixels, scores, centres, times = _track(video)
     out = {"background": _nearest(background, BACKGROUNDS), "colour": "none", "shape": "none", "direction": "none"}
     if len(video) == 1:
         out["direction"] = ""
     if not pixels:
         return out
     out["colour"] = _nearest(np.median(np.concatenate(pixels), axis=0), COLOURS)
-    return {**out, **_shape_and_direction(fills, centres, times, len(video))}
+    return {**out, **_shape_and_direction(scores, centres, times, len(video))}
 
 
 def detect_objects(video: np.ndarray, count: int = 2) -> list[dict[str, str]]:
@@ -114,9 +153,9 @@ def detect_objects(video: np.ndarray, count: int = 2) -> list[dict[str, str]]:
     covered = {name: int(mask.sum()) for name, mask in masks.items()}
     found = []
     for name in sorted((n for n in covered if covered[n]), key=covered.get, reverse=True)[:count]:
-        _, _, fills, centres, times = _track(video, masks[name])
-        if fills:
-            found.append({"colour": name, **_shape_and_direction(fills, centres, times, len(video))})
+        _, _, scores, centres, times = _track(video, masks[name])
+        if scores:
+            found.append({"colour": name, **_shape_and_direction(scores, centres, times, len(video))})
     return found
 
 
