@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from components.common.cli import add_arguments, from_args
@@ -36,7 +37,11 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 def _run_synth(args: argparse.Namespace) -> int:
     cfg = from_args(synth.SynthConfig, args, sections=("synth",))
     out = synth.synth(cfg)
-    print(f"toy world: {cfg.videos} videos, {cfg.images} stills -> {out} (ground truth: {out / 'ground_truth.csv'})")
+    summary = json.loads((out / "summary.json").read_text())
+    print(
+        f"toy world: {cfg.videos} videos, {cfg.images} stills, {cfg.pairs} two-shape videos, "
+        f"{summary['near_duplicates']} near-duplicates -> {out} (ground truth: {out / 'ground_truth.csv'})"
+    )
     return 0
 
 

@@ -13,7 +13,11 @@ videos of two shapes moving independently ("a red square moves left and a blue c
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+from collections import Counter
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,9 @@ from components.common.files import atomic_dir
 from components.common.settings import setting
 from components.common.toy.world import (
     BACKGROUNDS,
+    COLOURS,
+    DIRECTIONS,
+    SHAPES,
     caption,
     check_held_out,
     pair_caption,
@@ -78,8 +85,95 @@ class SynthConfig:
             raise ValueError("videos, images and pairs must be >= 0 and cut_videos between 0 and videos")
 
 
+def _step(r: int) -> int:
+    """The r-th of 0, 1, -1, 2, -2, ...: how many grid cells the r-th repeat of a combination moves aside."""
+    return (r + 1) // 2 * (1 if r % 2 else -1)
+
+
+# the places of a still's repeats, in grid cells from its combination's first: the nearest first
+STILL_STEPS = sorted(product(range(-3, 4), repeat=2), key=lambda d: (max(map(abs, d)), abs(d[0]) + abs(d[1]), d))
+
+
+def video_worlds(cfg: SynthConfig, held_out: frozenset, rng: np.random.Generator) -> list[dict]:
+    """The videos' worlds in order, their coverage fixed: rounds over the (colour, shape, direction) triples not held
+    out, each triple once per round in a shuffled order and on the next background each round (from one drawn per
+    triple), so every triple is shown before any twice and no (triple, background) repeats before the fourth round.
+    A combination's path runs at a lane drawn once within `path_spread`; its r-th repeat `grid` pixels aside per
+    step of 0, 1, -1, 2, ..."""
+    triples = [t for t in product(COLOURS, SHAPES, DIRECTIONS) if t not in held_out]
+    backgrounds = list(BACKGROUNDS)
+    first = {t: int(rng.integers(len(backgrounds))) for t in triples}
+    jitter, repeats, worlds = {}, Counter(), []
+    for round_ in range(-(-cfg.videos // len(triples))):
+        for i in rng.permutation(len(triples)):
+            colour, shape, direction = triples[i]
+            combination = (*triples[i], backgrounds[(first[triples[i]] + round_) % len(backgrounds)])
+            if combination not in jitter:
+                jitter[combination] = float(rng.uniform(0.5 - cfg.path_spread / 2, 0.5 + cfg.path_spread / 2))
+            lane = _step(repeats[combination]) * cfg.grid
+            repeats[combination] += 1
+            worlds.append({"colour": colour, "shape": shape, "direction": direction, "background": combination[3],
+                           "jitter": jitter[combination], "lane": lane})  # fmt: skip
+    return worlds[: cfg.videos]
+
+
+def still_worlds(cfg: SynthConfig, rng: np.random.Generator) -> list[dict]:
+    """The stills' worlds in order: rounds over every (colour, shape, background), shuffled each round; a
+    combination's r-th still sits STILL_STEPS[r] grid cells from its first, which is drawn within `path_spread`."""
+    combinations = list(product(COLOURS, SHAPES, BACKGROUNDS))
+    jitter = {c: float(rng.uniform(0.5 - cfg.path_spread / 2, 0.5 + cfg.path_spread / 2)) for c in combinations}
+    worlds = []
+    for round_ in range(-(-cfg.images // len(combinations))):
+        if round_ >= len(STILL_STEPS):
+            raise ValueError(f"images={cfg.images}: more than {len(STILL_STEPS)} stills of each of the "
+                             f"{len(combinations)} combinations would repeat one; ask for fewer images")  # fmt: skip
+        dx, dy = STILL_STEPS[round_]
+        for i in rng.permutation(len(combinations)):
+            (colour, shape, background), j = combinations[i], jitter[combinations[i]]
+            x, y = cfg.size * (0.3 + 0.4 * j) + dx * cfg.grid, cfg.size / 2 + dy * cfg.grid
+            worlds.append({"colour": colour, "shape": shape, "background": background, "jitter": j, "x": x, "y": y})
+    return worlds[: cfg.images]
+
+
+NEAR_DUPLICATE = 2.0  # mean absolute difference, in grey levels at the size the grid snaps to, under which files alike
+
+
+class Distinct:
+    """Refuses a file whose pixels another file of the world already has (the toy world is a fair test only when
+    ingest drops none of it as a copy), and counts near-duplicates: files of one caption whose frames, averaged
+    over `grid` x `grid` cells (the training frames the grid is chosen for), differ by under NEAR_DUPLICATE grey
+    levels on average."""
+
+    def __init__(self, grid: int = 1):
+        self.grid = grid
+        self.seen: dict[str, str] = {}
+        self.coarse: dict[str, list[np.ndarray]] = {}
+        self.near_duplicates = 0
+
+    @staticmethod
+    def _digest(pixels: np.ndarray) -> str:
+        return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+    def new(self, pixels: np.ndarray) -> bool:
+        return self._digest(pixels) not in self.seen
+
+    def check(self, name: str, pixels: np.ndarray, fix: str, caption: str = "") -> None:
+        digest = self._digest(pixels)
+        if digest in self.seen:
+            raise ValueError(f"{name} would show the same frames as {self.seen[digest]}: {fix}")
+        self.seen[digest] = name
+        frames = pixels.reshape(-1, *pixels.shape[-3:]).astype(np.float32)
+        t, h, w, c, g = *frames.shape, self.grid
+        coarse = frames[:, : h // g * g, : w // g * g].reshape(t, h // g, g, w // g, g, c).mean(axis=(2, 4))
+        alike = self.coarse.setdefault(caption, [])
+        self.near_duplicates += sum(
+            other.shape == coarse.shape and float(np.abs(other - coarse).mean()) < NEAR_DUPLICATE for other in alike
+        )
+        alike.append(coarse)
+
+
 def video_frames(world: dict, cfg: SynthConfig, num_frames: int) -> np.ndarray:
-    path = trajectory(world["direction"], num_frames, cfg.size, world["jitter"], cfg.shape_scale)
+    path = trajectory(world["direction"], num_frames, cfg.size, world["jitter"], cfg.shape_scale, world.get("lane", 0))
     colours = (world["shape"], world["colour"], world["background"], cfg.size)
     return np.stack([render(*colours, x, y, cfg.shape_scale, cfg.grid) for x, y in path])
 
@@ -94,8 +188,9 @@ def synth(cfg: SynthConfig) -> Path:
         (tmp / "images").mkdir()
         rows = []
         num_frames = round(cfg.fps * cfg.seconds)
-        for i in tqdm(range(cfg.videos), desc="synth videos", disable=cfg.videos < 8):
-            world = sample_world(rng, cfg.path_spread, held_out)
+        distinct = Distinct(cfg.grid)
+        lanes = "lower videos, or raise path_spread or grid so that a combination's repeats have lanes in the frame"
+        for i, world in enumerate(tqdm(video_worlds(cfg, held_out, rng), desc="synth videos", disable=cfg.videos < 8)):
             frames = video_frames(world, cfg, num_frames)
             cut_frame = None
             if i < cfg.cut_videos:  # a second scene with another world, straight after the first
@@ -104,25 +199,30 @@ def synth(cfg: SynthConfig) -> Path:
                 cut_frame = num_frames
                 frames = np.concatenate([frames, video_frames(second, cfg, num_frames)])
             name = f"videos/toy_{i:04d}.mp4"
-            write_video(tmp / name, frames, cfg.fps)
             text = caption(world["colour"], world["shape"], world["background"], world["direction"])
+            distinct.check(name, frames, lanes, text)
+            write_video(tmp / name, frames, cfg.fps)
             (tmp / name).with_suffix(".txt").write_text(text + "\n")
             rows.append({"file": name, "kind": "video", "caption": text, "cut_frame": cut_frame, **world})
-        for i in range(cfg.images):
-            world = sample_world(rng, cfg.path_spread)
-            centre = cfg.size * (0.3 + 0.4 * world["jitter"])
-            image = render(world["shape"], world["colour"], world["background"], cfg.size, centre, cfg.size / 2,
+        for i, world in enumerate(still_worlds(cfg, rng)):
+            image = render(world["shape"], world["colour"], world["background"], cfg.size, world["x"], world["y"],
                            cfg.shape_scale, cfg.grid)  # fmt: skip
             name = f"images/toy_{i:04d}.png"
-            Image.fromarray(image).save(tmp / name)
             text = caption(world["colour"], world["shape"], world["background"])
+            distinct.check(name, image, "ask for fewer images, or raise grid", text)
+            Image.fromarray(image).save(tmp / name)
             (tmp / name).with_suffix(".txt").write_text(text + "\n")
             rows.append({"file": name, "kind": "image", "caption": text, "cut_frame": None, **world, "direction": ""})
         for i in range(cfg.pairs):  # the caption names both shapes; the columns hold the first one's
-            pair = sample_pair(rng, held_out)
+            for _ in range(100):  # drawn again while its frames are another file's
+                pair = sample_pair(rng, held_out)
+                frames = render_pair(pair, cfg.size, num_frames, cfg.pair_scale, cfg.grid)
+                if distinct.new(frames):
+                    break
             name = f"videos/pair_{i:04d}.mp4"
-            write_video(tmp / name, render_pair(pair, cfg.size, num_frames, cfg.pair_scale, cfg.grid), cfg.fps)
             text = pair_caption(pair)
+            distinct.check(name, frames, "ask for fewer pairs", text)
+            write_video(tmp / name, frames, cfg.fps)
             (tmp / name).with_suffix(".txt").write_text(text + "\n")
             first = {k: v for k, v in pair["objects"][0].items() if k != "jitter"}
             rows.append({"file": name, "kind": "pair", "caption": text, "cut_frame": None, **first,
@@ -131,4 +231,15 @@ def synth(cfg: SynthConfig) -> Path:
             writer = csv.DictWriter(f, fieldnames=GROUND_TRUTH_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
+        kinds = Counter(row["kind"] for row in rows)
+        per_triple = Counter((r["colour"], r["shape"], r["direction"]) for r in rows if r["kind"] == "video")
+        summary = {
+            "files": len(rows), "videos": kinds["video"], "stills": kinds["image"], "pairs": kinds["pair"],
+            "identical_files": 0,  # refused while writing
+            "near_duplicates": distinct.near_duplicates,
+            "held_out": sorted(" ".join(t) for t in held_out),
+            # how often the least and the most shown (colour, shape, direction) triple is shown
+            "videos_per_triple": [min(per_triple.values(), default=0), max(per_triple.values(), default=0)],
+        }  # fmt: skip
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return out

@@ -58,13 +58,16 @@ def render(
     return frame
 
 
-def trajectory(direction: str, num_frames: int, size: int, jitter: float, scale: float = 0.14) -> np.ndarray:
-    """(num_frames, 2) centres crossing most of the frame in `direction`; `jitter` in [0, 1) shifts the path;
-    the shape (radius `scale` x size) stays inside the frame."""
+def trajectory(
+    direction: str, num_frames: int, size: int, jitter: float, scale: float = 0.14, lane: float = 0.0
+) -> np.ndarray:
+    """(num_frames, 2) centres crossing most of the frame in `direction`; `jitter` in [0, 1) shifts the path across
+    the free width, the shape (radius `scale` x size) staying inside the frame, and `lane` moves it that many pixels
+    further (the lanes of a combination's repeats)."""
     dx, dy = DIRECTIONS[direction]
     margin = size * max(0.2, scale + 0.04)
     progress = np.linspace(margin, size - margin, num_frames)
-    across = margin + jitter * (size - 2 * margin)
+    across = margin + jitter * (size - 2 * margin) + lane
     xs = progress if dx > 0 else (size - progress if dx < 0 else np.full(num_frames, across))
     ys = progress if dy > 0 else (size - progress if dy < 0 else np.full(num_frames, across))
     return np.stack([xs, ys], axis=1)
