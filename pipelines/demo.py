@@ -29,6 +29,17 @@ def summary(
     if adherence:
         shown = ", ".join(f"{k} {v:.0%} (chance {CHANCE[k]:.0%})" for k, v in adherence.items())
         lines.append(f"prompt adherence over {len(result['samples'])} prompts: {shown}")
+    for group, label in (("held_out", "combinations no training clip shows"), ("seen", "combinations it saw")):
+        if f"adherence/{group}/mean" in m:
+            shown = ", ".join(
+                f"{k} {m[f'adherence/{group}/{k}']:.0%}" for k in ATTRIBUTES if f"adherence/{group}/{k}" in m
+            )
+            lines.append(f"  {label} ({m[f'adherence/{group}/prompts']:.0f} prompts): {shown}")
+    if "adherence/pairs/both" in m:
+        lines.append(
+            f"  two-shape prompts ({m['adherence/pairs/prompts']:.0f}): {m['adherence/pairs/objects']:.0%} of the "
+            f"shapes right, both right in {m['adherence/pairs/both']:.0%}"
+        )
     if "adherence/displacement_truth" in m:
         lines.append(
             f"motion: the shapes travel {m['adherence/displacement']:.1f} px per clip in the direction asked, the "
