@@ -133,3 +133,17 @@ def test_the_composition_prompts_ask_for_48_held_out_and_48_seen_combinations():
     held = [t for t in triples if t in quarter]
     assert len(held) == 48 and set(held) == quarter and len(triples) - len(held) == 48
     assert len(set(triples) - quarter) == 36 and all(a.get("background") for a in asked)
+
+
+def test_the_two_shape_prompts_ask_for_48_pairs_of_seen_combinations():
+    """configs/toy/prompts_pairs.txt: 48 distinct two-shape prompts, every ordered pair of colours four times, each
+    shape a combination the recipe's training shows (none held out)."""
+    from collections import Counter
+    from pathlib import Path
+
+    lines = (Path(__file__).resolve().parents[3] / "configs/toy/prompts_pairs.txt").read_text().splitlines()
+    pairs = [parse_pair_prompt(line) for line in lines]
+    assert len(set(lines)) == len(lines) == 48 and all(pairs)
+    quarter = check_held_out(("quarter",))
+    assert not any((o["colour"], o["shape"], o["direction"]) in quarter for pair in pairs for o in pair)
+    assert set(Counter((a["colour"], b["colour"]) for a, b in pairs).values()) == {4}
