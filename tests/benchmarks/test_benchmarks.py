@@ -131,9 +131,10 @@ def test_demo_step_times_are_read_from_the_run_logs_kfp_lines(tmp_path):
         "00:00:00.500 - INFO - Executing task 'train-stage'\n"  # the retry, after midnight
         "00:00:02.000 - INFO - Task 'train-stage' finished with status SUCCESS\n"
         "00:00:02.100 - INFO - Executing task 'register'\n"
+        "00:00:02.099 - INFO - Executing task 'caption-shard'\n"  # a parallel task's line, a millisecond behind
     )
     steps, total = task_times(log)
-    assert steps["train-stage"] == 3.5 and np.isnan(steps["register"]) and total == 4.1
+    assert steps["train-stage"] == 3.5 and np.isnan(steps["register"]) and total == 4.1  # not a day more
     log.write_text("nothing of kfp.local here\n")
     with pytest.raises(ValueError, match=r"no kfp\.local lines"):
         task_times(log)
