@@ -231,10 +231,12 @@ class STDiT(FusableProjections, ModelMixin, ConfigMixin):
         if text_mask is None:
             text_mask = torch.ones(B, L, dtype=torch.bool, device=text.device)
         text_mask = text_mask.bool()
-        if drop is not None and bool(drop.any()):
+        if drop is not None:
             # a dropped caption is the whole learned null caption (caption_max_length tokens), however long the
             # batch's padded captions are: the unconditional branch is one thing in training and in sampling (as
-            # T2VPipeline's null_caption_mask reads it)
+            # T2VPipeline's null_caption_mask reads it). Taken whether or not a caption of this batch is dropped: every
+            # data-parallel rank's backward then reaches the null caption (a zero gradient where none is), so ZeRO's
+            # gradient buckets are the same size on every rank
             drop = drop.to(device=text.device, dtype=torch.bool)
             N = self.config.caption_max_length
             text = torch.nn.functional.pad(text, (0, 0, 0, N - L))  # (B, N, Ccap), padding masked out

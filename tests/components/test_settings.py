@@ -280,7 +280,7 @@ def test_each_task_resolves_the_production_and_toy_recipes():
     toy = resolve(ROOT / "params.yaml", ["stage2.max_steps=9"])
     assert toy["train-stage-2"].max_steps == 9 and toy["train-stage-2"].frames == "all"
     assert toy["train-stage-1"].model.preset == "tiny" and toy["train-stage-3"].max_steps == 300
-    assert toy["ingest"].filters.dedup_distance is None and toy["synth"].shape_scale == 0.24
+    assert toy["ingest"].filters.dedup_distance is None and toy["synth"].shape_scale == 0.3
 
 
 def test_updated_replaces_by_path():

@@ -95,7 +95,7 @@ def test_every_good_file_comes_through_as_clips(first_run, library):
         str(library / "three_scenes.mp4"): 3,
         str(library / "bad" / "faststart.mp4"): 1,
     }
-    assert result.ignored == 7  # the toy world's caption sidecars and ground truth are not media
+    assert result.ignored == 8  # the toy world's caption sidecars, ground truth and summary are not media
     for column in ("path", "text", "num_frames", "height", "width", "aspect_ratio", "fps", "resolution"):
         assert column in manifest.columns
     three = manifest[manifest.source == str(library / "three_scenes.mp4")].sort_values("start_frame")
