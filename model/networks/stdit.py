@@ -231,12 +231,10 @@ class STDiT(FusableProjections, ModelMixin, ConfigMixin):
         if text_mask is None:
             text_mask = torch.ones(B, L, dtype=torch.bool, device=text.device)
         text_mask = text_mask.bool()
-        if drop is not None:
+        if drop is not None and bool(drop.any()):
             # a dropped caption is the whole learned null caption (caption_max_length tokens), however long the
             # batch's padded captions are: the unconditional branch is one thing in training and in sampling (as
-            # T2VPipeline's null_caption_mask reads it). Taken whether or not a caption of this batch is dropped: every
-            # data-parallel rank's backward then reaches the null caption (a zero gradient where none is), so ZeRO's
-            # gradient buckets are the same size on every rank
+            # T2VPipeline's null_caption_mask reads it)
             drop = drop.to(device=text.device, dtype=torch.bool)
             N = self.config.caption_max_length
             text = torch.nn.functional.pad(text, (0, 0, 0, N - L))  # (B, N, Ccap), padding masked out
@@ -245,6 +243,11 @@ class STDiT(FusableProjections, ModelMixin, ConfigMixin):
             text = torch.where(drop[:, None, None], null, text)
             if self.config.temporal_branch != "opensora-v1":  # Open-Sora 1.0 reads it under the caption's mask
                 text_mask = text_mask | drop[:, None]
+        elif drop is not None and torch.is_grad_enabled():
+            # no caption of this batch dropped: the null caption still enters the graph, adding exact zeros, so that
+            # every data-parallel rank's backward reaches it (a zero gradient) and ZeRO's gradient buckets are the
+            # same size on every rank whichever ranks drop a caption
+            text = text + 0.0 * self.y_embedding.to(text.dtype).sum()
         return self.caption_projection(text), text_mask
 
     def forward(

@@ -34,7 +34,7 @@ def registry(mlflow_server, toy_chain, toy_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("registry")
     trained = toy_chain[2].out_dir / "pipeline"
     models = {
-        "first": perturbed(trained, root / "first", 0.01),
+        "first": perturbed(trained, root / "first", 0.02),
         "worse": perturbed(trained, root / "worse", 0.05),
         "better": trained,
     }
