@@ -33,6 +33,7 @@ from components.common.toy.world import (
     SHAPES,
     caption,
     check_held_out,
+    draw_jitter,
     pair_caption,
     render,
     render_pair,
@@ -109,7 +110,7 @@ def video_worlds(cfg: SynthConfig, held_out: frozenset, rng: np.random.Generator
             colour, shape, direction = triples[i]
             combination = (*triples[i], backgrounds[(first[triples[i]] + round_) % len(backgrounds)])
             if combination not in jitter:
-                jitter[combination] = float(rng.uniform(0.5 - cfg.path_spread / 2, 0.5 + cfg.path_spread / 2))
+                jitter[combination] = draw_jitter(rng, cfg.path_spread)
             lane = _step(repeats[combination]) * cfg.grid
             repeats[combination] += 1
             worlds.append({"colour": colour, "shape": shape, "direction": direction, "background": combination[3],
@@ -121,7 +122,7 @@ def still_worlds(cfg: SynthConfig, rng: np.random.Generator) -> list[dict]:
     """The stills' worlds in order: rounds over every (colour, shape, background), shuffled each round; a
     combination's r-th still sits STILL_STEPS[r] grid cells from its first, which is drawn within `path_spread`."""
     combinations = list(product(COLOURS, SHAPES, BACKGROUNDS))
-    jitter = {c: float(rng.uniform(0.5 - cfg.path_spread / 2, 0.5 + cfg.path_spread / 2)) for c in combinations}
+    jitter = {c: draw_jitter(rng, cfg.path_spread) for c in combinations}
     worlds = []
     for round_ in range(-(-cfg.images // len(combinations))):
         if round_ >= len(STILL_STEPS):
@@ -235,7 +236,7 @@ def synth(cfg: SynthConfig) -> Path:
         per_triple = Counter((r["colour"], r["shape"], r["direction"]) for r in rows if r["kind"] == "video")
         summary = {
             "files": len(rows), "videos": kinds["video"], "stills": kinds["image"], "pairs": kinds["pair"],
-            "identical_files": 0,  # refused while writing
+            "identical_files": len(rows) - len(distinct.seen),  # files whose pixels another file has
             "near_duplicates": distinct.near_duplicates,
             "held_out": sorted(" ".join(t) for t in held_out),
             # how often the least and the most shown (colour, shape, direction) triple is shown

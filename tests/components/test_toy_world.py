@@ -26,7 +26,7 @@ def test_the_demo_world_writes_no_two_alike_files_and_covers_every_combination_e
     assert len(media) == DEMO["videos"] + DEMO["images"]
     assert len({hashlib.sha256(p.read_bytes()).hexdigest() for p in media}) == len(media)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["near_duplicates"] == 0 and summary["files"] == len(media)
+    assert summary["near_duplicates"] == summary["identical_files"] == 0 and summary["files"] == len(media)
     truth = pd.read_csv(out / "ground_truth.csv", keep_default_na=False)
     videos, stills = truth[truth.kind == "video"], truth[truth.kind == "image"]
     # the first scene of each video: every triple not held out, each as often as any other (within one)

@@ -73,6 +73,11 @@ def trajectory(
     return np.stack([xs, ys], axis=1)
 
 
+def draw_jitter(rng: np.random.Generator, spread: float) -> float:
+    """Where a path runs across the frame, as `trajectory`'s `jitter`: uniform within `spread` around the middle."""
+    return float(rng.uniform(0.5 - spread / 2, 0.5 + spread / 2))
+
+
 def sample_world(rng: np.random.Generator, spread: float = 0.6, held_out: frozenset = frozenset()) -> dict:
     """One shape's world, drawn again until its (colour, shape, direction) is not one `held_out` names."""
     while True:
@@ -81,7 +86,7 @@ def sample_world(rng: np.random.Generator, spread: float = 0.6, held_out: frozen
             "shape": str(rng.choice(SHAPES)),
             "direction": str(rng.choice(list(DIRECTIONS))),
             "background": str(rng.choice(list(BACKGROUNDS))),
-            "jitter": float(rng.uniform(0.5 - spread / 2, 0.5 + spread / 2)),
+            "jitter": draw_jitter(rng, spread),
         }
         if (world["colour"], world["shape"], world["direction"]) not in held_out:
             return world
