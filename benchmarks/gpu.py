@@ -53,6 +53,7 @@ import tempfile
 import time
 import traceback
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -68,8 +69,6 @@ FULL_OVER_STDIT_TARGET = 5.0  # Open-Sora 1.0: DiT vs STDiT at 64 frames x 512 p
 ATTENTION_FRAMES, ATTENTION_PIXELS = 64, 512
 DEVICE = "cuda:0"  # one process, the first GPU (as components.train.launch sets it up)
 SAMPLE_STEPS, GUIDANCE = 30, 7.0
-# environment that components.train.launch gives a single process; a child must not inherit this process's
-TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -615,12 +614,14 @@ def loop_part(args, plugin: str = "zero2", timeout_s: float = 300.0) -> dict:
     (weights, fp32 masters, optimizer state, EMA, schedule); and with NaN gradients planted at step 3 (a finite
     loss), which the guard must skip: its step-3 checkpoint equals its step-2 one."""
     from components.train import checkpoint
+    from components.train.launch import TORCHRUN_ENV
 
     start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="t2v-bench-gpu-loop-"))
     try:
         data = toy_precompute(work)
         precompute_s = time.perf_counter() - start
+        # the runs are processes of their own: not ranks of this process's group (the train part's, still open)
         env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
 
         def command(out: Path, *extra: str) -> list[str]:
@@ -812,14 +813,14 @@ def main(argv: list[str] | None = None) -> int:
             free(device)
         results[part]["seconds_part"] = time.perf_counter() - t0
 
-    try:
+    with ExitStack() as group:  # the train part's process group, open to the end
         if {"train", "memory"} & set(args.parts):
             t0 = time.perf_counter()
             rows: list[dict] = []
             try:
-                from components.train.launch import launch
+                from components.train.launch import launched
 
-                launch(seed=0)  # one process, NCCL: as the train step starts
+                group.enter_context(launched(seed=0))  # one process, NCCL: as the train step starts
                 if device.startswith("cuda"):
                     torch.cuda.set_device(device)
                 rows = lever_rows(args, device, training_shapes(args))
@@ -850,9 +851,6 @@ def main(argv: list[str] | None = None) -> int:
             record("loop", lambda: loop_part(args, plugin="ddp" if args.smoke else "zero2"))
             if "resumed_from" in results["loop"]:
                 print_loop(results["loop"])
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
     total = time.perf_counter() - start
     ok = all(r["ok"] for r in results.values())

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,23 +16,37 @@ import torch
 from components.train.config import TrainConfig
 from model.networks.stdit import STDiT
 
+# what torchrun gives each process; a lone process started without it gets them from `launched`, for its run only
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextmanager
+def launched(seed: int) -> Iterator[tuple[int, int, str]]:
+    """The process group through ColossalAI for the block: (rank, world size, device); then the group destroyed.
+    Without torchrun's environment (one local process) the block runs with a free loopback port as its own, and
+    the variables are gone afterwards: a later run in this process, or a process it starts, picks a port afresh
+    instead of one another socket may hold by then."""
+    own = "RANK" not in os.environ
+    if own:
+        os.environ.update(_lone_process_env())
+    try:
+        yield launch(seed)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        if own:
+            for key in TORCHRUN_ENV:
+                os.environ.pop(key, None)
+
 
 def launch(seed: int) -> tuple[int, int, str]:
-    """Initialise the process group through ColossalAI; (rank, world size, device)."""
+    """Initialise the process group through ColossalAI from torchrun's environment; (rank, world size, device).
+    The group stays until destroyed: `launched` scopes it (and the environment it makes) to a block."""
     import colossalai
 
-    if "RANK" not in os.environ:  # one local process: give it torchrun's environment
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(
-            RANK="0",
-            WORLD_SIZE="1",
-            LOCAL_RANK="0",
-            LOCAL_WORLD_SIZE="1",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-        )
+    if "RANK" not in os.environ:
+        raise RuntimeError("no torchrun environment (RANK, MASTER_PORT, ...): start the process with torchrun, or "
+                           "use components.train.launch.launched, which gives one local process its own")  # fmt: skip
     cuda = torch.cuda.is_available()
     colossalai.launch_from_torch(backend="nccl" if cuda else "gloo", seed=seed, verbose=False)
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -38,6 +54,14 @@ def launch(seed: int) -> tuple[int, int, str]:
     if cuda:
         torch.cuda.set_device(device)
     return rank, world, device
+
+
+def _lone_process_env() -> dict[str, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    values = ("0", "1", "0", "1", "127.0.0.1", str(port))
+    return dict(zip(TORCHRUN_ENV, values, strict=True))
 
 
 def plugin_name(name: str) -> str:

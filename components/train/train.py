@@ -39,7 +39,7 @@ from components.train.data import BucketBatchSampler, batches, bucket_batch_size
 from components.train.ema import EMA
 from components.train.export import export, weights_sha256
 from components.train.guard import Guard
-from components.train.launch import boost, launch, plugin_name
+from components.train.launch import boost, launched, plugin_name
 from components.train.pace import Pace
 from components.train.throughput import Window
 from components.train.trainer import Trainer
@@ -68,8 +68,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     ckpt_root = out / "checkpoints"
 
     # 1. processes
-    rank, world, device = launch(cfg.seed)
-    try:
+    with launched(cfg.seed) as (rank, world, device):
         sp_group, dp_rank, dp_size = new_groups(cfg.sp)
 
         # 2. data: the processes of one sequence-parallel group read the same samples; a resumed run goes on with
@@ -149,8 +148,6 @@ def train(cfg: TrainConfig) -> TrainResult:
         tracker.close(timeout_s=cfg.tracking_wait_s)
         return TrainResult(out, out / "export", cfg.max_steps, start, trainer.losses, trainer.val,
                            (probe_start, probe_end), tracker.run_id, step_times)  # fmt: skip
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------------- train's steps

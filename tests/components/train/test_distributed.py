@@ -1,13 +1,17 @@
 """Training on several processes (torchrun, ddp over gloo, one thread each so that two fit on two cores) gives the
 same numbers as one process with the same global batch; sequence parallelism likewise."""
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file
 
 from components.common.tracking import read_metrics_log
+from components.train.launch import TORCHRUN_ENV, launch, launched
 from components.train.launcher import run_standalone
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -81,3 +85,31 @@ def test_sequence_parallel_sp2_equals_sp1(data, tmp_path):
     assert val[0] and val[0].keys() == val[1].keys()
     assert all(abs(val[0][k] - val[1][k]) < 1e-5 for k in val[0])
     assert list((tmp_path / "sp2" / "samples" / "step-00000002").glob("*.mp4"))
+
+
+def test_a_lone_process_gets_a_group_of_its_own_for_the_run_only(monkeypatch):
+    """Without torchrun's variables, `launched` gives the process a group on a free loopback port for the block and
+    takes the variables away afterwards: a process this one starts later (the tests' killed runs, a benchmark's
+    runs) must not inherit a port that another socket may hold by then. torchrun's own variables stay as they are."""
+    for key in TORCHRUN_ENV:
+        monkeypatch.delenv(key, raising=False)
+    with launched(seed=0) as (rank, world, device):
+        assert (rank, world, device) == (0, 1, "cpu") and dist.is_initialized()
+        assert os.environ["WORLD_SIZE"] == "1" and int(os.environ["MASTER_PORT"]) > 0
+    assert not dist.is_initialized()
+    assert not [key for key in TORCHRUN_ENV if key in os.environ]
+    with pytest.raises(RuntimeError, match="torchrun"):
+        launch(seed=0)  # the group's own start needs torchrun's variables, and says so
+
+    given = dict(zip(TORCHRUN_ENV, ("0", "1", "0", "1", "127.0.0.1", str(free_port())), strict=True))
+    for key, value in given.items():
+        monkeypatch.setenv(key, value)
+    with launched(seed=0) as (rank, world, _):
+        assert (rank, world) == (0, 1)
+    assert {key: os.environ[key] for key in TORCHRUN_ENV} == given and not dist.is_initialized()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
