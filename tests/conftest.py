@@ -6,18 +6,28 @@ import os
 import pytest
 import torch
 
+from tests import workers
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # one of several workers (make test): the cores shared among them,
+    # and the same count for the processes a test starts, so that a run in a child computes what one here does
+    threads = str(max(1, (os.cpu_count() or 2) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 
+def pytest_configure(config):
+    workers.configure(config)
+
+
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip_gpu = pytest.mark.skip(reason="needs CUDA")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip_gpu)
+    if not torch.cuda.is_available():
+        skip_gpu = pytest.mark.skip(reason="needs CUDA")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip_gpu)
+    workers.share_work(config, items)
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,7 @@ def restart_mlflow_during_stage2(drill: dict):
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory):
+def rehearsal_services(tmp_path_factory):
     """The services; the tests' own MLflow calls authenticate as the pipeline's identity, as its tasks do."""
     with LocalServices(tmp_path_factory.mktemp("services")) as running, pytest.MonkeyPatch.context() as mp:
         for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
@@ -60,7 +60,7 @@ def services(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory, services):
+def rehearsal(tmp_path_factory, rehearsal_services):
     drill: dict = {}
     sizes = {**SMALL, "stage2.max_steps": STAGE2_STEPS, "caption.batch_size": 2}  # stage 2 outlasts the restart
     result = rehearse(
@@ -68,7 +68,7 @@ def rehearsal(tmp_path_factory, services):
         extra_sizes=sizes,
         overrides=["caption.crash_after=2"],
         during=restart_mlflow_during_stage2(drill),
-        services=services,
+        services=rehearsal_services,
     )
     return result, drill
 
@@ -89,9 +89,10 @@ def test_each_stage_trains_on_its_own_data_stage_3_a_strict_subset_at_double_the
 
 
 def test_the_registered_lineage_reads_back_from_the_server_and_dvc_pull_restores_its_data(
-    rehearsal, services, tmp_path
+    rehearsal, rehearsal_services, tmp_path
 ):
     result, _ = rehearsal
+    services = rehearsal_services
     client = MlflowClient(tracking_uri=services.tracking_uri, registry_uri=services.tracking_uri)
     version = client.get_model_version(result.version["name"], result.version["version"])
     tags = version.tags
@@ -121,8 +122,9 @@ def test_the_registered_lineage_reads_back_from_the_server_and_dvc_pull_restores
     assert all((clone / relative / p).read_bytes() == (folder / p).read_bytes() for p in original)
 
 
-def test_a_restart_of_mlflow_during_stage_2_loses_no_step_and_the_run_goes_on(rehearsal, services):
+def test_a_restart_of_mlflow_during_stage_2_loses_no_step_and_the_run_goes_on(rehearsal, rehearsal_services):
     result, drill = rehearsal
+    services = rehearsal_services
     assert drill, "stage 2 never logged metrics: the MLflow restart did not happen"
     assert drill["steps_when_up"] < STAGE2_STEPS // 5, "stage 2 ended before MLflow was back: make stage 2 longer"
     records = [json.loads(line) for line in Path(drill["log"]).read_text().splitlines()]
