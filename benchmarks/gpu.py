@@ -30,7 +30,7 @@ Parts (each runs in its own try/except; a failure is reported and the others sti
     python benchmarks/gpu.py                           # the acceptance run, about 4 minutes (under 8) on one H100
     python benchmarks/gpu.py --quick                   # fewer steps, about 3 minutes
     python benchmarks/gpu.py --parts train,memory      # some parts only
-    python benchmarks/gpu.py --smoke                   # no GPU: the lever rows on the CPU, tiny model (code paths)
+    python benchmarks/gpu.py --smoke                   # no GPU: every part on the CPU, tiny model (code paths)
 
 Without a CUDA device it prints why it skipped and exits 0. Exit code 1 when a part raised (a missed target is a
 figure, not a failure: targets are printed beside the figures). The last line printed is a JSON object with every
@@ -69,6 +69,7 @@ FULL_OVER_STDIT_TARGET = 5.0  # Open-Sora 1.0: DiT vs STDiT at 64 frames x 512 p
 ATTENTION_FRAMES, ATTENTION_PIXELS = 64, 512
 DEVICE = "cuda:0"  # one process, the first GPU (as components.train.launch sets it up)
 SAMPLE_STEPS, GUIDANCE = 30, 7.0
+SMOKE_ATTENTION, SMOKE_SAMPLE_STEPS = (4, 128), 2  # --smoke: full attention over 4 x 64 tokens, not 65,536
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -400,7 +401,7 @@ def sdpa_part(args, device: str) -> dict:
     from torch.nn.attention import SDPBackend
     from torch.profiler import ProfilerActivity, profile
 
-    model = build(args.preset, device, torch.bfloat16)
+    model = build(args.preset, device, torch.bfloat16, caption_channels=args.caption_channels)
     rows = []
     try:
         for pixels in (256, 512):
@@ -461,27 +462,28 @@ def attention_part(args, device: str) -> dict:
     """Forward+backward time of STDiT and its full-attention twin at 64 frames x 512 px, batch 1, bf16."""
     from model.planning.flops import forward_flops
 
-    side = ATTENTION_PIXELS // VAE_FACTOR
-    shape = dict(batch=1, frames=ATTENTION_FRAMES, height=side, width=side, text_tokens=TEXT_TOKENS)
+    frames, pixels = args.attention_frames, args.attention_pixels
+    side = pixels // VAE_FACTOR
+    shape = dict(batch=1, frames=frames, height=side, width=side, text_tokens=TEXT_TOKENS)
     config = model_config(args.preset)
     st_flops = forward_flops(arch(config), **shape).train_step(gradient_checkpointing=True)
     full_flops = forward_flops(arch(config, "full"), **shape).train_step(gradient_checkpointing=True)
     result: dict = {
-        "frames": ATTENTION_FRAMES,
-        "pixels": ATTENTION_PIXELS,
-        "tokens": ATTENTION_FRAMES * (side // config["patch_size"]) ** 2,
+        "frames": frames,
+        "pixels": pixels,
+        "tokens": frames * (side // config["patch_size"]) ** 2,
         "full_over_stdit_analytic": full_flops / st_flops,
         "target": FULL_OVER_STDIT_TARGET,
     }
     for mode, key in (("spatial_temporal", "stdit"), ("full", "full")):
         model = None
         try:
-            model = build(args.preset, device, torch.bfloat16, mode)
+            model = build(args.preset, device, torch.bfloat16, mode, caption_channels=args.caption_channels)
             model.enable_gradient_checkpointing()
             model.train()
-            x = torch.randn(1, CHANNELS, ATTENTION_FRAMES, side, side, device=device, dtype=torch.bfloat16)
+            x = torch.randn(1, CHANNELS, frames, side, side, device=device, dtype=torch.bfloat16)
             t = torch.full((1,), 500.0, device=device)
-            text = torch.randn(1, TEXT_TOKENS, CAPTION_CHANNELS, device=device, dtype=torch.bfloat16)
+            text = torch.randn(1, TEXT_TOKENS, args.caption_channels, device=device, dtype=torch.bfloat16)
             mask = torch.ones(1, TEXT_TOKENS, dtype=torch.bool, device=device)
 
             def step(k, model=model, x=x, t=t, text=text, mask=mask):
@@ -532,11 +534,11 @@ def sample_part(args, device: str) -> dict:
     from model.schedulers.config import FlowConfig
     from model.schedulers.flow import sample
 
-    model = build(args.preset, device, torch.bfloat16).eval()
+    model = build(args.preset, device, torch.bfloat16, caption_channels=args.caption_channels).eval()
     try:
         side = 256 // VAE_FACTOR
         shape = (1, CHANNELS, FRAMES, side, side)
-        text = torch.randn(1, TEXT_TOKENS, CAPTION_CHANNELS, generator=torch.Generator().manual_seed(0))
+        text = torch.randn(1, TEXT_TOKENS, args.caption_channels, generator=torch.Generator().manual_seed(0))
         mask = torch.ones(1, TEXT_TOKENS, dtype=torch.bool)
         kwargs = dict(cfg=FlowConfig(), guidance_scale=GUIDANCE, generator=torch.Generator().manual_seed(0))
         sample(model, shape, text, mask, num_steps=2, **kwargs)  # warm-up
@@ -755,14 +757,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="no GPU needed: the train and memory parts on the CPU with "
-        "the tiny preset, batch 1, one step each (checks this script's code paths, measures nothing)",
+        help="no GPU needed: every part on the CPU with the tiny preset, batch 1, one step each, the attention "
+        f"part at {SMOKE_ATTENTION[0]} frames x {SMOKE_ATTENTION[1]} px, {SMOKE_SAMPLE_STEPS} sampling steps, the "
+        "loop under ddp (checks this script's code paths, measures nothing)",
     )
     parser.add_argument("--caption-channels", type=int, default=CAPTION_CHANNELS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.smoke:
         args.preset, args.batch_256, args.batch_512, args.warmup, args.reps = "tiny", 1, 1, 1, 1
-        args.caption_channels, args.parts = 32, "train,memory,loop"
+        args.caption_channels, args.parts = 32, ",".join(PARTS)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:
@@ -775,7 +778,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     args.reps = args.reps or (2 if args.quick else 5)
     args.attention_reps = 1 if args.quick else 2
-    args.sample_steps = SAMPLE_STEPS
+    attention = SMOKE_ATTENTION if args.smoke else (ATTENTION_FRAMES, ATTENTION_PIXELS)
+    args.attention_frames, args.attention_pixels = attention
+    args.sample_steps = SMOKE_SAMPLE_STEPS if args.smoke else SAMPLE_STEPS
     args.loop_steps = 10 if args.quick or args.smoke else 20
     return args
 

@@ -156,12 +156,23 @@ def test_gpu_benchmark_skips_without_cuda_and_its_help_says_what_it_measures():
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_smoke_runs_every_lever_row_and_the_loop_on_the_cpu():
-    """The GPU acceptance run's training and loop parts, on the CPU with the tiny model, before a GPU is spent on
-    them: every lever row runs, in order, with what the default step does (fused, compiled, recompute chosen by the
-    memory model); the killed and resumed run equals the uninterrupted one, and planted NaN gradients are skipped."""
+def test_gpu_benchmark_smoke_runs_every_part_on_the_cpu():
+    """Every part of the GPU acceptance run, on the CPU with the tiny model, before a GPU is spent on them: every
+    lever row runs, in order, with what the default step does (fused, compiled, recompute chosen by the memory
+    model); the SDPA kernels are read for the three attentions at both sizes; STDiT and its full-attention twin are
+    timed; a sample is drawn; the killed and resumed run equals the uninterrupted one, and planted NaN gradients are
+    skipped."""
     result = run_benchmark("gpu.py", "--smoke")
     assert result["smoke"] and result["ok"], result
+    assert list(result["parts"]) == ["train", "memory", "sdpa", "attention", "sample", "loop"]
+    sdpa = result["parts"]["sdpa"]
+    assert sorted(sdpa["ran"]) == sorted(f"{a}_{p}" for a in ("spatial", "temporal", "cross") for p in (256, 512))
+    assert all(r["ran"] != "none found" and r["flash_only"] for r in sdpa["rows"]), sdpa["rows"]
+    attention = result["parts"]["attention"]
+    assert attention["stdit_s"] > 0 and attention["full_s"] > 0 and attention["ratio_source"] == "measured"
+    assert attention["full_over_stdit_analytic"] > 0 and attention["tokens"] == 4 * (128 // 8 // 2) ** 2
+    sample = result["parts"]["sample"]
+    assert sample["finite"] and sample["steps"] == 2 and sample["seconds"] > 0
     rows = result["parts"]["train"]["levers"]
     assert [(r["pixels"], r["lever"]) for r in rows] == [
         (512, "today"), (512, "+fused-projections"), (512, "+compiled"), (512, "+recompute-auto"),
