@@ -10,7 +10,7 @@ export MKL_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install browser postgres ffmpeg demo rehearsal test lint format bench repro lock clean
+.PHONY: install browser postgres ffmpeg demo rehearsal test lint format bench repro wheelhouse lock clean
 
 install: $(VENV)/.installed
 
@@ -85,6 +85,12 @@ rehearsal: install postgres
 repro: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 	@$(PY) -m pipelines.demo
+
+# The wheels a GPU run (benchmarks/gpu.py, `t2v train`) needs on an offline machine that already has PyTorch, pinned
+# to this install, less what that machine has: HAVE is its `python3 -m pip freeze`, saved to a file.
+WHEELHOUSE ?= wheelhouse
+wheelhouse: install
+	$(PY) benchmarks/wheelhouse.py --have "$(HAVE)" --out $(WHEELHOUSE)
 
 # Regenerate constraints.txt from the current environment (after a deliberate upgrade).
 lock: install

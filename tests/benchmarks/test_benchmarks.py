@@ -1,6 +1,7 @@
 """Benchmarks run in quick mode so they cannot rot; their figures are read from the JSON last line."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_benchmark(name: str, *args: str) -> dict:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True, check=True
-    )
+def run_benchmark(name: str, *args: str, python: Path | None = None) -> dict:
+    """The benchmark's JSON line; with `python`, in that environment (the project from this checkout)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)} if python else None
+    command = [str(python or sys.executable), str(ROOT / "benchmarks" / name), *args]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "Error" in line][-5:]
+    assert proc.returncode == 0, f"{' '.join(command[1:])}: exit {proc.returncode}: {errors}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -156,13 +160,17 @@ def test_gpu_benchmark_skips_without_cuda_and_its_help_says_what_it_measures():
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_smoke_runs_every_part_on_the_cpu():
+def test_gpu_benchmark_smoke_runs_every_part_on_the_cpu(tmp_path):
     """Every part of the GPU acceptance run, on the CPU with the tiny model, before a GPU is spent on them: every
     lever row runs, in order, with what the default step does (fused, compiled, recompute chosen by the memory
     model); the SDPA kernels are read for the three attentions at both sizes; STDiT and its full-attention twin are
     timed; a sample is drawn; the killed and resumed run equals the uninterrupted one, and planted NaN gradients are
-    skipped."""
-    result = run_benchmark("gpu.py", "--smoke")
+    skipped. It runs where only the wheelhouse's distributions are installed (benchmarks/wheelhouse.py: GPU_RUN and
+    what they require), as on an offline GPU machine: an import the GPU run adds beyond them fails it."""
+    from benchmarks.wheelhouse import closure, isolated_python
+
+    python = isolated_python(closure(python="{}.{}".format(*sys.version_info)), tmp_path / "env")
+    result = run_benchmark("gpu.py", "--smoke", python=python)
     assert result["smoke"] and result["ok"], result
     assert list(result["parts"]) == ["train", "memory", "sdpa", "attention", "sample", "loop"]
     sdpa = result["parts"]["sdpa"]
