@@ -10,7 +10,8 @@ rank of the group and the loss is unchanged.
 Gradients: the gather's backward sums the output gradient over the group (every rank computes the same loss), so
 the group's parameter gradients sum to `sp` times the loss gradient; data parallelism then averages over all
 `dp * sp` ranks, which leaves exactly the gradient of the data-parallel loss. All collectives are plain
-`torch.distributed` calls (all_to_all, all_gather, all_reduce): gloo on CPU, NCCL on GPU.
+`torch.distributed` calls (all_to_all, all_gather, all_reduce): gloo on CPU, NCCL on GPU; where a backend has no
+all_to_all (gloo before torch 2.13), it is done with all_gather.
 """
 
 from __future__ import annotations
@@ -51,11 +52,33 @@ def new_groups(sp: int) -> tuple[SequenceParallel | None, int, int]:
     return mine, rank // sp, world // sp
 
 
+# Backends found without all_to_all (gloo before torch 2.13: "Backend gloo does not support alltoall")
+NO_ALL_TO_ALL: set[str] = set()
+
+
+def _exchange(chunks: list[torch.Tensor], sp: SequenceParallel) -> list[torch.Tensor]:
+    """All-to-all: chunk j of every rank goes to rank j; returns the chunks received, in rank order. Where the
+    backend has no all_to_all, every rank's chunks are gathered and this rank's kept: the same tensors for
+    `sp` times the traffic (CPU runs)."""
+    backend = str(dist.get_backend(sp.group))
+    if backend not in NO_ALL_TO_ALL:
+        received = [torch.empty_like(c) for c in chunks]
+        try:
+            dist.all_to_all(received, chunks, group=sp.group)
+            return received
+        except RuntimeError as err:  # raised on every rank alike, before anything is sent
+            if "support alltoall" not in str(err):
+                raise
+            NO_ALL_TO_ALL.add(backend)
+    mine = torch.stack(chunks)
+    everyone = [torch.empty_like(mine) for _ in range(sp.size)]
+    dist.all_gather(everyone, mine, group=sp.group)
+    return [theirs[sp.rank] for theirs in everyone]
+
+
 def _all_to_all(x: torch.Tensor, scatter_dim: int, gather_dim: int, sp: SequenceParallel) -> torch.Tensor:
     chunks = [c.contiguous() for c in x.chunk(sp.size, dim=scatter_dim)]
-    received = [torch.empty_like(c) for c in chunks]
-    dist.all_to_all(received, chunks, group=sp.group)
-    return torch.cat(received, dim=gather_dim)
+    return torch.cat(_exchange(chunks, sp), dim=gather_dim)
 
 
 class _AllToAll(torch.autograd.Function):
