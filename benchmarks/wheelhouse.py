@@ -45,6 +45,7 @@ GPU_RUN = (
     "rich", "tqdm", "opencv-python", "pandas", "pyarrow",  # the training step and its data
     "av", "scenedetect",  # the toy world's videos and their ingest (the loop part)
     "peft", "galore-torch", "bitsandbytes", "psutil",  # what colossalai's booster imports (it comes without them)
+    "setuptools",  # torch.compile's inductor imports it; torch requires it on Python >= 3.12 only
 )  # fmt: skip
 NO_REQUIREMENTS = {"colossalai"}  # installed with --no-deps: its pins contradict the tested stack
 # Distributions that stand for another one (the same modules): a target holding one of these needs no other
