@@ -8,7 +8,7 @@ Python, leaving out what the target already has:
     python3 -m pip freeze > have.txt                       # on the GPU machine (names alone also do)
     .venv/bin/python benchmarks/wheelhouse.py --have have.txt --out wheelhouse    # here, online
     python3 -m pip install --no-index --no-deps --target /tmp/site wheelhouse/*.whl   # there
-    PYTHONPATH=/tmp/site python3 benchmarks/gpu.py
+    PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu.py    # there, in the checkout's root
 
 (`make wheelhouse HAVE=have.txt` runs the second line.) colossalai, which PyPI serves as a source archive, is built
 into a pure-Python wheel (no CUDA extensions, as `make install` installs it); bitsandbytes keeps its CPU library and
@@ -167,10 +167,11 @@ def keep_one_cuda(wheel: Path, cuda: str) -> list[str]:
     return drop
 
 
-def install_command(out: Path) -> str:
-    """What installs the wheelhouse on the target, beside its own packages (which stay as they are)."""
-    install = f"python3 -m pip install -q --no-index --no-deps --target /tmp/site {out}/*.whl"
-    return f"{install} && export PYTHONPATH=/tmp/site"
+def install_command(out: Path, site: str = "/tmp/site") -> str:
+    """What installs the wheelhouse on the target, beside its own packages (which stay as they are), and puts it and
+    the checkout (the current folder: the repository's root) on Python's path."""
+    install = f"python3 -m pip install -q --no-index --no-deps --target {site} {out}/*.whl"
+    return f'{install} && export PYTHONPATH="{site}:$PWD"'
 
 
 def isolated_python(dists, folder: Path) -> Path:

@@ -144,6 +144,20 @@ def test_download_pins_binary_wheels_for_the_target_and_builds_the_source_only_o
                                                      "t2vfake_src-0.3-py3-none-any.whl"]  # fmt: skip
 
 
+def test_the_install_command_puts_the_wheels_and_the_checkout_on_the_path(tmp_path):
+    """What the script prints for the target, run there: from the checkout's root, both import."""
+    out = tmp_path / "checkout" / "wheelhouse"
+    out.mkdir(parents=True)
+    write_wheel(out / "t2vfake_w-1.0-py3-none-any.whl", wheel_bytes({"t2vfake_w.py": b"X = 1\n"}, "t2vfake_w-1.0"))
+    (tmp_path / "checkout" / "t2vfake_project.py").write_text("Y = 2\n")
+    command = wheelhouse.install_command(Path("wheelhouse"), site=str(tmp_path / "site"))
+    python = Path(sys.executable).parent  # `python3` there is the target's Python
+    check = 'python3 -c "import t2vfake_w, t2vfake_project; print(t2vfake_w.X + t2vfake_project.Y)"'
+    shown = subprocess.run(["bash", "-c", f'export PATH="{python}:$PATH"; {command} && {check}'],
+                           cwd=tmp_path / "checkout", capture_output=True, text=True)  # fmt: skip
+    assert shown.returncode == 0 and shown.stdout.strip() == "3", shown.stderr
+
+
 def test_the_command_line_needs_the_targets_package_list_with_torch_in_it(tmp_path):
     script = [sys.executable, str(ROOT / "benchmarks" / "wheelhouse.py")]
     missing = subprocess.run([*script, "--list"], capture_output=True, text=True)
