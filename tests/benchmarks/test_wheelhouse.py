@@ -150,9 +150,12 @@ def test_the_install_command_puts_the_wheels_and_the_checkout_on_the_path(tmp_pa
     out.mkdir(parents=True)
     write_wheel(out / "t2vfake_w-1.0-py3-none-any.whl", wheel_bytes({"t2vfake_w.py": b"X = 1\n"}, "t2vfake_w-1.0"))
     (tmp_path / "checkout" / "t2vfake_project.py").write_text("Y = 2\n")
+    (tmp_path / "checkout" / "bench").mkdir()  # a script in a folder, as benchmarks/gpu.py: its folder on the path
+    (tmp_path / "checkout" / "bench" / "run.py").write_text("import t2vfake_w, t2vfake_project\n"
+                                                            "print(t2vfake_w.X + t2vfake_project.Y)\n")  # fmt: skip
     command = wheelhouse.install_command(Path("wheelhouse"), site=str(tmp_path / "site"))
     python = Path(sys.executable).parent  # `python3` there is the target's Python
-    check = 'python3 -c "import t2vfake_w, t2vfake_project; print(t2vfake_w.X + t2vfake_project.Y)"'
+    check = "python3 bench/run.py"
     shown = subprocess.run(["bash", "-c", f'export PATH="{python}:$PATH"; {command} && {check}'],
                            cwd=tmp_path / "checkout", capture_output=True, text=True)  # fmt: skip
     assert shown.returncode == 0 and shown.stdout.strip() == "3", shown.stderr
