@@ -30,6 +30,7 @@ Parts (each runs in its own try/except; a failure is reported and the others sti
     python benchmarks/gpu.py                           # the acceptance run, about 4 minutes (under 8) on one H100
     python benchmarks/gpu.py --quick                   # fewer steps, about 3 minutes
     python benchmarks/gpu.py --parts train,memory      # some parts only
+    python benchmarks/gpu.py --json gpu.json           # also the JSON in a file, rewritten after each row and part
     python benchmarks/gpu.py --smoke                   # no GPU: every part on the CPU, tiny model (code paths)
 
 Without a CUDA device it prints why it skipped and exits 0. Exit code 1 when a part raised (a missed target is a
@@ -69,6 +70,8 @@ FULL_OVER_STDIT_TARGET = 5.0  # Open-Sora 1.0: DiT vs STDiT at 64 frames x 512 p
 ATTENTION_FRAMES, ATTENTION_PIXELS = 64, 512
 DEVICE = "cuda:0"  # one process, the first GPU (as components.train.launch sets it up)
 SAMPLE_STEPS, GUIDANCE = 30, 7.0
+TARGETS = {"mfu_512": MFU_TARGET, "mfu_256": MFU_TARGET_256, "memory_tolerance": MEMORY_TOLERANCE,
+           "full_over_stdit": FULL_OVER_STDIT_TARGET, "sdpa": "flash or efficient"}  # fmt: skip
 SMOKE_ATTENTION, SMOKE_SAMPLE_STEPS = (4, 128), 2  # --smoke: full attention over 4 x 64 tokens, not 65,536
 
 
@@ -178,9 +181,10 @@ def step_setup(plugin: str, levers: dict, recompute: int) -> object:
                      compiled=levers["compile"], ema=False)  # fmt: skip
 
 
-def lever_rows(args, device: str, shapes: list[tuple[int, int, str]]) -> list[dict]:
+def lever_rows(args, device: str, shapes: list[tuple[int, int, str]], done=None) -> list[dict]:
     """Whole training steps (as components.train builds them: plugin, AdamW, the trainer's switches) for each
-    (pixels, batch, lever) in `shapes`; one row each ({"ok": False, "error": ...} for a row that raised)."""
+    (pixels, batch, lever) in `shapes`; one row each ({"ok": False, "error": ...} for a row that raised), handed to
+    done(rows so far) as it is made."""
     from components.train.build import set_recompute
     from components.train.config import ModelConfig, TrainConfig
     from components.train.launch import boost
@@ -262,6 +266,8 @@ def lever_rows(args, device: str, shapes: list[tuple[int, int, str]]) -> list[di
             model = run = x0 = text = mask = step = None  # the next row's peak must not hold this one's
             free(device)
         rows.append(row)
+        if done:
+            done(rows)
     return rows
 
 
@@ -313,24 +319,30 @@ def memory_part(rows: list[dict]) -> dict:
     }
 
 
-def print_training(rows: list[dict], peak: float | None, peak_source: str, preset: str) -> None:
+def print_training_header(peak: float | None, peak_source: str, preset: str) -> None:
     print(f"\n[train] whole training steps (plugin, AdamW, optimizer step), STDiT-{preset}, {FRAMES} frames; each "
           f"lever keeps the ones above it; {DEFAULT} is the default")  # fmt: skip
     print(f"        MFU against {peak or '?'} TFLOP/s dense bf16 ({peak_source}); target >= {MFU_TARGET:.0%} at "
           f"512 px, >= {MFU_TARGET_256:.0%} at 256 px")  # fmt: skip
     print(f"{'lever':>19} {'pixels':>6} {'batch':>5} {'recompute':>9} {'1st s':>6} {'step s':>7} {'tokens/s':>9} "
-          f"{'MFU':>6} {'HFU':>6} {'est GiB':>8} {'peak GiB':>8}")  # fmt: skip
-    for r in rows:
-        if not r["ok"]:
-            print(f"{r['lever']:>19} {r['pixels']:6d} {r['batch']:5d}  failed: {r['error']}")
-            continue
-        pct = lambda v: f"{v:6.1%}" if v is not None else f"{'-':>6}"  # noqa: E731
-        gib = lambda v: f"{v:8.1f}" if v is not None else f"{'-':>8}"  # noqa: E731
-        print(
-            f"{r['lever']:>19} {r['pixels']:6d} {r['batch']:5d} {r['recompute_blocks']:9d} {r['first_step_s']:6.1f} "
-            f"{r['step_s']:7.3f} {r['tokens_per_s']:9.0f} {pct(r['mfu'])} {pct(r['hfu'])} "
-            f"{gib(r['memory_estimate_gb'])} {gib(r['memory_measured_gb'])}"
-        )
+          f"{'MFU':>6} {'HFU':>6} {'est GiB':>8} {'peak GiB':>8}", flush=True)  # fmt: skip
+
+
+def print_lever_row(r: dict) -> None:
+    if not r["ok"]:
+        print(f"{r['lever']:>19} {r['pixels']:6d} {r['batch']:5d}  failed: {r['error']}", flush=True)
+        return
+    pct = lambda v: f"{v:6.1%}" if v is not None else f"{'-':>6}"  # noqa: E731
+    gib = lambda v: f"{v:8.1f}" if v is not None else f"{'-':>8}"  # noqa: E731
+    print(
+        f"{r['lever']:>19} {r['pixels']:6d} {r['batch']:5d} {r['recompute_blocks']:9d} {r['first_step_s']:6.1f} "
+        f"{r['step_s']:7.3f} {r['tokens_per_s']:9.0f} {pct(r['mfu'])} {pct(r['hfu'])} "
+        f"{gib(r['memory_estimate_gb'])} {gib(r['memory_measured_gb'])}",
+        flush=True,
+    )
+
+
+def print_training_footer() -> None:
     print(
         "MFU counts 3x forward FLOPs (model.planning.flops) as useful work; HFU adds the forward that recompute "
         "repeats."
@@ -755,6 +767,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--preset", default="XL/2", help="STDiT preset (default XL/2; the targets are for XL/2)")
     parser.add_argument(
+        "--json",
+        type=Path,
+        help="also write the JSON object to this file, rewritten after every lever row and part: what a run cut "
+        'short (a time limit, a lost machine) leaves of its figures has "complete": false',
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="no GPU needed: every part on the CPU with the tiny preset, batch 1, one step each, the attention "
@@ -817,6 +835,26 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             free(device)
         results[part]["seconds_part"] = time.perf_counter() - t0
+        save()
+
+    def summary(complete: bool) -> dict:
+        ok = all(r["ok"] for r in results.values())
+        return {**base, "device": name, "device_memory_gb": memory_gb, "peak_tflops": peak,
+                "peak_source": peak_source, "preset": args.preset, "parts_run": args.parts, "complete": complete,
+                "ok": ok, "total_s": time.perf_counter() - start, "targets": TARGETS, "parts": results}  # fmt: skip
+
+    def save(in_progress: dict | None = None, data: dict | None = None) -> None:
+        """The figures so far (or `data`) into --json, written whole and then renamed: never half a file."""
+        if args.json:
+            data = data or {**summary(complete=False), "parts": {**results, **(in_progress or {})}}
+            tmp = args.json.with_name(args.json.name + ".tmp")
+            tmp.write_text(json.dumps(data, default=str))
+            tmp.replace(args.json)
+
+    def lever_done(rows: list[dict]) -> None:
+        save({p: {**f(rows), "seconds_part": time.perf_counter() - t0, "in_progress": True}
+              for p, f in (("train", train_part), ("memory", memory_part)) if p in args.parts})  # fmt: skip
+        print_lever_row(rows[-1])
 
     with ExitStack() as group:  # the train part's process group, open to the end
         if {"train", "memory"} & set(args.parts):
@@ -828,8 +866,9 @@ def main(argv: list[str] | None = None) -> int:
                 group.enter_context(launched(seed=0))  # one process, NCCL: as the train step starts
                 if device.startswith("cuda"):
                     torch.cuda.set_device(device)
-                rows = lever_rows(args, device, training_shapes(args))
-                print_training(rows, peak, peak_source, args.preset)
+                print_training_header(peak, peak_source, args.preset)
+                rows = lever_rows(args, device, training_shapes(args), done=lever_done)
+                print_training_footer()
                 parts = {"train": train_part(rows), "memory": memory_part(rows)}
             except Exception as err:
                 traceback.print_exc()
@@ -840,6 +879,7 @@ def main(argv: list[str] | None = None) -> int:
             for part in ("train", "memory"):
                 if part in args.parts:
                     results[part] = {**parts[part], "seconds_part": time.perf_counter() - t0}
+            save()
         if "sdpa" in args.parts:
             record("sdpa", lambda: sdpa_part(args, device))
             if results["sdpa"]["ok"]:
@@ -857,34 +897,15 @@ def main(argv: list[str] | None = None) -> int:
             if "resumed_from" in results["loop"]:
                 print_loop(results["loop"])
 
-    total = time.perf_counter() - start
-    ok = all(r["ok"] for r in results.values())
+    final = summary(complete=True)
+    save(data=final)
     print(f"\n{'part':<10} {'ok':>5} {'seconds':>8}")
     for part, r in results.items():
         print(f"{part:<10} {r['ok']!s:>5} {r['seconds_part']:8.1f}")
-    print(f"total {total:.0f} s (budget 480 s); exit {0 if ok else 1}")
-    summary = {
-        **base,
-        "device": name,
-        "device_memory_gb": memory_gb,
-        "peak_tflops": peak,
-        "peak_source": peak_source,
-        "preset": args.preset,
-        "parts_run": args.parts,
-        "ok": ok,
-        "total_s": total,
-        "targets": {
-            "mfu_512": MFU_TARGET,
-            "mfu_256": MFU_TARGET_256,
-            "memory_tolerance": MEMORY_TOLERANCE,
-            "full_over_stdit": FULL_OVER_STDIT_TARGET,
-            "sdpa": "flash or efficient",
-        },
-        "parts": results,
-    }
+    print(f"total {final['total_s']:.0f} s (budget 480 s); exit {0 if final['ok'] else 1}")
     sys.stdout.flush()
-    print(json.dumps(summary, default=str), flush=True)
-    return 0 if ok else 1
+    print(json.dumps(final, default=str), flush=True)
+    return 0 if final["ok"] else 1
 
 
 if __name__ == "__main__":

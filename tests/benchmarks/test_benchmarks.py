@@ -170,8 +170,9 @@ def test_gpu_benchmark_smoke_runs_every_part_on_the_cpu(tmp_path):
     from benchmarks.wheelhouse import closure, isolated_python
 
     python = isolated_python(closure(python="{}.{}".format(*sys.version_info)), tmp_path / "env")
-    result = run_benchmark("gpu.py", "--smoke", python=python)
-    assert result["smoke"] and result["ok"], result
+    result = run_benchmark("gpu.py", "--smoke", "--json", str(tmp_path / "gpu.json"), python=python)
+    assert result["smoke"] and result["ok"] and result["complete"], result
+    assert json.loads((tmp_path / "gpu.json").read_text()) == result  # --json: the same object
     assert list(result["parts"]) == ["train", "memory", "sdpa", "attention", "sample", "loop"]
     sdpa = result["parts"]["sdpa"]
     assert sorted(sdpa["ran"]) == sorted(f"{a}_{p}" for a in ("spatial", "temporal", "cross") for p in (256, 512))
@@ -196,6 +197,34 @@ def test_gpu_benchmark_smoke_runs_every_part_on_the_cpu(tmp_path):
     loop = result["parts"]["loop"]
     assert loop["ok"] and loop["bit_identical_to_uninterrupted"] and loop["planted_nan_grad_skipped"], loop
     assert 0 < loop["resumed_from"] < loop["final_checkpoint"] == loop["max_steps"] and loop["tensors_compared"] > 100
+
+
+@pytest.mark.slow
+def test_a_gpu_run_cut_short_leaves_the_rows_it_measured(tmp_path):
+    """A device call that runs out of time keeps what it measured: each lever row is printed as it is made and
+    --json holds the figures so far (complete: false), written before the row is printed."""
+    import signal
+
+    out = tmp_path / "gpu.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--smoke", "--json", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        seen = []
+        for line in proc.stdout:
+            if line.strip().startswith(("today", "+fused-projections")):
+                seen.append(line.split()[0])
+            if len(seen) == 2:
+                break
+        proc.send_signal(signal.SIGKILL)  # as a time limit does
+    finally:
+        proc.kill()
+        proc.wait()
+    assert seen == ["today", "+fused-projections"]
+    partial = json.loads(out.read_text())
+    assert partial["complete"] is False and partial["smoke"]
+    train = partial["parts"]["train"]
+    assert train["in_progress"] and [r["lever"] for r in train["levers"]][:2] == seen
+    assert all(r["step_s"] > 0 for r in train["levers"])
 
 
 @pytest.mark.slow
