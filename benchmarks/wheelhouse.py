@@ -102,9 +102,18 @@ def read_have(path: Path) -> dict[str, str]:
 
 
 def target_cuda(have: dict[str, str]) -> str | None:
-    """The CUDA version tag of the target's torch ('130' for 2.11.0+cu130), when have.txt states it."""
+    """The CUDA version tag of the target's torch: '130' for torch 2.11.0+cu130, or, for PyPI's CUDA builds (whose
+    version says nothing: torch==2.11.0), from the CUDA runtime they require (nvidia-cuda-runtime==13.0.96,
+    nvidia-cuda-runtime-cu12==12.8.90 -> '128'). None when have.txt states neither."""
     match = re.search(r"\+cu(\d+)", have.get("torch", ""))
-    return match.group(1) if match else None
+    if match:
+        return match.group(1)
+    for name, version in have.items():
+        runtime = re.fullmatch(r"nvidia-cuda-runtime(-cu\d+)?", name)
+        numbers = re.match(r"(\d+)\.(\d+)", version)
+        if runtime and numbers:
+            return numbers.group(1) + numbers.group(2)
+    return None
 
 
 def wanted(have: dict[str, str], python: str = "3.12") -> dict[str, str]:
@@ -217,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     dropped: list[str] = []
     for wheel in args.out.glob("bitsandbytes-*.whl"):
         if cuda is None:
-            print(f"{wheel.name}: kept whole (no --cuda, and have.txt's torch states none)", file=sys.stderr)
+            print(f"{wheel.name}: kept whole, every CUDA's library (no --cuda, and have.txt names no CUDA build of "
+                  "torch nor a CUDA runtime)", file=sys.stderr)  # fmt: skip
         else:
             dropped += keep_one_cuda(wheel, cuda)
     sizes = {w.name: w.stat().st_size for w in sorted(args.out.glob("*.whl"))}

@@ -59,6 +59,9 @@ def test_what_the_target_has_is_left_out_whatever_its_version_and_a_headless_ope
     assert have == {"torch": "2.11.0+cu130", "diffusers": "0.40.0", "opencv-python-headless": "4.12.0",
                     "my-pkg": "", "numpy": ""}  # fmt: skip
     assert target_cuda(have) == "130" and target_cuda({"torch": "2.11.0"}) is None
+    # PyPI's CUDA builds say nothing in their version: the CUDA runtime they pulled in does
+    assert target_cuda({"torch": "2.11.0", "nvidia-cuda-runtime": "13.0.96"}) == "130"
+    assert target_cuda({"torch": "2.9.1", "nvidia-cuda-runtime-cu12": "12.8.90"}) == "128"
     fetched = wanted(have, python=f"{sys.version_info.major}.{sys.version_info.minor}")
     assert not {"torch", "diffusers", "numpy", "opencv-python"} & set(fetched)
     assert {"colossalai", "av", "scenedetect", "bitsandbytes", "galore-torch"} <= set(fetched)
