@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--have", help="the target's `pip freeze` (or names, one a line): left out")
     parser.add_argument("--out", type=Path, default=Path("wheelhouse"), help="folder for the wheels (wheelhouse)")
     parser.add_argument("--python", default="3.12", help="the target's Python, major.minor (default 3.12)")
-    parser.add_argument("--cuda", help="the target's CUDA tag for bitsandbytes, e.g. 130 (default: torch's in --have)")
+    parser.add_argument("--cuda", help="the target's CUDA tag for bitsandbytes, e.g. 130 (default: from --have, "
+                        "torch's +cuXYZ or its nvidia-cuda-runtime version)")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="print what would be fetched, fetch nothing")
     parser.add_argument("pip_args", nargs="*", help="after --: passed to pip download (--index-url, --find-links)")
     args = parser.parse_args(argv)
