@@ -781,6 +781,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--caption-channels", type=int, default=CAPTION_CHANNELS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.json and not args.json.parent.is_dir():
+        parser.error(f"--json {args.json}: folder {args.json.parent} does not exist; create it or name a file in "
+                     "an existing folder")  # fmt: skip
     if args.smoke:
         args.preset, args.batch_256, args.batch_512, args.warmup, args.reps = "tiny", 1, 1, 1, 1
         args.caption_channels, args.parts = 32, ",".join(PARTS)

@@ -157,6 +157,8 @@ def test_gpu_benchmark_skips_without_cuda_and_its_help_says_what_it_measures():
     assert "MFU" in shown and "--parts" in shown
     wrong = subprocess.run([*script, "--parts", "train,warp"], capture_output=True, text=True)
     assert wrong.returncode == 2 and "warp" in wrong.stderr
+    nowhere = subprocess.run([*script, "--json", "/nonexistent-folder/gpu.json"], capture_output=True, text=True)
+    assert nowhere.returncode == 2 and "/nonexistent-folder does not exist" in nowhere.stderr  # before any run
 
 
 @pytest.mark.slow
