@@ -36,6 +36,8 @@ into the spatial part unchanged (see `model.weights.pixart`).
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import (
@@ -61,6 +63,19 @@ from model.networks.parallel import (
 ATTENTION_MODES = ("spatial_temporal", "full")
 TEMPORAL_POSITIONS = ("rope", "sincos", "rope+sincos")
 TEMPORAL_BRANCHES = ("modulated", "opensora-v1")
+EMPTY_FP32_WARNING = "should be kept in float32: []"
+
+
+class _DropEmptyFp32Warning(logging.Filter):
+    """diffusers' `ModelMixin.to` (0.42) warns on every dtype cast that modules "should be kept in float32" even when
+    the model names none (an empty list is not None): one such line per cast in every training and benchmark log.
+    Only that empty case is dropped; a model that does keep modules in float32 is still warned about."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return EMPTY_FP32_WARNING not in record.getMessage()
+
+
+logging.getLogger(ModelMixin.__module__).addFilter(_DropEmptyFp32Warning())
 
 
 class STDiT(FusableProjections, ModelMixin, ConfigMixin):

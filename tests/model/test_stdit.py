@@ -237,3 +237,28 @@ def test_the_prompt_reaches_a_fresh_model_at_full_strength(caption_channels, wid
         tokens = model.caption_projection(torch.randn(8, 4, caption_channels))
     assert 0.1 < float(tokens.std()) < 3.0
     assert float(model.transformer_blocks[0].attn2.to_out[0].weight.detach().abs().sum()) > 0
+
+
+def test_a_dtype_cast_warns_only_of_modules_really_kept_in_float32():
+    import logging
+
+    from diffusers.models.modeling_utils import ModelMixin
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    logger, collect = logging.getLogger(ModelMixin.__module__), Collect()
+    logger.addHandler(collect)
+    try:
+        model = tiny_stdit().to(torch.bfloat16)
+        assert model.dtype == torch.bfloat16
+        assert not [m for m in collect.messages if "float32" in m], collect.messages  # STDiT keeps none in fp32
+        logger.warning("There are modules in X that should be kept in float32: ['norm']. Casting ...")
+        assert collect.messages == ["There are modules in X that should be kept in float32: ['norm']. Casting ..."]
+    finally:
+        logger.removeHandler(collect)
