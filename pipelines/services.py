@@ -22,13 +22,13 @@ from pathlib import Path
 
 from pipelines.processes import (
     ServiceError,
-    _free_ports,
     _http_ok,
     _run,
     _spawn,
     _stop_process,
     _succeeds,
     _wait_until,
+    free_ports,
 )
 from pipelines.s3_identities import REGION, S3Identity, write_config
 
@@ -62,7 +62,7 @@ class LocalServices:
         self.pipeline_password = secrets.token_urlsafe(18)
         self._flask_secret = secrets.token_hex(32)  # signs the web UI's CSRF tokens; the same across restarts
         # all at once, so that no two services draw the same port
-        self._pg_port, self._s3_port, self._mlflow_port, *self._weed_ports = _free_ports(12)
+        self._pg_port, self._s3_port, self._mlflow_port, *self._weed_ports = free_ports(12)
         self._weed: subprocess.Popen | None = None
         self._mlflow: subprocess.Popen | None = None
         self._postgres_running = False

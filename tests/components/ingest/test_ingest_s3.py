@@ -1,13 +1,12 @@
 """The object-storage path: ingest straight from s3:// URLs served by a local S3-compatible server (moto)."""
 
-import socket
-
 import pandas as pd
 import pytest
 
 from components.ingest.config import IngestConfig
 from components.ingest.ingest import ingest
 from components.synth.synth import SynthConfig, synth
+from pipelines.processes import free_ports
 
 
 @pytest.fixture(scope="module")
@@ -15,9 +14,7 @@ def s3(tmp_path_factory):
     boto3 = pytest.importorskip("boto3")
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    (port,) = free_ports(1)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

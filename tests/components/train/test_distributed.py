@@ -2,7 +2,6 @@
 same numbers as one process with the same global batch; sequence parallelism likewise."""
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from safetensors.torch import load_file
 from components.common.tracking import read_metrics_log
 from components.train.launch import TORCHRUN_ENV, launch, launched
 from components.train.launcher import run_standalone
+from pipelines.processes import free_ports
 
 ROOT = Path(__file__).resolve().parents[3]
 COMMON = ["plugin=ddp", "log_every=1", "val_every=0", "sample_every=0", "system_metrics_every=0", "num_workers=0"]
@@ -101,15 +101,9 @@ def test_a_lone_process_gets_a_group_of_its_own_for_the_run_only(monkeypatch):
     with pytest.raises(RuntimeError, match="torchrun"):
         launch(seed=0)  # the group's own start needs torchrun's variables, and says so
 
-    given = dict(zip(TORCHRUN_ENV, ("0", "1", "0", "1", "127.0.0.1", str(free_port())), strict=True))
+    given = dict(zip(TORCHRUN_ENV, ("0", "1", "0", "1", "127.0.0.1", str(free_ports(1)[0])), strict=True))
     for key, value in given.items():
         monkeypatch.setenv(key, value)
     with launched(seed=0) as (rank, world, _):
         assert (rank, world) == (0, 1)
     assert {key: os.environ[key] for key in TORCHRUN_ENV} == given and not dist.is_initialized()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

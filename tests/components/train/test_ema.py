@@ -1,12 +1,11 @@
 """The EMA under ZeRO-2: kept from the fp32 master shards, not from the bf16 working weights."""
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
 
 from components.train.ema import EMA
+from pipelines.processes import free_ports
 from tests.model.helpers import randomize, tiny_stdit
 
 WORLD = 1  # one rank: its shard is the whole (padded) parameter; a GPU run has 8
@@ -34,9 +33,7 @@ class ZeroLikeOptimizer:
 
 @pytest.fixture
 def group():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    (port,) = free_ports(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=WORLD)
     yield
     dist.destroy_process_group()

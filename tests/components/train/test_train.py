@@ -21,6 +21,7 @@ from components.train import checkpoint
 from components.train.config import load_config
 from components.train.train import train
 from model.networks.stdit import STDiT
+from pipelines.processes import free_ports
 from tests.components.conftest import toy_stage_config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -274,13 +275,10 @@ def test_zero2_without_cuda_is_refused_naming_the_cpu_plugin(data, tmp_path, mon
 
 @pytest.mark.slow
 def test_training_outlives_a_dead_tracking_server(data, tmp_path):
-    import socket
     import threading
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    (port,) = free_ports(1)
     db = tmp_path / "mlflow.db"
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
