@@ -12,11 +12,12 @@ Python, leaving out what the target already has:
 
 (`make wheelhouse HAVE=have.txt` runs the second line.) colossalai, which PyPI serves as a source archive, is built
 into a pure-Python wheel (no CUDA extensions, as `make install` installs it); bitsandbytes keeps its CPU library and
-that of the target's CUDA alone (read from torch's `+cuXYZ` in have.txt; its wheel holds one per CUDA, ROCm and XPU
-version: 43 MB, 3.4 MB kept). The tests run `benchmarks/gpu.py --smoke` in an environment that holds only these
-distributions (`isolated_python`), so an import added to the training path that needs another one fails CI. For a
-target like PyTorch's CUDA images (transformers, numpy, pandas, OpenCV already there) the wheelhouse is about
-48 MiB, av's 34 the most. The last line printed is a JSON object: the wheels, their sizes and the install command.
+that of the target's CUDA alone (read from torch's `+cuXYZ` in have.txt, or from the nvidia-cuda-runtime that PyPI's
+CUDA builds of torch pull in; its wheel holds one per CUDA, ROCm and XPU version: 43 MB, 3.4 MB kept). The tests
+run `benchmarks/gpu.py --smoke` in an environment that holds only these distributions (`isolated_python`), so an
+import added to the training path that needs another one fails CI. For a target like PyTorch's CUDA images
+(transformers, numpy, pandas, OpenCV already there) the wheelhouse is about 48 MiB, av's 34 the most. The last
+line printed is a JSON object: the wheels, their sizes and the install command.
 """
 
 from __future__ import annotations
@@ -234,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {w.name: w.stat().st_size for w in sorted(args.out.glob("*.whl"))}
     for name, size in sizes.items():
         print(f"{size / 2**20:8.1f} MiB  {name}")
-    total = sum(sizes.values())
-    print(f"{total / 2**20:8.1f} MiB in {len(sizes)} wheels; on the target: {install_command(args.out)}")
+    total, install = sum(sizes.values()), install_command(args.out)
+    print(f"{total / 2**20:8.1f} MiB in {len(sizes)} wheels; on the target: {install}")
     print(json.dumps({"wheelhouse": str(args.out), "wanted": pins, "wheels": sizes, "total_bytes": total,
-                      "dropped": dropped, "install": install_command(args.out)}))  # fmt: skip
+                      "dropped": dropped, "install": install}))  # fmt: skip
     return 0
 
 
